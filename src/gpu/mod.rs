@@ -1,0 +1,407 @@
+//! The GPU context: instance, adapter choice, device, queue, pipeline cache, buffer pool,
+//! command recording and readback. One explicit [`Context`], no globals.
+
+pub mod adapter;
+mod pipeline;
+mod pool;
+
+pub use adapter::{AdapterSummary, ContextOptions};
+pub(crate) use pipeline::{Dispatch, Shader};
+pub(crate) use pool::BufferPool as BufferPoolHandle;
+pub use pool::MemoryStats;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use pipeline::PipelineCache;
+use pool::BufferPool;
+
+/// Largest number of workgroups in one grid dimension that every adapter accepts.
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// Work recorded but not yet submitted: one command encoder plus the uniform buffers it uses,
+/// which go back to the pool once the encoder is submitted.
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    uniforms: Vec<wgpu::Buffer>,
+    dispatches: u32,
+}
+
+/// The engine's handle on one GPU (or software) adapter.
+///
+/// Owns the device and queue, the pipeline cache (each pipeline is built once, keyed by shader,
+/// entry point and override constants), the buffer pool (tensor buffers are reused between
+/// steps), and the command encoder that ops record into. Work is submitted in one batch when
+/// something is read back or [`Context::flush`] is called.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+    pending: Mutex<Pending>,
+    gpu_error: Arc<Mutex<Option<String>>>,
+    readbacks: AtomicU64,
+    submits: AtomicU64,
+}
+
+impl Context {
+    /// Create a context with options from the environment (`DDPM_BACKEND`, `DDPM_ADAPTER`,
+    /// falling back to wgpu's `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`).
+    pub fn new() -> Result<Self> {
+        Self::with_options(&ContextOptions::from_env())
+    }
+
+    /// Create a context on the adapter chosen by `opts`.
+    pub fn with_options(opts: &ContextOptions) -> Result<Self> {
+        let instance = adapter::instance(opts)?;
+        let adapter = adapter::choose(&instance, opts)?;
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        // Ask for the adapter's real limits: lavapipe allows 128 MiB storage bindings, far more
+        // than wgpu's conservative defaults.
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("ddpm-wgpu device"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: info.name.clone(),
+                msg: e.to_string(),
+            }
+        })?;
+        Ok(Self::from_parts(device, queue, info, limits, features))
+    }
+
+    /// Share a device that the host application already created (a game engine, a UI toolkit).
+    /// The engine uses only the features and limits the device was created with.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        let limits = device.limits();
+        let features = device.features();
+        Self::from_parts(device, queue, info, limits, features)
+    }
+
+    fn from_parts(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        features: wgpu::Features,
+    ) -> Self {
+        let gpu_error = Arc::new(Mutex::new(None::<String>));
+        let sink = gpu_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        Context {
+            pool: Arc::new(BufferPool::new(device.clone(), limits.clone())),
+            pipelines: PipelineCache::default(),
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pending: Mutex::new(Pending {
+                encoder: None,
+                uniforms: Vec::new(),
+                dispatches: 0,
+            }),
+            gpu_error,
+            readbacks: AtomicU64::new(0),
+            submits: AtomicU64::new(0),
+        }
+    }
+
+    /// The chosen adapter's name, backend, device type and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// One-line description of the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn adapter_name(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The device limits in force.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Optional features that were enabled (f16, subgroups, timestamps).
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// Whether subgroup operations are available to kernels.
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether `f16` may be used in shaders.
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Largest storage buffer binding in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Bytes held in tensor buffers now, at peak, and in the pool's free lists.
+    pub fn memory(&self) -> MemoryStats {
+        self.pool.stats()
+    }
+
+    /// Reset the peak-memory counter to the current live size.
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak();
+    }
+
+    /// Number of GPU→CPU readbacks since the context was created.
+    pub fn readback_count(&self) -> u64 {
+        self.readbacks.load(Ordering::Relaxed)
+    }
+
+    /// Number of queue submits since the context was created.
+    pub fn submit_count(&self) -> u64 {
+        self.submits.load(Ordering::Relaxed)
+    }
+
+    /// Split `n` workgroups into a grid no dimension of which exceeds the adapter's limit.
+    /// Kernels recover the linear index as `wg.x + wg.y * num_workgroups.x` and bounds-check.
+    pub fn grid(&self, n: u32) -> [u32; 3] {
+        let max = self
+            .limits
+            .max_compute_workgroups_per_dimension
+            .clamp(1, MAX_WORKGROUPS_PER_DIM);
+        if n <= max {
+            [n.max(1), 1, 1]
+        } else {
+            let y = n.div_ceil(max);
+            [n.div_ceil(y), y, 1]
+        }
+    }
+
+    /// Record one compute dispatch into the pending encoder.
+    pub(crate) fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        let pipeline = self
+            .pipelines
+            .get(&self.device, d.shader, d.entry, d.constants)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = Vec::with_capacity(d.buffers.len() + 1);
+        let uniform = if d.params.is_empty() {
+            None
+        } else {
+            let u = self.pool.take_uniform(d.params.len() as u64)?;
+            self.queue.write_buffer(&u, 0, d.params);
+            Some(u)
+        };
+        if let Some(u) = &uniform {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            });
+        }
+        for (i, b) in d.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(d.entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        let [x, y, z] = d.workgroups;
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if x > max || y > max || z > max {
+            return Err(Error::Gpu(format!(
+                "{}::{} dispatch {:?} exceeds {} workgroups per dimension (engine bug: use Context::grid)",
+                d.shader.name, d.entry, d.workgroups, max
+            )));
+        }
+        let mut pending = self.lock_pending();
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("ddpm ops"),
+                })
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            if x > 0 && y > 0 && z > 0 {
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        if let Some(u) = uniform {
+            pending.uniforms.push(u);
+        }
+        pending.dispatches += 1;
+        // Keep command buffers bounded so a long recording does not hold every uniform alive.
+        if pending.dispatches >= 4096 {
+            self.submit_locked(&mut pending);
+        }
+        Ok(())
+    }
+
+    /// Record a buffer-to-buffer copy into the pending encoder.
+    pub(crate) fn copy_buffer(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        let mut pending = self.lock_pending();
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("ddpm ops"),
+                })
+        });
+        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, Some(bytes));
+    }
+
+    /// Record a zero-fill of a whole buffer.
+    pub(crate) fn clear_buffer(&self, dst: &wgpu::Buffer) {
+        let mut pending = self.lock_pending();
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("ddpm ops"),
+                })
+        });
+        encoder.clear_buffer(dst, 0, None);
+    }
+
+    /// Free the buffers parked in the pool.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Write bytes into a buffer, ordered after everything recorded so far.
+    pub(crate) fn write_buffer(&self, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        // queue.write_buffer lands before the *next* submit; flush first so that work already
+        // recorded against a reused pool buffer sees the old contents.
+        let mut pending = self.lock_pending();
+        self.submit_locked(&mut pending);
+        self.queue.write_buffer(dst, offset, data);
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit_locked(&self, pending: &mut Pending) {
+        if let Some(encoder) = pending.encoder.take() {
+            self.queue.submit(Some(encoder.finish()));
+            self.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        for u in pending.uniforms.drain(..) {
+            self.pool.give_back_uniform(u);
+        }
+        pending.dispatches = 0;
+    }
+
+    /// Submit everything recorded so far (does not wait).
+    pub fn flush(&self) {
+        let mut pending = self.lock_pending();
+        self.submit_locked(&mut pending);
+    }
+
+    /// Submit everything recorded so far and wait for the GPU to finish it.
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check_error()
+    }
+
+    /// Return (and clear) the first GPU error reported since the last check.
+    pub fn check_error(&self) -> Result<()> {
+        let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(msg) if msg.to_lowercase().contains("out of memory") => Err(Error::OutOfMemory {
+                what: msg,
+                bytes: 0,
+                live: self.pool.stats().live_bytes,
+            }),
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Copy `bytes` bytes from the start of `src` back to the CPU, after all recorded work.
+    pub(crate) fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut pending = self.lock_pending();
+            let encoder = pending.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("ddpm ops"),
+                    })
+            });
+            encoder.copy_buffer_to_buffer(src, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
+            self.submit_locked(&mut pending);
+        }
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for readback: {e}")))?;
+        self.check_error()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping readback buffer: {e}")))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.adapter_name())
+            .finish()
+    }
+}
