@@ -1,0 +1,1 @@
+//! attention ops (`shaders/attention.wgsl`). Contract: see the functions below.

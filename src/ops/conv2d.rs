@@ -1,0 +1,1 @@
+//! conv2d ops (`shaders/conv2d.wgsl`). Contract: see the functions below.

@@ -1,0 +1,1 @@
+//! ddpm ops (`shaders/ddpm.wgsl`). Contract: see the functions below.

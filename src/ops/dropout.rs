@@ -1,0 +1,1 @@
+//! dropout ops (`shaders/dropout.wgsl`). Contract: see the functions below.

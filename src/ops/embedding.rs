@@ -1,0 +1,1 @@
+//! embedding ops (`shaders/embedding.wgsl`). Contract: see the functions below.

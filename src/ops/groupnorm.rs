@@ -1,0 +1,1 @@
+//! groupnorm ops (`shaders/groupnorm.wgsl`). Contract: see the functions below.

@@ -1,0 +1,1 @@
+//! layout ops (`shaders/layout.wgsl`). Contract: see the functions below.

@@ -1,0 +1,1 @@
+//! loss ops (`shaders/loss.wgsl`). Contract: see the functions below.

@@ -1,0 +1,1 @@
+//! matmul ops (`shaders/matmul.wgsl`). Contract: see the functions below.

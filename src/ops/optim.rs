@@ -1,0 +1,1 @@
+//! optim ops (`shaders/optim.wgsl`). Contract: see the functions below.

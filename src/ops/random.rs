@@ -1,0 +1,1 @@
+//! random ops (`shaders/random.wgsl`). Contract: see the functions below.

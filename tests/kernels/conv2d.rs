@@ -1,0 +1,1 @@
+// GPU conv2d kernels vs the CPU reference.

@@ -1,0 +1,1 @@
+// GPU ddpm kernels vs the CPU reference.

@@ -1,0 +1,1 @@
+// GPU dropout kernels vs the CPU reference.

@@ -1,0 +1,1 @@
+// GPU embedding kernels vs the CPU reference.

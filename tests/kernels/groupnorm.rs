@@ -1,0 +1,1 @@
+// GPU groupnorm kernels vs the CPU reference.

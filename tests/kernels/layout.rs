@@ -1,0 +1,1 @@
+// GPU layout kernels vs the CPU reference.

@@ -1,0 +1,1 @@
+// GPU loss kernels vs the CPU reference.

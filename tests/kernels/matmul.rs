@@ -1,0 +1,1 @@
+// GPU matmul kernels vs the CPU reference.

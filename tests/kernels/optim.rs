@@ -1,0 +1,1 @@
+// GPU optim kernels vs the CPU reference.

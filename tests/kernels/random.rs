@@ -1,0 +1,1 @@
+// GPU random kernels vs the CPU reference.
