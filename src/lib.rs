@@ -16,12 +16,18 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+pub mod data;
+pub mod diffusion;
 pub mod error;
 pub mod gpu;
+pub mod image;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod tensor;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Context, ContextOptions, MemoryStats};
+pub use nn::{UNet, UNetConfig};
 pub use tensor::{DType, Tensor};

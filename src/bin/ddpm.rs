@@ -1,15 +1,19 @@
 //! The `ddpm` command-line tool: a thin client of the library.
 
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use ddpm_wgpu::checkpoint::{self, TensorFile};
+use ddpm_wgpu::data::Dataset;
+use ddpm_wgpu::diffusion::train::{preset_for, TrainConfig, Trainer};
 use ddpm_wgpu::gpu::adapter;
-use ddpm_wgpu::{Context, ContextOptions};
+use ddpm_wgpu::{Context, ContextOptions, Error, Result, UNet, UNetConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "ddpm",
-    version,
-    about = "Train and sample DDPMs on any GPU wgpu reaches"
-)]
+#[command(name = "ddpm", version, about = "Train and sample DDPMs on any GPU wgpu reaches")]
 struct Cli {
     /// Backend(s) to search: vulkan, metal, dx12, gl (comma-separated). Env: DDPM_BACKEND.
     #[arg(long, global = true)]
@@ -25,6 +29,94 @@ struct Cli {
 enum Cmd {
     /// List every adapter seen, the chosen one, its limits and features.
     Info,
+    /// Train a DDPM (Algorithm 1) on a dataset; checkpoints are resumable.
+    Train(TrainArgs),
+    /// Run ε_θ on tensors from a safetensors file (`sample`, `timestep`, optional `class_labels`).
+    Predict {
+        /// A diffusers model folder (config.json + diffusion_pytorch_model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input safetensors file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output safetensors file (tensor `sample`).
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Dataset: a folder of PNGs (subfolders = classes), an IDX image file (.gz ok), or a
+    /// CIFAR-10 binary batch file or folder of them.
+    #[arg(long)]
+    data: PathBuf,
+    /// IDX label file (for IDX images). Default: the images file name with "images" → "labels".
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Train unconditionally even when the dataset has labels.
+    #[arg(long)]
+    unconditional: bool,
+    /// Channels to read PNGs as (1 or 3).
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Pad images to this size (centred, background −1). 28×28 Fashion-MNIST → 32.
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Model preset: small or ddpm-cifar10 (ignored with --config).
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// A diffusers UNet2DModel config.json to train instead of a preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder: checkpoints, metrics.jsonl, sample grids.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Optimizer steps to reach (a resumed run continues to this total).
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Micro-batches per step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f32,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 5000)]
+    warmup: u64,
+    /// Global gradient-norm clip (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// EMA decay.
+    #[arg(long, default_value_t = 0.9999)]
+    ema_decay: f32,
+    /// Dropout inside ResNet blocks (overrides the preset).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Disable random horizontal flips (use for digits/text).
+    #[arg(long)]
+    no_hflip: bool,
+    /// Label dropout probability (classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f32,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// β schedule: linear, scaled_linear, sqrt, cosine.
+    #[arg(long, default_value = "linear")]
+    beta_schedule: String,
+    /// Diffusion steps T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    /// Save a checkpoint every N steps (and at the end, and on Ctrl-C).
+    #[arg(long, default_value_t = 500)]
+    save_every: u64,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
 }
 
 fn main() {
@@ -32,6 +124,8 @@ fn main() {
     let opts = ContextOptions::from_env().merged(cli.backend.clone(), cli.adapter.clone());
     let res = match cli.cmd {
         Cmd::Info => info(&opts),
+        Cmd::Train(args) => train(&opts, args),
+        Cmd::Predict { model, input, output } => predict(&opts, &model, &input, &output),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
@@ -39,49 +133,185 @@ fn main() {
     }
 }
 
-fn info(opts: &ContextOptions) -> ddpm_wgpu::Result<()> {
+fn info(opts: &ContextOptions) -> Result<()> {
     let all = adapter::list(opts)?;
     println!("adapters seen ({}):", all.len());
     for a in &all {
-        println!(
-            "  [{}] {} | backend {:?} | {:?} | driver {}",
-            a.index, a.name, a.backend, a.device_type, a.driver
-        );
+        println!("  [{}] {} | backend {:?} | {:?} | driver {}", a.index, a.name, a.backend, a.device_type, a.driver);
     }
     let ctx = Context::with_options(opts)?;
     let l = ctx.limits();
-    println!("chosen: {}", ctx.adapter_name());
-    println!(
-        "  max_storage_buffer_binding_size: {} MiB",
-        l.max_storage_buffer_binding_size >> 20
-    );
-    println!("  max_buffer_size: {} MiB", l.max_buffer_size >> 20);
-    println!(
-        "  max_compute_workgroup_storage_size: {} KiB",
-        l.max_compute_workgroup_storage_size >> 10
-    );
-    println!(
-        "  max_compute_invocations_per_workgroup: {}",
-        l.max_compute_invocations_per_workgroup
-    );
-    println!(
-        "  max_compute_workgroups_per_dimension: {}",
-        l.max_compute_workgroups_per_dimension
-    );
-    println!(
-        "  max_storage_buffers_per_shader_stage: {}",
-        l.max_storage_buffers_per_shader_stage
-    );
     let i = ctx.adapter_info();
-    println!(
-        "  subgroup size: {}..{}",
-        i.subgroup_min_size, i.subgroup_max_size
-    );
+    println!("chosen: {}", ctx.adapter_name());
+    println!("  max_storage_buffer_binding_size: {} MiB", l.max_storage_buffer_binding_size >> 20);
+    println!("  max_buffer_size: {} MiB", l.max_buffer_size >> 20);
+    println!("  max_compute_workgroup_storage_size: {} KiB", l.max_compute_workgroup_storage_size >> 10);
+    println!("  max_compute_invocations_per_workgroup: {}", l.max_compute_invocations_per_workgroup);
+    println!("  max_compute_workgroups_per_dimension: {}", l.max_compute_workgroups_per_dimension);
+    println!("  max_storage_buffers_per_shader_stage: {}", l.max_storage_buffers_per_shader_stage);
+    println!("  subgroup size: {}..{}", i.subgroup_min_size, i.subgroup_max_size);
     println!(
         "  features: f16={} subgroups={} timestamps={}",
         ctx.has_f16(),
         ctx.has_subgroups(),
         ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     );
+    Ok(())
+}
+
+fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
+    let p = &args.data;
+    let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let mut ds = if p.is_dir() {
+        let bins: Vec<PathBuf> = {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "bin"))
+                .filter(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test")))
+                .collect();
+            v.sort();
+            v
+        };
+        if bins.is_empty() {
+            Dataset::from_png_folder(p, args.channels)?
+        } else {
+            Dataset::from_cifar10(&bins)?
+        }
+    } else if name.ends_with(".bin") {
+        Dataset::from_cifar10(std::slice::from_ref(p))?
+    } else {
+        let labels = args.labels.clone().or_else(|| {
+            let guess = p.with_file_name(name.replace("images", "labels").replace("idx3", "idx1"));
+            (guess != *p && guess.exists()).then_some(guess)
+        });
+        Dataset::from_idx(p, labels.as_deref())?
+    };
+    if args.unconditional {
+        ds.labels.clear();
+        ds.num_classes = 0;
+    }
+    if let Some(s) = args.image_size {
+        ds.pad_to(s)?;
+    }
+    Ok(ds)
+}
+
+fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
+    let ctx = Context::with_options(opts)?;
+    let data = load_dataset(&args)?;
+    eprintln!(
+        "dataset: {} images of {}×{}×{}, {} classes",
+        data.len(),
+        data.channels,
+        data.height,
+        data.width,
+        data.num_classes
+    );
+    let mut trainer = if args.resume {
+        let t = Trainer::resume(&ctx, &args.out)?;
+        eprintln!("resumed at step {} from {}", t.step, args.out.display());
+        t
+    } else {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                UNetConfig::from_json(&text)?
+            }
+            None => preset_for(&args.preset, &data, args.label_dropout)?,
+        };
+        if let Some(d) = args.dropout {
+            cfg.dropout = d;
+        }
+        cfg.validate()?;
+        let mut unet = UNet::new(cfg)?;
+        unet.init_random(&ctx, args.seed)?;
+        let config = TrainConfig {
+            batch_size: args.batch_size,
+            grad_accum: args.grad_accum,
+            lr: args.lr,
+            warmup_steps: args.warmup,
+            clip_grad_norm: (args.clip > 0.0).then_some(args.clip),
+            ema_decay: args.ema_decay,
+            hflip: !args.no_hflip,
+            label_dropout: if data.num_classes > 0 { args.label_dropout } else { 0.0 },
+            seed: args.seed,
+            beta_schedule: args.beta_schedule.clone(),
+            num_train_timesteps: args.timesteps,
+            ..TrainConfig::default()
+        };
+        Trainer::new(&ctx, unet, config)?
+    };
+    eprintln!("model: {} parameters on {}", trainer.unet.params.count(), ctx.adapter_name());
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let metrics_path = args.out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let bar = indicatif::ProgressBar::new(args.steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_position(trainer.step);
+    let mut smoothed: Option<f32> = None;
+    let batch = trainer.config.batch_size;
+    let started = Instant::now();
+    let first_step = trainer.step;
+    while trainer.step < args.steps {
+        if stop.load(Ordering::SeqCst) {
+            bar.abandon_with_message("interrupted: saving checkpoint");
+            trainer.save(&ctx, &args.out)?;
+            eprintln!("saved {} at step {}; continue with --resume", args.out.display(), trainer.step);
+            return Err(Error::Interrupted);
+        }
+        let s = match trainer.train_step(&ctx, &data) {
+            Ok(s) => s,
+            Err(e @ (Error::NonFinite { .. } | Error::OutOfMemory { .. })) => {
+                bar.abandon();
+                eprintln!("stopping: the last good checkpoint in {} is kept", args.out.display());
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        smoothed = Some(smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
+        let secs = started.elapsed().as_secs_f64();
+        let ips = (s.step - first_step) as f64 * batch as f64 / secs.max(1e-9);
+        bar.set_position(s.step);
+        bar.set_message(format!("loss {:.4} (avg {:.4}) {:.1} img/s", s.loss, smoothed.unwrap_or(s.loss), ips));
+        use std::io::Write;
+        let _ = writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "images_per_s": ips, "wall_s": secs})
+        );
+        if s.step % args.save_every == 0 || s.step == args.steps {
+            trainer.save(&ctx, &args.out)?;
+        }
+    }
+    bar.finish();
+    eprintln!("done: step {}; checkpoint in {}", trainer.step, args.out.display());
+    Ok(())
+}
+
+fn predict(opts: &ContextOptions, model: &Path, input: &Path, output: &Path) -> Result<()> {
+    let ctx = Context::with_options(opts)?;
+    let unet = UNet::from_pretrained(&ctx, model)?;
+    let file = TensorFile::read(input)?;
+    let x = file.upload(&ctx, "sample")?;
+    let t = file.upload(&ctx, "timestep")?;
+    let labels = if file.contains("class_labels") { Some(file.upload(&ctx, "class_labels")?) } else { None };
+    let out = unet.forward(&ctx, &x, &t, labels.as_ref())?;
+    let data = ctx.read(&out)?;
+    let bytes = checkpoint::serialize_f32(&[("sample".to_string(), out.shape().to_vec(), data)], None)?;
+    checkpoint::write_atomic(output, &bytes)?;
+    eprintln!("wrote {} ({:?})", output.display(), out.shape());
     Ok(())
 }

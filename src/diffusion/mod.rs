@@ -1,0 +1,7 @@
+//! Diffusion maths: schedules, the forward process, training (Algorithm 1) and samplers.
+
+pub mod schedule;
+pub mod train;
+
+pub use schedule::{BetaSchedule, Schedule};
+pub use train::{TrainConfig, Trainer};

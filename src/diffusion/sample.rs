@@ -1,0 +1,338 @@
+//! Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), DDIM (Song et al. 2021) and
+//! DPM-Solver++(2M) (Lu et al. 2022), step-for-step as diffusers' `DDPMScheduler`,
+//! `DDIMScheduler` and `DPMSolverMultistepScheduler` compute them. Coefficients are computed in
+//! f64 on the host; each step is one fused kernel ([`crate::ops::ddpm::sampler_update`]) and
+//! nothing is read back until the images are done.
+
+use crate::diffusion::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::nn::UNet;
+use crate::ops::ddpm::{self, SamplerCoefs};
+use crate::ops::{elementwise as ew, random};
+use crate::tensor::Tensor;
+
+/// Variance of the DDPM reverse step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variance {
+    /// σ²_t = β̃_t, the posterior variance (diffusers' "fixed_small").
+    FixedSmall,
+    /// σ²_t = β_t (diffusers' "fixed_large").
+    FixedLarge,
+}
+
+/// How inference timesteps are picked from 0..T (diffusers' `timestep_spacing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spacing {
+    /// (0, r, 2r, ...) with r = T / steps, reversed.
+    Leading,
+    /// round(T, T − r, ...) − 1.
+    Trailing,
+    /// round(linspace(0, T − 1, steps)), reversed.
+    Linspace,
+}
+
+impl Spacing {
+    /// Parse diffusers' name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "leading" => Ok(Spacing::Leading),
+            "trailing" => Ok(Spacing::Trailing),
+            "linspace" => Ok(Spacing::Linspace),
+            other => Err(Error::arg("--spacing", format!("'{other}': expected leading, trailing or linspace"))),
+        }
+    }
+}
+
+/// A sampler and its options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampler {
+    /// Ancestral sampling.
+    Ddpm {
+        /// σ_t choice.
+        variance: Variance,
+        /// Clip the predicted x₀ to [−1, 1].
+        clip: bool,
+    },
+    /// DDIM with stochasticity η (0 = deterministic).
+    Ddim {
+        /// η.
+        eta: f64,
+        /// Clip the predicted x₀ to [−1, 1].
+        clip: bool,
+    },
+    /// DPM-Solver++ (2M), multistep second order, first order at the first and last step.
+    DpmSolverPP,
+}
+
+/// diffusers' inference timesteps for `steps` of `t_train`.
+pub fn timesteps(spacing: Spacing, t_train: usize, steps: usize) -> Result<Vec<usize>> {
+    if steps == 0 || steps > t_train {
+        return Err(Error::arg("--steps", format!("{steps}: expected 1..={t_train} (the model's T)")));
+    }
+    Ok(match spacing {
+        Spacing::Leading => {
+            let r = t_train / steps;
+            (0..steps).rev().map(|i| i * r).collect()
+        }
+        Spacing::Trailing => {
+            let r = t_train as f64 / steps as f64;
+            let mut v = Vec::new();
+            let mut x = t_train as f64;
+            while x > 0.0 && v.len() < steps {
+                v.push((x.round() as i64 - 1).max(0) as usize);
+                x -= r;
+            }
+            v
+        }
+        Spacing::Linspace => (0..steps)
+            .rev()
+            .map(|i| {
+                if steps == 1 {
+                    0
+                } else {
+                    (i as f64 * (t_train - 1) as f64 / (steps - 1) as f64).round() as usize
+                }
+            })
+            .collect(),
+    })
+}
+
+/// One step's fused-update coefficients.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// The model is evaluated at this timestep.
+    pub t: usize,
+    /// The update.
+    pub coefs: SamplerCoefs,
+}
+
+fn x0_coefs(abar: f64) -> (f32, f32) {
+    // x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t
+    ((1.0 / abar.sqrt()) as f32, ((1.0 - abar).sqrt() / abar.sqrt()) as f32)
+}
+
+/// The whole plan of updates for `sampler` over `steps` inference steps.
+pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usize) -> Result<Vec<Step>> {
+    let t_train = schedule.len();
+    let ab = &schedule.alphas_cumprod;
+    let mut out = Vec::new();
+    match sampler {
+        Sampler::Ddpm { variance, clip } => {
+            let ts = timesteps(spacing, t_train, steps)?;
+            let stride = t_train / steps;
+            for &t in &ts {
+                let prev = t as i64 - stride as i64;
+                let ab_t = ab[t];
+                let ab_prev = if prev >= 0 { ab[prev as usize] } else { 1.0 };
+                let alpha_t = ab_t / ab_prev;
+                let beta_t = 1.0 - alpha_t;
+                // posterior mean μ̃ = c₀ x̂₀ + c_x x_t (Ho et al. eq. 7)
+                let c0 = ab_prev.sqrt() * beta_t / (1.0 - ab_t);
+                let cx = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
+                let var = if t == 0 {
+                    0.0
+                } else {
+                    match variance {
+                        Variance::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
+                        Variance::FixedLarge => beta_t,
+                    }
+                };
+                let (sx, se) = x0_coefs(ab_t);
+                out.push(Step {
+                    t,
+                    coefs: SamplerCoefs { s_x: sx, s_e: se, clip, c_x: cx as f32, c_x0: c0 as f32, c_e: 0.0, c_prev: 0.0, sigma: var.sqrt() as f32 },
+                });
+            }
+        }
+        Sampler::Ddim { eta, clip } => {
+            let ts = timesteps(spacing, t_train, steps)?;
+            let stride = t_train / steps;
+            for &t in &ts {
+                let prev = t as i64 - stride as i64;
+                let ab_t = ab[t];
+                // set_alpha_to_one = True
+                let ab_prev = if prev >= 0 { ab[prev as usize] } else { 1.0 };
+                let var = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev);
+                let std = eta * var.sqrt();
+                let (sx, se) = x0_coefs(ab_t);
+                // x_{t−1} = √ᾱ_{t−1} x̂₀ + √(1 − ᾱ_{t−1} − σ²) ε + σ z (Song et al. eq. 12)
+                let c_e = (1.0 - ab_prev - std * std).max(0.0).sqrt();
+                out.push(Step {
+                    t,
+                    coefs: SamplerCoefs { s_x: sx, s_e: se, clip, c_x: 0.0, c_x0: ab_prev.sqrt() as f32, c_e: c_e as f32, c_prev: 0.0, sigma: std as f32 },
+                });
+            }
+        }
+        Sampler::DpmSolverPP => {
+            // diffusers' default spacing for this scheduler: linspace over steps + 1, last dropped.
+            let ts: Vec<usize> = (0..=steps)
+                .rev()
+                .map(|i| (i as f64 * (t_train - 1) as f64 / steps as f64).round() as usize)
+                .take(steps)
+                .collect();
+            // σ-parametrisation: α = 1/√(1+s²), σ = s α with s = √((1−ᾱ)/ᾱ); final σ = 0.
+            let sig = |t: Option<usize>| -> (f64, f64) {
+                match t {
+                    Some(t) => {
+                        let s = ((1.0 - ab[t]) / ab[t]).sqrt();
+                        let a = 1.0 / (1.0 + s * s).sqrt();
+                        (a, s * a)
+                    }
+                    None => (1.0, 0.0),
+                }
+            };
+            for (i, &t) in ts.iter().enumerate() {
+                let next = ts.get(i + 1).copied();
+                let (a_s, s_s) = sig(Some(t));
+                let (a_t, s_t) = sig(next);
+                // e^{−h} = (σ_t/α_t)/(σ_s/α_s), h = λ_t − λ_s, λ = log(α/σ)
+                let emh = (s_t / a_t) / (s_s / a_s);
+                let a_coef = -a_t * (emh - 1.0);
+                let (sx, se) = x0_coefs(ab[t]);
+                let first_order = i == 0 || next.is_none();
+                let (c0, cp) = if first_order {
+                    (a_coef, 0.0)
+                } else {
+                    // midpoint 2M: D = x̂₀ + (1/(2r))(x̂₀ − x̂₀_prev), r = h_prev / h
+                    let (a_p, s_p) = sig(Some(ts[i - 1]));
+                    let lam = |a: f64, s: f64| (a / s).ln();
+                    let h = lam(a_t, s_t) - lam(a_s, s_s);
+                    let h0 = lam(a_s, s_s) - lam(a_p, s_p);
+                    let r = h0 / h;
+                    (a_coef * (1.0 + 0.5 / r), -a_coef * 0.5 / r)
+                };
+                out.push(Step {
+                    t,
+                    coefs: SamplerCoefs {
+                        s_x: sx,
+                        s_e: se,
+                        clip: false,
+                        c_x: (s_t / s_s) as f32,
+                        c_x0: c0 as f32,
+                        c_e: 0.0,
+                        c_prev: cp as f32,
+                        sigma: 0.0,
+                    },
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Classifier-free guidance: per-sample labels and the guidance weight w
+/// (ε = ε_∅ + w (ε_c − ε_∅)).
+#[derive(Clone, Debug)]
+pub struct Guidance {
+    /// Class of each sample.
+    pub labels: Vec<u32>,
+    /// The "no class" label the model was trained with (label dropout).
+    pub null_class: u32,
+    /// w; 1 = plain conditional sampling.
+    pub weight: f32,
+}
+
+/// What [`sample`] produces.
+pub struct Samples {
+    /// The final images x₀, [n, C, H, W].
+    pub images: Tensor,
+    /// (step index, x_t after the step, predicted x̂₀) at the requested steps.
+    pub trajectory: Vec<(usize, Tensor, Tensor)>,
+}
+
+/// Options of [`sample`].
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    /// Number of images.
+    pub n: usize,
+    /// Image height and width.
+    pub size: usize,
+    /// The sampler.
+    pub sampler: Sampler,
+    /// Timestep spacing (DDPM and DDIM).
+    pub spacing: Spacing,
+    /// Inference steps.
+    pub steps: usize,
+    /// Seed of the initial noise and every step's noise.
+    pub seed: u64,
+    /// Class-conditional sampling with guidance.
+    pub guidance: Option<Guidance>,
+    /// Keep x_t and x̂₀ after these step indices (for denoising strips).
+    pub keep: Vec<usize>,
+}
+
+/// Draw samples from `unet`. `progress(i, steps)` is called after each recorded step (nothing
+/// is read back from the GPU until the end).
+pub fn sample(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    opts: &SampleOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Samples> {
+    let cfg = unet.config();
+    let (n, c, s) = (opts.n, cfg.in_channels, opts.size);
+    if n == 0 {
+        return Err(Error::arg("--n", "must be at least 1"));
+    }
+    let conditional = cfg.num_class_embeds.is_some();
+    let g = &opts.guidance;
+    match (conditional, g) {
+        (true, None) => return Err(Error::arg("--class", "the model is class-conditional: give a class (or --guidance with labels)")),
+        (false, Some(_)) => return Err(Error::arg("--class", "the model has no class embedding (num_class_embeds is null)")),
+        _ => {}
+    }
+    if let (Some(k), Some(g)) = (cfg.num_class_embeds, g) {
+        if g.labels.len() != n {
+            return Err(Error::arg("--class", format!("{} labels for {n} samples", g.labels.len())));
+        }
+        if let Some(bad) = g.labels.iter().chain([&g.null_class]).find(|&&l| l as usize >= k) {
+            return Err(Error::arg("--class", format!("class {bad} is outside the model's range 0..{}", k - 1)));
+        }
+    }
+    let steps = plan(schedule, opts.sampler, opts.spacing, opts.steps)?;
+    let per = c * s * s;
+    let mut x = random::randn(ctx, &[n, c, s, s], opts.seed, u32::MAX)?;
+    // Conditional and unconditional halves are batched into one forward pass.
+    let guided = g.as_ref().filter(|g| g.weight != 1.0);
+    let labels = match g {
+        Some(g) => {
+            let mut l: Vec<f32> = g.labels.iter().map(|&v| v as f32).collect();
+            if guided.is_some() {
+                l.extend(std::iter::repeat_n(g.null_class as f32, n));
+            }
+            Some(ctx.upload(&[l.len()], &l)?)
+        }
+        None => None,
+    };
+    let nb = if guided.is_some() { 2 * n } else { n };
+    let mut x0_prev: Option<Tensor> = None;
+    let mut trajectory = Vec::new();
+    for (i, st) in steps.iter().enumerate() {
+        let t = ctx.upload(&[nb], &vec![st.t as f32; nb])?;
+        let eps = match guided {
+            Some(gd) => {
+                let xx = ctx.empty(&[nb, c, s, s], "cfg.x")?;
+                let bytes = (n * per * 4) as u64;
+                ctx.copy_buffer(x.buffer(), 0, xx.buffer(), 0, bytes);
+                ctx.copy_buffer(x.buffer(), 0, xx.buffer(), bytes, bytes);
+                let e = unet.forward(ctx, &xx, &t, labels.as_ref())?;
+                let e_c = ctx.empty(&[n, c, s, s], "cfg.eps_c")?;
+                let e_u = ctx.empty(&[n, c, s, s], "cfg.eps_u")?;
+                ctx.copy_buffer(e.buffer(), 0, e_c.buffer(), 0, bytes);
+                ctx.copy_buffer(e.buffer(), bytes, e_u.buffer(), 0, bytes);
+                ew::axpby(ctx, &e_c, &e_u, gd.weight, 1.0 - gd.weight)?
+            }
+            None => unet.forward(ctx, &x, &t, labels.as_ref())?,
+        };
+        let (x_next, x0) = ddpm::sampler_update(ctx, &x, &eps, x0_prev.as_ref(), &st.coefs, opts.seed, i as u32)?;
+        if opts.keep.contains(&i) {
+            trajectory.push((i, x_next.clone(), x0.clone()));
+        }
+        x = x_next;
+        x0_prev = Some(x0);
+        progress(i + 1, steps.len());
+    }
+    Ok(Samples { images: x, trajectory })
+}

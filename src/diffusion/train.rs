@@ -1,0 +1,349 @@
+//! Training (Algorithm 1 of Ho et al. 2020): t ~ U{1..T}, ε ~ N(0, I),
+//! loss ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², Adam with warmup, gradient clipping and an EMA of
+//! the weights. Every random choice is a pure function of (seed, step), so a resumed run
+//! continues exactly where an uninterrupted one would be.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{self, TensorFile};
+use crate::data::Dataset;
+use crate::diffusion::schedule::{BetaSchedule, Schedule};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::nn::{Grads, Mode, Params, UNet, UNetConfig};
+use crate::ops::{ddpm, loss, optim};
+use crate::tensor::Tensor;
+
+/// Every training option, with the paper's defaults.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Images per optimizer step (split into `grad_accum` micro-batches).
+    pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation for batches that do not fit).
+    pub grad_accum: usize,
+    /// Peak learning rate (2e-4).
+    pub lr: f32,
+    /// Linear warmup steps (5000).
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (1.0); `None` disables.
+    pub clip_grad_norm: Option<f32>,
+    /// Adam β₁.
+    pub beta1: f32,
+    /// Adam β₂.
+    pub beta2: f32,
+    /// Adam ε.
+    pub adam_eps: f32,
+    /// Decoupled weight decay (AdamW); 0 = Adam.
+    pub weight_decay: f32,
+    /// EMA decay (0.9999).
+    pub ema_decay: f32,
+    /// Use decay min(ema_decay, (1+step)/(10+step)) early on.
+    pub ema_warmup: bool,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Probability of replacing a class label by the null class (classifier-free guidance).
+    pub label_dropout: f32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// β schedule.
+    pub beta_schedule: String,
+    /// T.
+    pub num_train_timesteps: usize,
+    /// β₁ of linear-type schedules.
+    pub beta_start: f64,
+    /// β_T of linear-type schedules.
+    pub beta_end: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 128,
+            grad_accum: 1,
+            lr: 2e-4,
+            warmup_steps: 5000,
+            clip_grad_norm: Some(1.0),
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            weight_decay: 0.0,
+            ema_decay: 0.9999,
+            ema_warmup: true,
+            hflip: true,
+            label_dropout: 0.1,
+            seed: 0,
+            beta_schedule: "linear".into(),
+            num_train_timesteps: 1000,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }
+    }
+}
+
+/// Result of one optimizer step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Step number after this step (1-based).
+    pub step: u64,
+    /// Mean L_simple over the batch.
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Learning rate used.
+    pub lr: f32,
+}
+
+/// SplitMix64 finaliser: a keyed hash used for every host-side random choice.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn key(seed: u64, step: u64, micro: u64, item: u64, what: u64) -> u64 {
+    mix(mix(mix(mix(seed ^ what) ^ step) ^ micro) ^ item)
+}
+
+/// The training state: raw weights (in the U-Net), Adam moments, EMA weights and the step.
+pub struct Trainer {
+    /// The model being trained (raw, non-EMA weights).
+    pub unet: UNet,
+    /// EMA of the weights (what is shipped and sampled from).
+    pub ema: Params,
+    m: Params,
+    v: Params,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Options.
+    pub config: TrainConfig,
+    /// The noise schedule.
+    pub schedule: Schedule,
+    sqrt_ab: Tensor,
+    sqrt_1m_ab: Tensor,
+    null_class: Option<u32>,
+}
+
+impl Trainer {
+    /// Start training `unet` (already initialised or loaded).
+    pub fn new(ctx: &Context, unet: UNet, config: TrainConfig) -> Result<Self> {
+        if config.batch_size == 0 || config.grad_accum == 0 || config.batch_size % config.grad_accum != 0 {
+            return Err(Error::arg(
+                "--batch-size",
+                format!("{} must be a positive multiple of --grad-accum {}", config.batch_size, config.grad_accum),
+            ));
+        }
+        let schedule = Schedule::new(
+            BetaSchedule::parse(&config.beta_schedule)?,
+            config.num_train_timesteps,
+            config.beta_start,
+            config.beta_end,
+        )?;
+        let sqrt_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_alphas_cumprod())?;
+        let sqrt_1m_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_one_minus_alphas_cumprod())?;
+        let ema = unet.params.duplicate(ctx)?;
+        let m = unet.params.zeros_like(ctx)?;
+        let v = unet.params.zeros_like(ctx)?;
+        // A class-conditional model trained with label dropout has one extra embedding row,
+        // the last, that stands for "no class".
+        let null_class = unet.config().num_class_embeds.filter(|_| config.label_dropout > 0.0).map(|k| k as u32 - 1);
+        Ok(Trainer { unet, ema, m, v, step: 0, config, schedule, sqrt_ab, sqrt_1m_ab, null_class })
+    }
+
+    /// Build the host-side micro-batch `micro` of the current step: images (flipped), timesteps
+    /// and labels, all drawn from (seed, step).
+    fn micro_batch(&self, data: &Dataset, micro: u64, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (c, h, w) = (data.channels, data.height, data.width);
+        let mut x = Vec::with_capacity(n * c * h * w);
+        let mut t = Vec::with_capacity(n);
+        let mut y = Vec::with_capacity(n);
+        let s = self.config.seed;
+        for i in 0..n as u64 {
+            let idx = (key(s, self.step, micro, i, 1) % data.len() as u64) as usize;
+            let img = data.image(idx);
+            let flip = self.config.hflip && key(s, self.step, micro, i, 2) & 1 == 1;
+            for row in img.chunks_exact(w) {
+                if flip {
+                    x.extend(row.iter().rev());
+                } else {
+                    x.extend_from_slice(row);
+                }
+            }
+            t.push((key(s, self.step, micro, i, 3) % self.schedule.len() as u64) as f32);
+            if !data.labels.is_empty() {
+                let drop_u = (key(s, self.step, micro, i, 4) >> 11) as f64 / (1u64 << 53) as f64;
+                let label = match self.null_class {
+                    Some(null) if drop_u < self.config.label_dropout as f64 => null,
+                    _ => data.labels[idx],
+                };
+                y.push(label as f32);
+            }
+        }
+        (x, t, y)
+    }
+
+    /// One optimizer step on `data`. Returns the loss and gradient norm; a non-finite loss is
+    /// an error and leaves the weights untouched.
+    pub fn train_step(&mut self, ctx: &Context, data: &Dataset) -> Result<StepStats> {
+        let cfg = self.unet.config().clone();
+        if data.channels != cfg.in_channels {
+            return Err(Error::arg("dataset", format!("{} channels, the model expects {}", data.channels, cfg.in_channels)));
+        }
+        let conditional = cfg.num_class_embeds.is_some();
+        if conditional && data.labels.is_empty() {
+            return Err(Error::arg("dataset", "the model is class-conditional but the dataset has no labels"));
+        }
+        if let Some(k) = cfg.num_class_embeds {
+            let needed = data.num_classes + usize::from(self.null_class.is_some());
+            if needed > k {
+                return Err(Error::arg("dataset", format!("{} classes (plus a null class for label dropout) do not fit num_class_embeds = {k}", data.num_classes)));
+            }
+        }
+        let micro_n = self.config.batch_size / self.config.grad_accum;
+        let (c, h, w) = (data.channels, data.height, data.width);
+        let mut grads = Grads::new(self.unet.params.len());
+        let mut losses = Vec::new();
+        for micro in 0..self.config.grad_accum as u64 {
+            let (x0, t, y) = self.micro_batch(data, micro, micro_n);
+            let x0 = ctx.upload(&[micro_n, c, h, w], &x0)?;
+            let t = ctx.upload(&[micro_n], &t)?;
+            let y = if conditional { Some(ctx.upload(&[micro_n], &y)?) } else { None };
+            let noise_seed = key(self.config.seed, self.step, micro, 0, 5);
+            let (x_t, eps) = ddpm::q_sample(ctx, &x0, &t, &self.sqrt_ab, &self.sqrt_1m_ab, noise_seed, 0)?;
+            let mode = Mode { train: true, seed: key(self.config.seed, self.step, micro, 0, 6) };
+            let (pred, tape) = self.unet.forward_tape(ctx, &x_t, &t, y.as_ref(), mode)?;
+            losses.push(loss::mse_loss(ctx, &pred, &eps)?);
+            let dpred = loss::mse_loss_backward(ctx, &pred, &eps, 1.0 / self.config.grad_accum as f32)?;
+            self.unet.backward(ctx, tape, &dpred, &mut grads)?;
+        }
+        let grad_list: Vec<&Tensor> = (0..grads.len())
+            .map(|i| grads.get(i).ok_or_else(|| Error::Gpu(format!("no gradient for {} (engine bug)", self.unet.params.names()[i]))))
+            .collect::<Result<_>>()?;
+        let norm_sq = optim::grad_norm_sq(ctx, &grad_list)?;
+        let mut loss_sum = 0.0f32;
+        for l in &losses {
+            loss_sum += ctx.read(l)?[0];
+        }
+        let loss = loss_sum / losses.len() as f32;
+        let grad_norm = ctx.read(&norm_sq)?[0].sqrt();
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(Error::NonFinite { step: self.step + 1, value: if loss.is_finite() { grad_norm } else { loss } });
+        }
+        let scale = match self.config.clip_grad_norm {
+            Some(max) => Some(optim::clip_scale(ctx, &norm_sq, max)?),
+            None => None,
+        };
+        let lr = if self.config.warmup_steps == 0 {
+            self.config.lr
+        } else {
+            self.config.lr * ((self.step + 1) as f32 / self.config.warmup_steps as f32).min(1.0)
+        };
+        let p = optim::AdamParams {
+            lr,
+            beta1: self.config.beta1,
+            beta2: self.config.beta2,
+            eps: self.config.adam_eps,
+            weight_decay: self.config.weight_decay,
+            step: (self.step + 1) as u32,
+        };
+        let decay = if self.config.ema_warmup {
+            self.config.ema_decay.min((1.0 + self.step as f32) / (10.0 + self.step as f32))
+        } else {
+            self.config.ema_decay
+        };
+        for (i, g) in grad_list.iter().enumerate() {
+            let param = self.unet.params.get(i);
+            optim::adam_step(ctx, param, g, self.m.get(i), self.v.get(i), &p, scale.as_ref())?;
+            optim::ema_update(ctx, self.ema.get(i), param, decay)?;
+        }
+        ctx.flush();
+        self.step += 1;
+        Ok(StepStats { step: self.step, loss, grad_norm, lr })
+    }
+
+    /// Write a resumable checkpoint into `dir`: `model/` (diffusers folder with the EMA weights
+    /// and scheduler_config.json) and `training_state.safetensors` (raw weights, Adam moments,
+    /// step and options). Each file is written atomically; the state file last.
+    pub fn save(&self, ctx: &Context, dir: &Path) -> Result<()> {
+        let model_dir = dir.join("model");
+        checkpoint::save_folder(ctx, &model_dir, self.unet.config(), &self.ema)?;
+        checkpoint::write_atomic(&model_dir.join("scheduler_config.json"), self.scheduler_config().as_bytes())?;
+        let mut tensors = Vec::new();
+        for (prefix, ps) in [("param.", &self.unet.params), ("adam_m.", &self.m), ("adam_v.", &self.v)] {
+            for (name, shape, data) in checkpoint::params_to_host(ctx, ps)? {
+                tensors.push((format!("{prefix}{name}"), shape, data));
+            }
+        }
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.step.to_string());
+        meta.insert("train_config".to_string(), serde_json::to_string(&self.config).expect("serialises"));
+        let bytes = checkpoint::serialize_f32(&tensors, Some(meta))?;
+        checkpoint::write_atomic(&dir.join("training_state.safetensors"), &bytes)
+    }
+
+    /// diffusers' DDPMScheduler config for this schedule.
+    pub fn scheduler_config(&self) -> String {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "num_train_timesteps": self.config.num_train_timesteps,
+            "beta_start": self.config.beta_start,
+            "beta_end": self.config.beta_end,
+            "beta_schedule": BetaSchedule::parse(&self.config.beta_schedule).map(|b| b.diffusers_name()).unwrap_or("linear"),
+            "variance_type": "fixed_small",
+            "clip_sample": true,
+            "prediction_type": "epsilon",
+        }))
+        .expect("serialises")
+    }
+
+    /// Resume from a checkpoint folder written by [`Trainer::save`]. The stored options are
+    /// used; `override_config` (if given) may change only options that do not affect the
+    /// random stream (lr, warmup, clipping, EMA).
+    pub fn resume(ctx: &Context, dir: &Path) -> Result<Self> {
+        let state_path: PathBuf = dir.join("training_state.safetensors");
+        let bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Checkpoint {
+            path: state_path.clone(),
+            msg: format!("not a valid safetensors file ({e}); it may be truncated: resume from an earlier checkpoint"),
+        })?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let bad = |msg: &str| Error::Checkpoint { path: state_path.clone(), msg: msg.into() };
+        let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| bad("metadata 'step' is missing"))?;
+        let config: TrainConfig = meta
+            .get("train_config")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("metadata 'train_config' is missing or invalid"))?;
+        let file = TensorFile::parse(&state_path, &bytes)?;
+        let model_dir = dir.join("model");
+        let ema_unet = UNet::from_pretrained(ctx, &model_dir)?;
+        let mut unet = UNet::new(ema_unet.config().clone())?;
+        checkpoint::load_params(ctx, &mut unet.params, &file, "param.")?;
+        let mut t = Trainer::new(ctx, unet, config)?;
+        t.ema = ema_unet.params;
+        checkpoint::load_params(ctx, &mut t.m, &file, "adam_m.")?;
+        checkpoint::load_params(ctx, &mut t.v, &file, "adam_v.")?;
+        t.step = step;
+        Ok(t)
+    }
+
+    /// The EMA model (what gets sampled from and shipped).
+    pub fn ema_unet(&self, ctx: &Context) -> Result<UNet> {
+        let mut u = UNet::new(self.unet.config().clone())?;
+        for i in 0..u.params.len() {
+            u.params.set(i, ctx.duplicate(self.ema.get(i), &self.ema.names()[i])?)?;
+        }
+        Ok(u)
+    }
+}
+
+/// A model config for training on `data` from a preset name.
+pub fn preset_for(preset: &str, data: &Dataset, label_dropout: f32) -> Result<UNetConfig> {
+    let mut cfg = UNetConfig::preset(preset)?;
+    cfg.in_channels = data.channels;
+    cfg.out_channels = data.channels;
+    cfg.sample_size = data.height;
+    cfg.num_class_embeds = (data.num_classes > 0).then_some(data.num_classes + usize::from(label_dropout > 0.0));
+    cfg.validate()?;
+    Ok(cfg)
+}

@@ -1,0 +1,375 @@
+//! The U-Net's layers, each with a forward that returns what its backward needs (its slice of
+//! the tape) and a hand-written backward that returns the input gradient and accumulates (`+=`)
+//! parameter gradients into [`Grads`].
+
+use crate::error::Result;
+use crate::gpu::Context;
+use crate::nn::params::{Grads, ParamId, Params};
+use crate::ops::conv2d::{self, Conv2dParams};
+use crate::ops::{attention, dropout, elementwise as ew, groupnorm, layout, matmul};
+use crate::tensor::Tensor;
+
+/// Training or inference, and the dropout seed of this step.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    /// Dropout active.
+    pub train: bool,
+    /// Seed for dropout masks (one stream per ResNet block).
+    pub seed: u64,
+}
+
+impl Mode {
+    /// Inference: no dropout.
+    pub const EVAL: Mode = Mode { train: false, seed: 0 };
+}
+
+/// 2-D convolution with bias.
+pub struct Conv {
+    pub(crate) w: ParamId,
+    pub(crate) b: ParamId,
+    pub(crate) p: Conv2dParams,
+}
+
+impl Conv {
+    pub(crate) fn new(params: &mut Params, name: &str, cin: usize, cout: usize, k: usize, p: Conv2dParams) -> Self {
+        Conv {
+            w: params.declare(format!("{name}.weight"), vec![cout, cin, k, k]),
+            b: params.declare(format!("{name}.bias"), vec![cout]),
+            p,
+        }
+    }
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
+        conv2d::conv2d(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p)
+    }
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
+        let grads = conv2d::conv2d_backward(ctx, x, ps.get(self.w), dy, self.p, need_dx)?;
+        g.accumulate(ctx, self.w, grads.dw)?;
+        g.accumulate(ctx, self.b, grads.db)?;
+        Ok(grads.dx)
+    }
+}
+
+/// `nn.Linear` (weight [out, in]).
+pub struct Linear {
+    pub(crate) w: ParamId,
+    pub(crate) b: ParamId,
+}
+
+impl Linear {
+    pub(crate) fn new(params: &mut Params, name: &str, cin: usize, cout: usize) -> Self {
+        Linear {
+            w: params.declare(format!("{name}.weight"), vec![cout, cin]),
+            b: params.declare(format!("{name}.bias"), vec![cout]),
+        }
+    }
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
+        matmul::linear(ctx, x, ps.get(self.w), Some(ps.get(self.b)))
+    }
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
+        let (dx, dw, db) = matmul::linear_backward(ctx, x, ps.get(self.w), dy, need_dx)?;
+        g.accumulate(ctx, self.w, dw)?;
+        g.accumulate(ctx, self.b, db)?;
+        Ok(dx)
+    }
+}
+
+/// `nn.GroupNorm` with affine parameters, optionally fused with SiLU.
+pub struct GroupNorm {
+    pub(crate) gamma: ParamId,
+    pub(crate) beta: ParamId,
+    pub(crate) groups: usize,
+    pub(crate) eps: f32,
+}
+
+impl GroupNorm {
+    pub(crate) fn new(params: &mut Params, name: &str, c: usize, groups: usize, eps: f32) -> Self {
+        GroupNorm {
+            gamma: params.declare(format!("{name}.weight"), vec![c]),
+            beta: params.declare(format!("{name}.bias"), vec![c]),
+            groups,
+            eps,
+        }
+    }
+    /// Returns (y, stats).
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor, silu: bool) -> Result<(Tensor, Tensor)> {
+        groupnorm::group_norm(ctx, x, ps.get(self.gamma), ps.get(self.beta), self.groups, self.eps, silu)
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        stats: &Tensor,
+        dy: &Tensor,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward(
+            ctx,
+            x,
+            ps.get(self.gamma),
+            ps.get(self.beta),
+            stats,
+            dy,
+            self.groups,
+            silu,
+        )?;
+        g.accumulate(ctx, self.gamma, dgamma)?;
+        g.accumulate(ctx, self.beta, dbeta)?;
+        Ok(dx)
+    }
+}
+
+/// diffusers' `ResnetBlock2D` (time_embedding_norm "default"):
+/// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(dropout(silu(norm2(h))));
+/// out = (shortcut(x) + h) / output_scale_factor.
+pub struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv,
+    time_emb_proj: Linear,
+    norm2: GroupNorm,
+    conv2: Conv,
+    conv_shortcut: Option<Conv>,
+    dropout: f32,
+    out_scale: f32,
+    stream: u32,
+}
+
+/// What [`ResnetBlock::backward`] needs from the forward.
+pub struct ResnetTape {
+    x: Tensor,
+    stats1: Tensor,
+    a1: Tensor,
+    h: Tensor,
+    stats2: Tensor,
+    d2: Tensor,
+    seed: u64,
+    train: bool,
+}
+
+impl ResnetBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        params: &mut Params,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        temb: usize,
+        groups: usize,
+        eps: f32,
+        dropout: f32,
+        out_scale: f32,
+        stream: u32,
+    ) -> Self {
+        let same = Conv2dParams::new(1, 1);
+        ResnetBlock {
+            norm1: GroupNorm::new(params, &format!("{name}.norm1"), cin, groups, eps),
+            conv1: Conv::new(params, &format!("{name}.conv1"), cin, cout, 3, same),
+            time_emb_proj: Linear::new(params, &format!("{name}.time_emb_proj"), temb, cout),
+            norm2: GroupNorm::new(params, &format!("{name}.norm2"), cout, groups, eps),
+            conv2: Conv::new(params, &format!("{name}.conv2"), cout, cout, 3, same),
+            conv_shortcut: (cin != cout)
+                .then(|| Conv::new(params, &format!("{name}.conv_shortcut"), cin, cout, 1, Conv2dParams::new(1, 0))),
+            dropout,
+            out_scale,
+            stream,
+        }
+    }
+
+    /// `temb_act` = silu(temb) [B, temb_dim], shared by every block.
+    pub(crate) fn forward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        x: &Tensor,
+        temb_act: &Tensor,
+        mode: Mode,
+    ) -> Result<(Tensor, ResnetTape)> {
+        let (a1, stats1) = self.norm1.forward(ctx, ps, x, true)?;
+        let c1 = self.conv1.forward(ctx, ps, &a1)?;
+        let tproj = self.time_emb_proj.forward(ctx, ps, temb_act)?;
+        let h = ew::add_channel_bias(ctx, &c1, &tproj)?;
+        let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
+        let train = mode.train && self.dropout > 0.0;
+        let d2 = if train { dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)? } else { a2 };
+        let c2 = self.conv2.forward(ctx, ps, &d2)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(sc) => sc.forward(ctx, ps, x)?,
+            None => x.clone(),
+        };
+        let out = ew::axpby(ctx, &shortcut, &c2, 1.0 / self.out_scale, 1.0 / self.out_scale)?;
+        Ok((out, ResnetTape { x: x.clone(), stats1, a1, h, stats2, d2, seed: mode.seed, train }))
+    }
+
+    /// Returns dx; accumulates d(temb_act) into `dtemb`.
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        tape: ResnetTape,
+        temb_act: &Tensor,
+        dy: &Tensor,
+        dtemb: &mut Option<Tensor>,
+    ) -> Result<Tensor> {
+        let dy = if self.out_scale == 1.0 { dy.clone() } else { ew::scale(ctx, dy, 1.0 / self.out_scale)? };
+        let dx_short = match &self.conv_shortcut {
+            Some(sc) => sc.backward(ctx, ps, g, &tape.x, &dy, true)?.expect("dx requested"),
+            None => dy.clone(),
+        };
+        let dd2 = self.conv2.backward(ctx, ps, g, &tape.d2, &dy, true)?.expect("dx requested");
+        let da2 = if tape.train { dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)? } else { dd2 };
+        let dh = self.norm2.backward(ctx, ps, g, &tape.h, &tape.stats2, &da2, true)?;
+        let dtproj = ew::channel_sum(ctx, &dh)?;
+        let dt = self.time_emb_proj.backward(ctx, ps, g, temb_act, &dtproj, true)?.expect("dx requested");
+        match dtemb {
+            Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
+            None => *dtemb = Some(dt),
+        }
+        let da1 = self.conv1.backward(ctx, ps, g, &tape.a1, &dh, true)?.expect("dx requested");
+        let dx = self.norm1.backward(ctx, ps, g, &tape.x, &tape.stats1, &da1, true)?;
+        ew::add_inplace(ctx, &dx, &dx_short)?;
+        Ok(dx)
+    }
+}
+
+/// diffusers' `Attention` as used by the U-Net blocks (`_from_deprecated_attn_block`):
+/// GroupNorm → q, k, v projections over the H·W tokens → multi-head softmax(qkᵀ/√d)v → to_out
+/// → + residual, / rescale_output_factor.
+pub struct AttnBlock {
+    norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    rescale: f32,
+}
+
+/// What [`AttnBlock::backward`] needs from the forward.
+pub struct AttnTape {
+    x: Tensor,
+    stats: Tensor,
+    tokens: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+}
+
+impl AttnBlock {
+    pub(crate) fn new(
+        params: &mut Params,
+        name: &str,
+        c: usize,
+        head_dim: Option<usize>,
+        groups: usize,
+        eps: f32,
+        rescale: f32,
+    ) -> Self {
+        let heads = head_dim.map_or(1, |d| c / d);
+        AttnBlock {
+            norm: GroupNorm::new(params, &format!("{name}.group_norm"), c, groups, eps),
+            to_q: Linear::new(params, &format!("{name}.to_q"), c, c),
+            to_k: Linear::new(params, &format!("{name}.to_k"), c, c),
+            to_v: Linear::new(params, &format!("{name}.to_v"), c, c),
+            to_out: Linear::new(params, &format!("{name}.to_out.0"), c, c),
+            heads,
+            rescale,
+        }
+    }
+
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<(Tensor, AttnTape)> {
+        let (n, c, h, w) = x.dims4("AttnBlock")?;
+        let t = h * w;
+        let (normed, stats) = self.norm.forward(ctx, ps, x, false)?;
+        let tokens = layout::nchw_to_nlc(ctx, &normed)?.reshape(&[n * t, c])?;
+        let q = self.to_q.forward(ctx, ps, &tokens)?.reshape(&[n, t, c])?;
+        let k = self.to_k.forward(ctx, ps, &tokens)?.reshape(&[n, t, c])?;
+        let v = self.to_v.forward(ctx, ps, &tokens)?.reshape(&[n, t, c])?;
+        let (o, lse) = attention::attention(ctx, &q, &k, &v, self.heads)?;
+        let proj = self.to_out.forward(ctx, ps, &o.reshape(&[n * t, c])?)?.reshape(&[n, t, c])?;
+        let y = layout::nlc_to_nchw(ctx, &proj, h, w)?;
+        let out = ew::axpby(ctx, &y, x, 1.0 / self.rescale, 1.0 / self.rescale)?;
+        Ok((out, AttnTape { x: x.clone(), stats, tokens, q, k, v, o, lse }))
+    }
+
+    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, tape: AttnTape, dy: &Tensor) -> Result<Tensor> {
+        let (n, c, _, _) = dy.dims4("AttnBlock backward")?;
+        let dy = if self.rescale == 1.0 { dy.clone() } else { ew::scale(ctx, dy, 1.0 / self.rescale)? };
+        let dproj = layout::nchw_to_nlc(ctx, &dy)?;
+        let t = dproj.shape()[1];
+        let dproj = dproj.reshape(&[n * t, c])?;
+        let o2 = tape.o.reshape(&[n * t, c])?;
+        let d_o = self.to_out.backward(ctx, ps, g, &o2, &dproj, true)?.expect("dx requested").reshape(&[n, t, c])?;
+        let (dq, dk, dv) = attention::attention_backward(ctx, &tape.q, &tape.k, &tape.v, &tape.o, &tape.lse, &d_o, self.heads)?;
+        let flat = |d: Tensor| d.reshape(&[n * t, c]);
+        let dtok = self.to_q.backward(ctx, ps, g, &tape.tokens, &flat(dq)?, true)?.expect("dx requested");
+        let dk_tok = self.to_k.backward(ctx, ps, g, &tape.tokens, &flat(dk)?, true)?.expect("dx requested");
+        let dv_tok = self.to_v.backward(ctx, ps, g, &tape.tokens, &flat(dv)?, true)?.expect("dx requested");
+        ew::add_inplace(ctx, &dtok, &dk_tok)?;
+        ew::add_inplace(ctx, &dtok, &dv_tok)?;
+        let (_, _, h, w) = tape.x.dims4("AttnBlock backward")?;
+        let dnormed = layout::nlc_to_nchw(ctx, &dtok.reshape(&[n, t, c])?, h, w)?;
+        let dx = self.norm.backward(ctx, ps, g, &tape.x, &tape.stats, &dnormed, false)?;
+        ew::add_inplace(ctx, &dx, &dy)?;
+        Ok(dx)
+    }
+}
+
+/// diffusers' `Downsample2D` with a conv: stride 2, padding 1, or with `downsample_padding = 0`
+/// a (0, 1, 0, 1) pad then no padding (the original TF model's asymmetric pad).
+pub struct Downsample {
+    conv: Conv,
+}
+
+impl Downsample {
+    pub(crate) fn new(params: &mut Params, name: &str, c: usize, padding: usize) -> Self {
+        let p = if padding == 0 { Conv2dParams::asymmetric(2, [0, 1, 0, 1]) } else { Conv2dParams::new(2, padding) };
+        Downsample { conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, p) }
+    }
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(ctx, ps, x)
+    }
+    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        Ok(self.conv.backward(ctx, ps, g, x, dy, true)?.expect("dx requested"))
+    }
+}
+
+/// diffusers' `Upsample2D` with a conv: nearest 2× then a 3×3 conv.
+pub struct Upsample {
+    conv: Conv,
+}
+
+impl Upsample {
+    pub(crate) fn new(params: &mut Params, name: &str, c: usize) -> Self {
+        Upsample { conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, Conv2dParams::new(1, 1)) }
+    }
+    /// Returns (y, upsampled input) — the latter is the tape.
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let u = layout::upsample_nearest2x(ctx, x)?;
+        Ok((self.conv.forward(ctx, ps, &u)?, u))
+    }
+    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, u: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let du = self.conv.backward(ctx, ps, g, u, dy, true)?.expect("dx requested");
+        layout::upsample_nearest2x_backward(ctx, &du)
+    }
+}
