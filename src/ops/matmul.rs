@@ -1,1 +1,367 @@
-//! matmul ops (`shaders/matmul.wgsl`). Contract: see the functions below.
+//! Matrix products (`shaders/matmul.wgsl`, `shaders/matmul_subgroup.wgsl`).
+//!
+//! # Contracts
+//! `op(x)` is `x` or, when the matching `trans_*` flag is set, its transpose (read by indexing,
+//! never copied). All tensors are contiguous row-major f32.
+//! - `matmul(a, b, trans_a, trans_b)`: a [M,K] (or [K,M] if trans_a), b [K,N] (or [N,K] if
+//!   trans_b) → out = op(a)·op(b) [M,N] (new tensor). Batched: a [B,M,K], b [B,K,N] (same
+//!   transposes per batch, same B on both) → out [B,M,N].
+//! - `gemm_into(a, b, out, trans_a, trans_b, alpha, beta)`: shapes as `matmul`, out [M,N] (or
+//!   [B,M,N]) → out = alpha·op(a)·op(b) + beta·out (in place). beta = 0 ignores out's old
+//!   contents (even NaN).
+//! - `linear(x, w, bias)`: x [M,K], w [N,K] (PyTorch nn.Linear layout), bias [N] → y = x·wᵀ +
+//!   bias [M,N] (new tensor).
+//! - `linear_backward(x, w, dy, need_dx)`: x [M,K], w [N,K], dy [M,N] → (dx = dy·w [M,K] if
+//!   need_dx, dw = dyᵀ·x [N,K], db = column sums of dy [N]), all new tensors.
+//! - `sum_rows(x)`: x [M,N] → y[n] = Σ_m x[m,n], [N] (new tensor).
+//!
+//! # Kernels
+//! [`Kernel::Tiled`] works on every adapter and shape. [`Kernel::Subgroup`] is written for 8-wide
+//! SIMD CPU adapters (lavapipe) and needs K % 4 == 0, N % 4 == 0 and, with trans_a, M % 4 == 0.
+//! [`kernel_for`] picks per adapter and shape; [`gemm_with`] runs a chosen kernel (benches, tests).
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Dispatch, Shader};
+use crate::tensor::Tensor;
+
+static SHADER: Shader = crate::shader!("matmul");
+static SHADER_SG: Shader = crate::shader!("matmul_subgroup");
+
+/// Output tile edge of `gemm_tiled`.
+const TILED_TILE: u32 = 64;
+/// Output tile of one subgroup in `gemm_sg`: rows x columns.
+const SG_ROWS: u32 = 16;
+const SG_COLS: u32 = 32;
+
+/// A matmul kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Workgroup-memory tiles of 64x64 outputs, 4x4 per invocation. Any adapter, any shape.
+    Tiled,
+    /// Subgroup-broadcast kernel for 8-wide SIMD CPU adapters, `wg` invocations per workgroup
+    /// (a multiple of 8). Needs subgroups of size 8 and the vec4 alignment described above.
+    Subgroup {
+        /// Workgroup size: `wg / 8` subgroups of 16 rows each are stacked along M.
+        wg: u32,
+    },
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,
+    trans_b: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    alpha: f32,
+    beta: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowParams {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Problem size of one (batched) product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dims {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// Check operand shapes and return the problem size.
+fn dims(op: &'static str, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Dims> {
+    let split = |t: &Tensor| -> Option<(usize, usize, usize)> {
+        match t.shape()[..] {
+            [r, c] => Some((1, r, c)),
+            [bt, r, c] => Some((bt, r, c)),
+            _ => None,
+        }
+    };
+    let mismatch = || {
+        Error::shape(
+            op,
+            format!(
+                "cannot multiply a {:?}{} by b {:?}{} (want a [M,K] or [B,M,K] and b [K,N] or \
+                 [B,K,N], same rank and batch)",
+                a.shape(),
+                if trans_a { "ᵀ" } else { "" },
+                b.shape(),
+                if trans_b { "ᵀ" } else { "" },
+            ),
+        )
+    };
+    let (Some((ba, ar, ac)), Some((bb, br, bc))) = (split(a), split(b)) else {
+        return Err(mismatch());
+    };
+    if a.shape().len() != b.shape().len() || ba != bb {
+        return Err(mismatch());
+    }
+    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
+    if k != k2 {
+        return Err(mismatch());
+    }
+    Ok(Dims {
+        batch: ba,
+        m,
+        k,
+        n,
+    })
+}
+
+fn out_shape(a: &Tensor, d: Dims) -> Vec<usize> {
+    if a.shape().len() == 3 {
+        vec![d.batch, d.m, d.n]
+    } else {
+        vec![d.m, d.n]
+    }
+}
+
+/// Whether `kernel` can run a product of size `(m, k, n)` with these transposes on `ctx`.
+pub fn supports(
+    ctx: &Context,
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+) -> bool {
+    match kernel {
+        Kernel::Tiled => true,
+        Kernel::Subgroup { wg } => {
+            let info = ctx.adapter_info();
+            ctx.has_subgroups()
+                && info.subgroup_min_size == 8
+                && info.subgroup_max_size == 8
+                && wg % 8 == 0
+                && wg > 0
+                && wg <= ctx.limits().max_compute_invocations_per_workgroup
+                && k % 4 == 0
+                && n % 4 == 0
+                && (!trans_a || m % 4 == 0)
+        }
+    }
+}
+
+/// The kernel used for a product of size `(m, k, n)` on `ctx`: the subgroup kernel where it
+/// applies (CPU adapters with 8-wide subgroups; it beats the tiled kernel there, see
+/// `benches/matmul.rs`), the tiled kernel otherwise.
+pub fn kernel_for(ctx: &Context, m: usize, k: usize, n: usize, trans_a: bool) -> Kernel {
+    let sg = Kernel::Subgroup { wg: 32 };
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+        && supports(ctx, sg, m, k, n, trans_a)
+    {
+        sg
+    } else {
+        Kernel::Tiled
+    }
+}
+
+/// out = alpha·op(a)·op(b) + beta·out with a chosen kernel (see [`gemm_into`] for shapes).
+/// Errors if `kernel` cannot run this problem on `ctx` (see [`supports`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    ctx: &Context,
+    kernel: Kernel,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    let d = dims("gemm", a, b, trans_a, trans_b)?;
+    out.expect_shape("gemm", "out", &out_shape(a, d))?;
+    if !supports(ctx, kernel, d.m, d.k, d.n, trans_a) {
+        return Err(Error::arg(
+            "kernel",
+            format!(
+                "{kernel:?} cannot run M={} K={} N={} (trans_a={trans_a}) on {}",
+                d.m,
+                d.k,
+                d.n,
+                ctx.adapter_name()
+            ),
+        ));
+    }
+    // Output tile of one workgroup (rows, columns).
+    let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) =
+        match kernel {
+        Kernel::Tiled => (TILED_TILE, TILED_TILE, "gemm_tiled", &SHADER, vec![]),
+        Kernel::Subgroup { wg } => (
+            SG_ROWS * (wg / 8),
+            SG_COLS,
+            "gemm_sg",
+            &SHADER_SG,
+            vec![
+                ("WG", wg as f64),
+                ("TA", trans_a as u8 as f64),
+                ("TB", trans_b as u8 as f64),
+            ],
+        ),
+    };
+    let tiles_m = (d.m as u32).div_ceil(rows);
+    let tiles_n = (d.n as u32).div_ceil(cols);
+    let total = tiles_m as u64 * tiles_n as u64 * d.batch as u64;
+    let total = u32::try_from(total).map_err(|_| {
+        Error::shape(
+            "gemm",
+            format!("{total} output tiles is more than one dispatch can address"),
+        )
+    })?;
+    let params = Params {
+        m: d.m as u32,
+        n: d.n as u32,
+        k: d.k as u32,
+        batch: d.batch as u32,
+        trans_a: trans_a as u32,
+        trans_b: trans_b as u32,
+        tiles_m,
+        tiles_n,
+        alpha,
+        beta,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader,
+        entry,
+        constants: &constants,
+        params: bytemuck::bytes_of(&params),
+        buffers: &[a.buffer(), b.buffer(), out.buffer()],
+        workgroups: ctx.grid(total),
+    })
+}
+
+/// out = alpha·op(a)·op(b) + beta·out, in place on `out` (beta = 0 ignores out's old contents).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into(
+    ctx: &Context,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    let d = dims("gemm_into", a, b, trans_a, trans_b)?;
+    let kernel = kernel_for(ctx, d.m, d.k, d.n, trans_a);
+    gemm_with(ctx, kernel, a, b, out, trans_a, trans_b, alpha, beta)
+}
+
+/// out = op(a)·op(b): a [M,K] (or [K,M] if trans_a), b [K,N] (or [N,K] if trans_b); also
+/// batched 3-D [B,..] with the same batch on both.
+pub fn matmul(
+    ctx: &Context,
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<Tensor> {
+    let d = dims("matmul", a, b, trans_a, trans_b)?;
+    let out = ctx.empty(&out_shape(a, d), "matmul.out")?;
+    gemm_into(ctx, a, b, &out, trans_a, trans_b, 1.0, 0.0)?;
+    Ok(out)
+}
+
+/// y = x·wᵀ + bias, PyTorch nn.Linear layout: x [M,K], w [N,K], bias [N] → [M,N].
+pub fn linear(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (m, _) = x.dims2("linear")?;
+    let (n, _) = w.dims2("linear")?;
+    dims("linear", x, w, false, true)?;
+    let y = ctx.empty(&[m, n], "linear.out")?;
+    match bias {
+        Some(bias) => {
+            bias.expect_shape("linear", "bias", &[n])?;
+            broadcast_rows(ctx, bias, &y, m, n)?;
+            gemm_into(ctx, x, w, &y, false, true, 1.0, 1.0)?;
+        }
+        None => gemm_into(ctx, x, w, &y, false, true, 1.0, 0.0)?,
+    }
+    Ok(y)
+}
+
+/// Gradients of [`linear`]: dx = dy·w (only if `need_dx`), dw = dyᵀ·x, db = column sums of dy.
+pub fn linear_backward(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let (m, k) = x.dims2("linear_backward")?;
+    let (n, kw) = w.dims2("linear_backward")?;
+    if k != kw {
+        return Err(Error::shape(
+            "linear_backward",
+            format!(
+                "x {:?} and w {:?} differ in input features",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    dy.expect_shape("linear_backward", "dy", &[m, n])?;
+    let dx = if need_dx {
+        Some(matmul(ctx, dy, w, false, false)?)
+    } else {
+        None
+    };
+    let dw = matmul(ctx, dy, x, true, false)?;
+    let db = sum_rows(ctx, dy)?;
+    Ok((dx, dw, db))
+}
+
+/// Column sums: x [M,N] → y [N], y[n] = Σ_m x[m,n].
+pub fn sum_rows(ctx: &Context, x: &Tensor) -> Result<Tensor> {
+    let (m, n) = x.dims2("sum_rows")?;
+    let y = ctx.empty(&[n], "sum_rows.out")?;
+    let params = RowParams {
+        rows: m as u32,
+        cols: n as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "sum_rows",
+        constants: &[],
+        params: bytemuck::bytes_of(&params),
+        buffers: &[x.buffer(), y.buffer()],
+        workgroups: ctx.grid((n as u32).div_ceil(64)),
+    })?;
+    Ok(y)
+}
+
+/// y[r, c] = x[c] for y [rows, cols].
+fn broadcast_rows(ctx: &Context, x: &Tensor, y: &Tensor, rows: usize, cols: usize) -> Result<()> {
+    let params = RowParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "broadcast_rows",
+        constants: &[],
+        params: bytemuck::bytes_of(&params),
+        buffers: &[x.buffer(), y.buffer()],
+        workgroups: ctx.grid(((rows * cols) as u32).div_ceil(256)),
+    })
+}

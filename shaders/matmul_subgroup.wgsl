@@ -1,0 +1,186 @@
+// Subgroup matmul for 8-wide SIMD CPU adapters (llvmpipe/lavapipe). Uses subgroup builtins (naga 30
+// rejects `enable subgroups;` and takes them without it), so only adapters with SUBGROUP load it.
+//
+// gemm_sg: out[b] = alpha * op(A[b]) * op(B[b]) + beta * out[b], shapes as in matmul.wgsl.
+// llvmpipe runs a subgroup of 8 invocations as one SIMD vector and turns every storage or
+// workgroup-memory load into a loop over the 8 lanes, while arithmetic on registers and
+// subgroupBroadcast (an extract plus a splat) are single instructions. So this kernel has no
+// workgroup memory and makes each load count: every load is a vec4, and operands that all lanes
+// need are loaded once per subgroup and shared with subgroupBroadcast.
+//
+// A subgroup owns a 16-row x 32-column output tile: lane l holds columns 4l..4l+3 of the tile
+// for all 16 rows (16 vec4 accumulators). Per step of 4 along K, lane l loads its 4x4 block of
+// op(B) (4 vec4 loads) and 1/8 of the 16x4 block of op(A) (2 vec4 loads); each A value is then
+// broadcast to all lanes. That is 6 loads per 256 FMAs per lane.
+//
+// Requirements (checked by the launcher): K % 4 == 0, N % 4 == 0, and M % 4 == 0 when trans_a,
+// so that every vec4 lies inside one row. Rows past M and columns past N load clamped (valid)
+// addresses and are not stored. The workgroup stacks WG / 8 subgroups along M, and tiles are
+// numbered linearly (batch, tile row, tile column) over a 2-D grid (Context::grid), columns
+// fastest so that consecutive workgroups reuse the same rows of A from cache.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,
+    trans_b: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    alpha: f32,
+    beta: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+
+// Invocations per workgroup (a multiple of the subgroup size 8).
+override WG: u32 = 32u;
+// A is stored [K,M] (pipeline constant, so the branches below fold away).
+override TA: bool = false;
+// B is stored [N,K].
+override TB: bool = false;
+
+const ROWS: u32 = 16u;
+
+// Lane l's vec4 `v` seen by every lane, for l = 0..7.
+fn bcast8(v: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u),
+        subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+        subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
+        subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// acc + sum_i a[i] * b_i: one output row's 4 columns over 4 steps of K.
+fn step4(acc: vec4<f32>, av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>,
+         b3: vec4<f32>) -> vec4<f32> {
+    return fma(vec4(av.w), b3, fma(vec4(av.z), b2, fma(vec4(av.y), b1, fma(vec4(av.x), b0, acc))));
+}
+
+// Row h*4+q of an 8-row group (h = 0, 1; q = 0..3) when A is stored [K,M]: lane 4h+i loaded
+// A rows 4h..4h+3 at k + i, so the row's 4 K values are component q of lanes 4h..4h+3.
+fn col_ta(s: array<vec4<f32>, 8>, h: u32, q: u32) -> vec4<f32> {
+    return vec4(s[4u * h][q], s[4u * h + 1u][q], s[4u * h + 2u][q], s[4u * h + 3u][q]);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32,
+           @builtin(subgroup_invocation_id) lane: u32) {
+    let per_batch = p.tiles_m * p.tiles_n;
+    let tile = wg.x + wg.y * nwg.x;
+    if (tile >= per_batch * p.batch) {
+        return;
+    }
+    let bat = tile / per_batch;
+    let t = tile % per_batch;
+    let r0 = (t / p.tiles_n) * (WG / 8u) * ROWS + (lid / 8u) * ROWS;
+    let col = (t % p.tiles_n) * 32u + lane * 4u;
+    let k4 = p.k / 4u;
+    let m4 = p.m / 4u;
+    let n4 = p.n / 4u;
+    // Base offsets in vec4s (every per-batch size is a multiple of 4 by the requirements).
+    let a_base = bat * p.m * k4;
+    let b_base = bat * p.k * n4;
+    let cl = min(col, p.n - 4u);
+
+    // A rows this lane loads: !TA: rows r0 + l and r0 + 8 + l (all of K's 4 values);
+    // TA: A stored [K,M], lane l loads rows r0 + 4(l / 4) .. +3 (and + 8) at k + l % 4.
+    var ra0: u32;
+    var ra1: u32;
+    if (TA) {
+        ra0 = min(r0 + (lane / 4u) * 4u, p.m - 4u) / 4u;
+        ra1 = min(r0 + 8u + (lane / 4u) * 4u, p.m - 4u) / 4u;
+    } else {
+        ra0 = min(r0 + lane, p.m - 1u);
+        ra1 = min(r0 + 8u + lane, p.m - 1u);
+    }
+
+    var acc: array<vec4<f32>, 16>;
+    for (var k = 0u; k < p.k; k += 4u) {
+        // b_i = op(B)[k + i, col..col+3]
+        var b0: vec4<f32>;
+        var b1: vec4<f32>;
+        var b2: vec4<f32>;
+        var b3: vec4<f32>;
+        if (TB) {
+            let t0 = b[b_base + cl * k4 + k / 4u];
+            let t1 = b[b_base + (cl + 1u) * k4 + k / 4u];
+            let t2 = b[b_base + (cl + 2u) * k4 + k / 4u];
+            let t3 = b[b_base + (cl + 3u) * k4 + k / 4u];
+            b0 = vec4(t0.x, t1.x, t2.x, t3.x);
+            b1 = vec4(t0.y, t1.y, t2.y, t3.y);
+            b2 = vec4(t0.z, t1.z, t2.z, t3.z);
+            b3 = vec4(t0.w, t1.w, t2.w, t3.w);
+        } else {
+            b0 = b[b_base + k * n4 + cl / 4u];
+            b1 = b[b_base + (k + 1u) * n4 + cl / 4u];
+            b2 = b[b_base + (k + 2u) * n4 + cl / 4u];
+            b3 = b[b_base + (k + 3u) * n4 + cl / 4u];
+        }
+        if (TA) {
+            let kl = k + lane % 4u;
+            let s0 = bcast8(a[a_base + kl * m4 + ra0]);
+            let s1 = bcast8(a[a_base + kl * m4 + ra1]);
+            acc[0] = step4(acc[0], col_ta(s0, 0u, 0u), b0, b1, b2, b3);
+            acc[1] = step4(acc[1], col_ta(s0, 0u, 1u), b0, b1, b2, b3);
+            acc[2] = step4(acc[2], col_ta(s0, 0u, 2u), b0, b1, b2, b3);
+            acc[3] = step4(acc[3], col_ta(s0, 0u, 3u), b0, b1, b2, b3);
+            acc[4] = step4(acc[4], col_ta(s0, 1u, 0u), b0, b1, b2, b3);
+            acc[5] = step4(acc[5], col_ta(s0, 1u, 1u), b0, b1, b2, b3);
+            acc[6] = step4(acc[6], col_ta(s0, 1u, 2u), b0, b1, b2, b3);
+            acc[7] = step4(acc[7], col_ta(s0, 1u, 3u), b0, b1, b2, b3);
+            acc[8] = step4(acc[8], col_ta(s1, 0u, 0u), b0, b1, b2, b3);
+            acc[9] = step4(acc[9], col_ta(s1, 0u, 1u), b0, b1, b2, b3);
+            acc[10] = step4(acc[10], col_ta(s1, 0u, 2u), b0, b1, b2, b3);
+            acc[11] = step4(acc[11], col_ta(s1, 0u, 3u), b0, b1, b2, b3);
+            acc[12] = step4(acc[12], col_ta(s1, 1u, 0u), b0, b1, b2, b3);
+            acc[13] = step4(acc[13], col_ta(s1, 1u, 1u), b0, b1, b2, b3);
+            acc[14] = step4(acc[14], col_ta(s1, 1u, 2u), b0, b1, b2, b3);
+            acc[15] = step4(acc[15], col_ta(s1, 1u, 3u), b0, b1, b2, b3);
+        } else {
+            let s0 = bcast8(a[a_base + ra0 * k4 + k / 4u]);
+            let s1 = bcast8(a[a_base + ra1 * k4 + k / 4u]);
+            acc[0] = step4(acc[0], s0[0], b0, b1, b2, b3);
+            acc[1] = step4(acc[1], s0[1], b0, b1, b2, b3);
+            acc[2] = step4(acc[2], s0[2], b0, b1, b2, b3);
+            acc[3] = step4(acc[3], s0[3], b0, b1, b2, b3);
+            acc[4] = step4(acc[4], s0[4], b0, b1, b2, b3);
+            acc[5] = step4(acc[5], s0[5], b0, b1, b2, b3);
+            acc[6] = step4(acc[6], s0[6], b0, b1, b2, b3);
+            acc[7] = step4(acc[7], s0[7], b0, b1, b2, b3);
+            acc[8] = step4(acc[8], s1[0], b0, b1, b2, b3);
+            acc[9] = step4(acc[9], s1[1], b0, b1, b2, b3);
+            acc[10] = step4(acc[10], s1[2], b0, b1, b2, b3);
+            acc[11] = step4(acc[11], s1[3], b0, b1, b2, b3);
+            acc[12] = step4(acc[12], s1[4], b0, b1, b2, b3);
+            acc[13] = step4(acc[13], s1[5], b0, b1, b2, b3);
+            acc[14] = step4(acc[14], s1[6], b0, b1, b2, b3);
+            acc[15] = step4(acc[15], s1[7], b0, b1, b2, b3);
+        }
+    }
+
+    if (col >= p.n) {
+        return;
+    }
+    let o_base = bat * p.m * n4 + col / 4u;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = r0 + r;
+        if (row >= p.m) {
+            break;
+        }
+        let o = o_base + row * n4;
+        var v = p.alpha * acc[r];
+        // beta == 0 must not read out: its old contents may be NaN.
+        if (p.beta != 0.0) {
+            v += p.beta * out[o];
+        }
+        out[o] = v;
+    }
+}
