@@ -1,1 +1,341 @@
 // GPU conv2d kernels vs the CPU reference.
+
+use ddpm_wgpu::ops::conv2d::{conv2d, conv2d_backward, Conv2dParams};
+use ddpm_wgpu::reference::conv2d as cref;
+use ddpm_wgpu::reference::conv2d::Conv2dDims;
+use ddpm_wgpu::Error;
+
+use crate::common::{assert_close, ctx, rand_vec, to_f64};
+
+fn dims(
+    n: usize,
+    cin: usize,
+    hw: (usize, usize),
+    cout: usize,
+    k: (usize, usize),
+    p: Conv2dParams,
+) -> Conv2dDims {
+    Conv2dDims {
+        n,
+        cin,
+        h: hw.0,
+        w: hw.1,
+        cout,
+        kh: k.0,
+        kw: k.1,
+        stride: p.stride,
+        pad: p.pad,
+    }
+}
+
+/// Forward and full backward of one case on the GPU against the f64 reference.
+fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
+    let ctx = ctx();
+    let p = Conv2dParams::asymmetric(d.stride, d.pad);
+    let (ho, wo) = d.out_hw();
+    assert_eq!(p.out_hw(d.h, d.w, d.kh, d.kw), (ho, wo), "{name}: out_hw");
+    let xs = [d.n, d.cin, d.h, d.w];
+    let ws = [d.cout, d.cin, d.kh, d.kw];
+    let ys = [d.n, d.cout, ho, wo];
+    let xh = rand_vec(xs.iter().product(), seed);
+    let wh = rand_vec(ws.iter().product(), seed + 1);
+    let bh = rand_vec(d.cout, seed + 2);
+    let dyh = rand_vec(ys.iter().product(), seed + 3);
+    let x = ctx.upload(&xs, &xh).unwrap();
+    let w = ctx.upload(&ws, &wh).unwrap();
+    let b = ctx.upload(&[d.cout], &bh).unwrap();
+    let dy = ctx.upload(&ys, &dyh).unwrap();
+    let (x64, w64, b64, dy64) = (to_f64(&xh), to_f64(&wh), to_f64(&bh), to_f64(&dyh));
+
+    let y = conv2d(ctx, &x, &w, with_bias.then_some(&b), p).unwrap();
+    assert_eq!(y.shape(), &ys, "{name}: y shape");
+    let want = cref::conv2d(&x64, &w64, with_bias.then_some(&b64[..]), &d);
+    // f32 sums of at most a few hundred products of values in [-1, 1]: rounding stays < 1e-4.
+    assert_close(
+        &format!("{name} forward"),
+        &ctx.read(&y).unwrap(),
+        &want,
+        1e-4,
+        1e-4,
+    );
+
+    let g = conv2d_backward(ctx, &x, &w, &dy, p, true).unwrap();
+    let dx = g.dx.expect("need_dx = true returns dx");
+    assert_eq!(dx.shape(), &xs, "{name}: dx shape");
+    assert_eq!(g.dw.shape(), &ws, "{name}: dw shape");
+    assert_eq!(g.db.shape(), &[d.cout], "{name}: db shape");
+    // Same reasoning as the forward: short f32 sums of products bounded by 1.
+    let (atol, rtol) = (1e-4, 1e-4);
+    assert_close(
+        &format!("{name} dx"),
+        &ctx.read(&dx).unwrap(),
+        &cref::conv2d_backward_input(&dy64, &w64, &d),
+        atol,
+        rtol,
+    );
+    assert_close(
+        &format!("{name} dw"),
+        &ctx.read(&g.dw).unwrap(),
+        &cref::conv2d_backward_weight(&x64, &dy64, &d),
+        atol,
+        rtol,
+    );
+    assert_close(
+        &format!("{name} db"),
+        &ctx.read(&g.db).unwrap(),
+        &cref::conv2d_backward_bias(&dy64, &d),
+        atol,
+        rtol,
+    );
+
+    let g = conv2d_backward(ctx, &x, &w, &dy, p, false).unwrap();
+    assert!(g.dx.is_none(), "{name}: need_dx = false must not compute dx");
+}
+
+#[test]
+fn conv2d_3x3_same_batch1_cin3_cout5() {
+    let d = dims(1, 3, (7, 7), 5, (3, 3), Conv2dParams::new(1, 1));
+    check_case("1x3x7x7 k3 s1 p1", d, true, 10);
+}
+
+#[test]
+fn conv2d_3x3_nonsquare_no_bias() {
+    let d = dims(2, 3, (9, 5), 5, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x3x9x5 k3 s1 p1", d, false, 20);
+}
+
+#[test]
+fn conv2d_primes_stride2_odd_sizes() {
+    let d = dims(3, 7, (13, 11), 11, (3, 3), Conv2dParams::new(2, 1));
+    check_case("3x7x13x11 k3 s2 p1", d, true, 30);
+    let d = dims(1, 5, (9, 7), 13, (3, 3), Conv2dParams::new(2, 0));
+    check_case("1x5x9x7 k3 s2 p0", d, true, 31);
+}
+
+#[test]
+fn conv2d_1x1() {
+    let d = dims(3, 5, (5, 7), 13, (1, 1), Conv2dParams::new(1, 0));
+    check_case("3x5x5x7 k1", d, true, 40);
+    let d = dims(2, 6, (7, 5), 3, (1, 1), Conv2dParams::new(2, 0));
+    check_case("2x6x7x5 k1 s2", d, false, 41);
+}
+
+#[test]
+fn conv2d_even_and_rectangular_kernels() {
+    let d = dims(1, 4, (6, 7), 3, (2, 2), Conv2dParams::new(2, 0));
+    check_case("1x4x6x7 k2 s2", d, true, 50);
+    let d = dims(2, 3, (5, 6), 9, (3, 1), Conv2dParams::asymmetric(1, [1, 1, 0, 0]));
+    check_case("2x3x5x6 k3x1", d, true, 51);
+    let d = dims(1, 2, (6, 5), 4, (4, 4), Conv2dParams::new(1, 2));
+    check_case("1x2x6x5 k4 p2", d, true, 52);
+}
+
+/// diffusers' Downsample2D with downsample_padding=0: pad (0,1,0,1), then 3x3 stride 2.
+#[test]
+fn conv2d_asymmetric_pad_downsample() {
+    let p = Conv2dParams::asymmetric(2, [0, 1, 0, 1]);
+    let d = dims(2, 5, (7, 9), 9, (3, 3), p);
+    check_case("2x5x7x9 k3 s2 pad(0,1,0,1)", d, true, 60);
+    let d = dims(1, 3, (8, 8), 4, (3, 3), p);
+    check_case("1x3x8x8 k3 s2 pad(0,1,0,1)", d, false, 61);
+}
+
+/// More input channels than one staged weight round holds (56 for 3x3) and more output channels
+/// than one workgroup's tile (8), with tails in both.
+#[test]
+fn conv2d_channels_cross_tiles() {
+    let d = dims(1, 61, (5, 6), 17, (3, 3), Conv2dParams::new(1, 1));
+    check_case("1x61x5x6 -> 17 k3", d, true, 70);
+    let d = dims(2, 17, (6, 5), 61, (3, 3), Conv2dParams::new(2, 1));
+    check_case("2x17x6x5 -> 61 k3 s2", d, true, 71);
+}
+
+/// More output pixels (2·47·49 = 4606) than one weight-grad slice reduces (4096), so the partial
+/// sums of two slices, one partly filled, must be added.
+#[test]
+fn conv2d_weight_grad_over_pixel_slices() {
+    let d = dims(2, 3, (47, 49), 5, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x3x47x49 k3", d, true, 75);
+}
+
+/// Central-difference check of the reference backward (dx, dw, db) on L = Σ y·r.
+#[test]
+fn conv2d_reference_backward_matches_finite_differences() {
+    for (seed, p) in [
+        (80, Conv2dParams::new(1, 1)),
+        (81, Conv2dParams::asymmetric(2, [0, 1, 0, 1])),
+    ] {
+        let d = dims(2, 3, (5, 4), 2, (3, 3), p);
+        let (ho, wo) = d.out_hw();
+        let x = to_f64(&rand_vec(d.n * d.cin * d.h * d.w, seed));
+        let w = to_f64(&rand_vec(d.cout * d.cin * d.kh * d.kw, seed + 1));
+        let b = to_f64(&rand_vec(d.cout, seed + 2));
+        let r = to_f64(&rand_vec(d.n * d.cout * ho * wo, seed + 3));
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
+            cref::conv2d(x, w, Some(b), &d)
+                .iter()
+                .zip(&r)
+                .map(|(y, r)| y * r)
+                .sum()
+        };
+        let eps = 1e-6;
+        let numeric = |v: &[f64], f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
+            (0..v.len())
+                .map(|i| {
+                    let (mut hi, mut lo) = (v.to_vec(), v.to_vec());
+                    hi[i] += eps;
+                    lo[i] -= eps;
+                    (f(&hi) - f(&lo)) / (2.0 * eps)
+                })
+                .collect()
+        };
+        let checks = [
+            (
+                "dx",
+                cref::conv2d_backward_input(&r, &w, &d),
+                numeric(&x, &|v| loss(v, &w, &b)),
+            ),
+            (
+                "dw",
+                cref::conv2d_backward_weight(&x, &r, &d),
+                numeric(&w, &|v| loss(&x, v, &b)),
+            ),
+            (
+                "db",
+                cref::conv2d_backward_bias(&r, &d),
+                numeric(&b, &|v| loss(&x, &w, v)),
+            ),
+        ];
+        for (name, analytic, numeric) in checks {
+            let got: Vec<f32> = analytic.iter().map(|&v| v as f32).collect();
+            // L is linear in each argument, so central differences are exact up to f64
+            // cancellation (~1e-16 / 1e-6); the f32 cast of the analytic value adds ~1e-7.
+            assert_close(&format!("fd {name} {p:?}"), &got, &numeric, 1e-6, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn conv2d_shape_errors_are_typed() {
+    let ctx = ctx();
+    let p = Conv2dParams::new(1, 1);
+    let x = ctx.zeros(&[1, 3, 8, 8], "x").unwrap();
+    let w_bad_cin = ctx.zeros(&[4, 2, 3, 3], "w").unwrap();
+    let w = ctx.zeros(&[4, 3, 3, 3], "w").unwrap();
+    let b_bad = ctx.zeros(&[5], "b").unwrap();
+    let dy_bad = ctx.zeros(&[1, 4, 7, 8], "dy").unwrap();
+    let w_big = ctx.zeros(&[4, 3, 11, 11], "w").unwrap();
+    let x3 = ctx.zeros(&[3, 8, 8], "x3").unwrap();
+    assert!(matches!(
+        conv2d(ctx, &x, &w_bad_cin, None, p),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        conv2d(ctx, &x, &w, Some(&b_bad), p),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        conv2d(ctx, &x3, &w, None, p),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        conv2d(ctx, &x, &w_big, None, p),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        conv2d(ctx, &x, &w, None, Conv2dParams::new(0, 1)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        conv2d_backward(ctx, &x, &w, &dy_bad, p, true),
+        Err(Error::Shape { .. })
+    ));
+    assert_eq!(p.out_hw(8, 8, 11, 11), (0, 0));
+}
+
+/// A conv whose im2col matrix (N·Ho·Wo × Cin·9 floats = 144 MiB) would exceed the 128 MiB
+/// binding limit while x (16 MiB) fits; a sample of outputs is checked against the reference.
+#[test]
+fn conv2d_im2col_view_over_binding_limit() {
+    let ctx = ctx();
+    let d = dims(1, 64, (256, 256), 4, (3, 3), Conv2dParams::new(1, 1));
+    let (ho, wo) = d.out_hw();
+    let im2col_bytes = d.n * ho * wo * d.cin * d.kh * d.kw * 4;
+    assert!(im2col_bytes as u64 > 128 << 20);
+    let xh = rand_vec(d.n * d.cin * d.h * d.w, 90);
+    let wh = rand_vec(d.cout * d.cin * 9, 91);
+    let bh = rand_vec(d.cout, 92);
+    let x = ctx.upload(&[d.n, d.cin, d.h, d.w], &xh).unwrap();
+    let w = ctx.upload(&[d.cout, d.cin, 3, 3], &wh).unwrap();
+    let b = ctx.upload(&[d.cout], &bh).unwrap();
+    let y = ctx
+        .read(&conv2d(ctx, &x, &w, Some(&b), Conv2dParams::new(1, 1)).unwrap())
+        .unwrap();
+    let (x64, w64, b64) = (to_f64(&xh), to_f64(&wh), to_f64(&bh));
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    // Corners, edges and a spread of interior points in every channel.
+    for co in 0..d.cout {
+        for (oh, ow) in [(0, 0), (0, 255), (255, 0), (255, 255), (0, 77), (131, 255)]
+            .into_iter()
+            .chain((0..40).map(|i| ((i * 37 + co * 11) % 256, (i * 101 + 5) % 256)))
+        {
+            got.push(y[(co * ho + oh) * wo + ow]);
+            want.push(cref::conv2d_at(&x64, &w64, Some(&b64), &d, [0, co, oh, ow]));
+        }
+    }
+    // 576-term f32 dot products of values in [-1, 1].
+    assert_close("im2col > 128 MiB sample", &got, &want, 2e-4, 1e-4);
+}
+
+/// More than 65,535 workgroups of output pixels (4.2 M pixels / 64 per workgroup): the grid
+/// must be split in 2-D, in the forward and in the input grad. Checked in full against the
+/// reference (a 1x1 conv is cheap).
+#[test]
+fn conv2d_grid_over_workgroup_limit() {
+    let ctx = ctx();
+    let d = dims(1, 1, (2048, 2056), 2, (1, 1), Conv2dParams::new(1, 0));
+    assert!(d.h * d.w / 64 > 65_535);
+    let xh = rand_vec(d.h * d.w, 95);
+    let wh = rand_vec(2, 96);
+    let dyh = rand_vec(2 * d.h * d.w, 97);
+    let x = ctx.upload(&[1, 1, d.h, d.w], &xh).unwrap();
+    let w = ctx.upload(&[2, 1, 1, 1], &wh).unwrap();
+    let dy = ctx.upload(&[1, 2, d.h, d.w], &dyh).unwrap();
+    let p = Conv2dParams::new(1, 0);
+    let y = conv2d(ctx, &x, &w, None, p).unwrap();
+    let (x64, w64, dy64) = (to_f64(&xh), to_f64(&wh), to_f64(&dyh));
+    // One product per output: exact up to one f32 rounding.
+    assert_close(
+        "grid forward",
+        &ctx.read(&y).unwrap(),
+        &cref::conv2d(&x64, &w64, None, &d),
+        1e-6,
+        1e-6,
+    );
+    let g = conv2d_backward(ctx, &x, &w, &dy, p, true).unwrap();
+    // Two products per input pixel.
+    assert_close(
+        "grid dx",
+        &ctx.read(&g.dx.unwrap()).unwrap(),
+        &cref::conv2d_backward_input(&dy64, &w64, &d),
+        1e-6,
+        1e-6,
+    );
+    // dw and db are 4.2 M-term sequential f32 sums (magnitude ~1e3): rounding walks ~1e-4
+    // relative.
+    assert_close(
+        "grid dw",
+        &ctx.read(&g.dw).unwrap(),
+        &cref::conv2d_backward_weight(&x64, &dy64, &d),
+        0.5,
+        1e-3,
+    );
+    assert_close(
+        "grid db",
+        &ctx.read(&g.db).unwrap(),
+        &cref::conv2d_backward_bias(&dy64, &d),
+        0.5,
+        1e-3,
+    );
+}

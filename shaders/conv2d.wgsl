@@ -1,0 +1,312 @@
+// 2-D convolution as implicit GEMM: no im2col matrix is ever written to global memory.
+//
+// Layouts: x [N,Cin,H,W], w [Cout,Cin,kh,kw], y [N,Cout,Ho,Wo], row-major f32.
+// Forward:  y[n,co,oh,ow] = bias[co] + Σ_{ci,r,s} w[co,ci,r,s] · x[n,ci,oh·st−pt+r, ow·st−pl+s]
+//           (GEMM with M = Cout, N = N·Ho·Wo, K = Cin·kh·kw; x reads outside the image are 0).
+// Input grad: dx[n,ci,ih,iw] = Σ_{co,r,s : oh·st = ih+pt−r, ow·st = iw+pl−s} w[co,ci,r,s] · dy[n,co,oh,ow]
+//           (GEMM with M = Cin, N = N·H·W, K = Cout·kh·kw over the transposed, flipped kernel).
+// Weight grad: dw[co,ci,r,s] = Σ_{n,oh,ow} dy[n,co,oh,ow] · x[n,ci,oh·st−pt+r, ow·st−pl+s]
+//           (GEMM with M = Cout, N = Cin·kh·kw, K = N·Ho·Wo).
+// Bias grad: db[co] = Σ_{n,oh,ow} dy[n,co,oh,ow] (computed with the weight grad).
+//
+// Work split (the same for the three GEMMs): one invocation per column of the GEMM (an output
+// pixel, an input pixel, or a (ci,r,s) tap) and 4·V rows (channels) per workgroup, held as V vec4
+// accumulators in registers. The row operand (weights, or dy for the weight grad) is staged in
+// workgroup memory as vec4s and read at an index that is the same for every invocation, so a
+// SIMD-style implementation (llvmpipe) issues one broadcast load per vec4 instead of a gather;
+// the column operand is the implicit im2col element, one load per invocation per K step, reused
+// for 4·V multiply-adds. Every loop bound is workgroup-uniform and every per-invocation bounds
+// test is a select, so no load sits in divergent control flow.
+//
+// Grids: forward and input grad spread their columns over (x, y) with Context::grid (linear
+// tile = wg.x + wg.y·nwg.x, bounds-checked) and use z for the channel tile (and, for the input
+// grad, the stride phase); the weight grad uses x = column tile, y = pixel slice, z = channel
+// tile.
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    ho: u32,
+    wo: u32,
+    // K elements staged per round: input channels (forward), output channels (input grad) or
+    // pixels (weight grad), chosen by the launcher so that a round fits in `tile`.
+    chunk: u32,
+    has_bias: u32,
+    // Weight grad: output pixels per slice (first pass) or number of slices (reduce).
+    split: u32,
+    _pad: u32,
+}
+
+// vec4 accumulators per invocation: each workgroup computes 4·V = 8 channels.
+const V: u32 = 2u;
+// vec4 slots of staged row operand (16 KiB of the 32 KiB workgroup memory).
+const TILE: u32 = 1024u;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Per-invocation (column) operand: x (forward, weight grad) or dy (input grad, bias grad).
+@group(0) @binding(1) var<storage, read> col: array<f32>;
+// Uniform (row) operand: w (forward, input grad) or dy (weight grad).
+@group(0) @binding(2) var<storage, read> row: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+// dw, written by the weight-grad reduction (which binds partial sums, dw, db).
+@group(0) @binding(2) var<storage, read_write> dw_out: array<f32>;
+
+var<workgroup> tile: array<vec4<f32>, TILE>;
+
+// Store the 4 channels c..c+3 of one column: dst[base + ch·plane] for ch < nch.
+fn store4(base: u32, plane: u32, c: u32, nch: u32, v: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if (c + j < nch) {
+            dst[base + (c + j) * plane] = v[j];
+        }
+    }
+}
+
+// Stage the weights of channel rows ch0..ch0+4V−1 for K-slice [k0, k0+kn) of the "other"
+// channel axis, as tile[(rs·kn + k)·V + v] = w[.., .., rs] with the row channel ch0+4v+j in
+// component j. `transposed` = false: rows are output channels (w[ch, k0+k, rs], forward);
+// true: rows are input channels (w[k0+k, ch, rs], input grad). Rows past the end are clamped
+// (their results are never stored).
+fn stage_weights(lid: u32, ch0: u32, nch: u32, nk: u32, k0: u32, kn: u32, transposed: bool) {
+    let kk = p.kh * p.kw;
+    for (var e = lid; e < kk * kn * V; e += WG) {
+        let v = e % V;
+        let k = (e / V) % kn;
+        let rs = e / (V * kn);
+        var q: vec4<f32>;
+        for (var j = 0u; j < 4u; j++) {
+            let ch = min(ch0 + 4u * v + j, nch - 1u);
+            let pair = select(ch * nk + k0 + k, (k0 + k) * nch + ch, transposed);
+            q[j] = row[pair * kk + rs];
+        }
+        tile[e] = q;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let co0 = wg.z * 4u * V;
+    let plane = p.ho * p.wo;
+    let npix = p.n * plane;
+    let pix = (wg.x + wg.y * nwg.x) * WG + lid;
+    let live = pix < npix;
+    let q = min(pix, npix - 1u);
+    let ow = q % p.wo;
+    let oh = (q / p.wo) % p.ho;
+    let b = q / plane;
+    let ih0 = i32(oh * p.stride) - i32(p.pad_top);
+    let iw0 = i32(ow * p.stride) - i32(p.pad_left);
+    let hw = p.h * p.w;
+
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    if (p.has_bias != 0u) {
+        for (var j = 0u; j < 4u; j++) {
+            acc0[j] = bias[min(co0 + j, p.cout - 1u)];
+            acc1[j] = bias[min(co0 + 4u + j, p.cout - 1u)];
+        }
+    }
+    for (var c0 = 0u; c0 < p.cin; c0 += p.chunk) {
+        let cn = min(p.chunk, p.cin - c0);
+        workgroupBarrier();
+        stage_weights(lid, co0, p.cout, p.cin, c0, cn, false);
+        workgroupBarrier();
+        var wi = 0u;
+        for (var r = 0u; r < p.kh; r++) {
+            let ih = ih0 + i32(r);
+            for (var s = 0u; s < p.kw; s++) {
+                let iw = iw0 + i32(s);
+                let ok = live && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+                // x[b, c0, ih, iw], stepping one channel plane per K step; 0 when padded.
+                var xi = select(0u, (b * p.cin + c0) * hw + u32(ih) * p.w + u32(iw), ok);
+                for (var c = 0u; c < cn; c++) {
+                    let xv = vec4(select(0.0, col[xi], ok));
+                    acc0 = fma(tile[wi], xv, acc0);
+                    acc1 = fma(tile[wi + 1u], xv, acc1);
+                    xi += hw;
+                    wi += V;
+                }
+            }
+        }
+    }
+    if (live) {
+        let base = b * p.cout * plane + oh * p.wo + ow;
+        store4(base, plane, co0, p.cout, acc0);
+        store4(base, plane, co0 + 4u, p.cout, acc1);
+    }
+}
+
+// Input grad. With stride st, input pixel (ih, iw) receives from tap r only when
+// ih + pt − r ≡ 0 (mod st). Invocations are grouped by stride phase (ih mod st, iw mod st)
+// (wg.z = channel tile · st² + phase), so the valid taps r ≡ (phase + pt) mod st are the same
+// for the whole workgroup and no multiply-add is spent on taps that do not hit.
+@compute @workgroup_size(WG)
+fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let st = p.stride;
+    let phases = st * st;
+    let ph = (wg.z % phases) / st;
+    let pw = wg.z % st;
+    let ci0 = (wg.z / phases) * 4u * V;
+    // Pixels of this phase: ih = qh·st + ph, iw = qw·st + pw.
+    let hq = (p.h + st - 1u) / st;
+    let wq = (p.w + st - 1u) / st;
+    let npix = p.n * hq * wq;
+    let pix = (wg.x + wg.y * nwg.x) * WG + lid;
+    let q = min(pix, npix - 1u);
+    let iw = (q % wq) * st + pw;
+    let ih = ((q / wq) % hq) * st + ph;
+    let b = q / (wq * hq);
+    let live = pix < npix && ih < p.h && iw < p.w;
+    let plane = p.ho * p.wo;
+    let r0 = (ph + p.pad_top) % st;
+    let s0 = (pw + p.pad_left) % st;
+
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    for (var c0 = 0u; c0 < p.cout; c0 += p.chunk) {
+        let cn = min(p.chunk, p.cout - c0);
+        workgroupBarrier();
+        stage_weights(lid, ci0, p.cin, p.cout, c0, cn, true);
+        workgroupBarrier();
+        for (var r = r0; r < p.kh; r += st) {
+            // oh·st = ih + pt − r, exact by the phase choice.
+            let ohs = i32(ih + p.pad_top) - i32(r);
+            let oh = ohs / i32(st);
+            for (var s = s0; s < p.kw; s += st) {
+                let ows = i32(iw + p.pad_left) - i32(s);
+                let ow = ows / i32(st);
+                let ok = live && ohs >= 0 && oh < i32(p.ho) && ows >= 0 && ow < i32(p.wo);
+                var gi = select(0u, (b * p.cout + c0) * plane + u32(oh) * p.wo + u32(ow), ok);
+                var wi = (r * p.kw + s) * cn * V;
+                for (var c = 0u; c < cn; c++) {
+                    let g = vec4(select(0.0, col[gi], ok));
+                    acc0 = fma(tile[wi], g, acc0);
+                    acc1 = fma(tile[wi + 1u], g, acc1);
+                    gi += plane;
+                    wi += V;
+                }
+            }
+        }
+    }
+    if (live) {
+        let hw = p.h * p.w;
+        let base = b * p.cin * hw + ih * p.w + iw;
+        store4(base, hw, ci0, p.cin, acc0);
+        store4(base, hw, ci0 + 4u, p.cin, acc1);
+    }
+}
+
+// Weight and bias grad, first pass: one invocation per GEMM column j, where j < Cin·kh·kw is the
+// tap (ci, r, s) and j = Cin·kh·kw is the bias, whose im2col element is the constant 1
+// (db[co] = Σ dy[co] · 1); 4·V output channels per workgroup. The reduction over the N·Ho·Wo
+// output pixels is split into slices of `split` pixels (wg.y), each written to
+// part[slice, co, j] and summed by conv2d_backward_reduce: this bounds the work of one
+// invocation (llvmpipe stops any invocation after 65,535 loop iterations) and gives parallelism.
+// dy for the workgroup's channels is staged `chunk` pixels at a time as tile[pixel·V + v].
+@compute @workgroup_size(WG)
+fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let co0 = wg.z * 4u * V;
+    let kk = p.kh * p.kw;
+    let taps = p.cin * kk;
+    let j = wg.x * WG + lid;
+    let live = j <= taps;
+    let is_bias = j == taps;
+    let jq = min(j, taps - 1u);
+    let ci = jq / kk;
+    let r = (jq % kk) / p.kw;
+    let s = jq % p.kw;
+    let plane = p.ho * p.wo;
+    let hw = p.h * p.w;
+    let first = wg.y * p.split;
+    let last = min(first + p.split, p.n * plane);
+    // x[b, ci, ih, iw] = col[top_left + lane_off − pt·W − pl], where top_left is the
+    // workgroup-uniform part for the current pixel and lane_off the fixed per-invocation part.
+    let lane_off = ci * hw + r * p.w + s;
+
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    // Uniform (b, oh, ow) of the pixel being reduced, advanced in row-major order.
+    var b = first / plane;
+    var oh = (first % plane) / p.wo;
+    var ow = first % p.wo;
+    for (var p0 = first; p0 < last; p0 += p.chunk) {
+        let pn = min(p.chunk, last - p0);
+        workgroupBarrier();
+        for (var e = lid; e < pn * V; e += WG) {
+            let px = p0 + e / V;
+            let c = co0 + 4u * (e % V);
+            let base = (px / plane) * p.cout * plane + px % plane;
+            var q: vec4<f32>;
+            for (var k = 0u; k < 4u; k++) {
+                q[k] = row[base + min(c + k, p.cout - 1u) * plane];
+            }
+            tile[e] = q;
+        }
+        workgroupBarrier();
+        for (var pp = 0u; pp < pn; pp++) {
+            let ih = i32(oh * p.stride + r) - i32(p.pad_top);
+            let iw = i32(ow * p.stride + s) - i32(p.pad_left);
+            let ok = ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+            let top_left = b * p.cin * hw + (oh * p.stride) * p.w + ow * p.stride;
+            // Unsigned wrap-around cancels the padding offset when ok; 0 otherwise.
+            let xi = select(0u, top_left + lane_off - p.pad_top * p.w - p.pad_left, ok);
+            let xv = vec4(select(select(0.0, col[xi], ok), 1.0, is_bias));
+            acc0 = fma(tile[pp * V], xv, acc0);
+            acc1 = fma(tile[pp * V + 1u], xv, acc1);
+            ow += 1u;
+            let next_row = ow == p.wo;
+            ow = select(ow, 0u, next_row);
+            oh = select(oh, oh + 1u, next_row);
+            let next_image = oh == p.ho;
+            oh = select(oh, 0u, next_image);
+            b = select(b, b + 1u, next_image);
+        }
+    }
+    if (live) {
+        let cols = taps + 1u;
+        let base = wg.y * p.cout * cols + j;
+        store4(base, cols, co0, p.cout, acc0);
+        store4(base, cols, co0 + 4u, p.cout, acc1);
+    }
+}
+
+// Weight and bias grad, second pass: dw[co, j] = Σ_slice part[slice, co, j] for the taps and
+// db[co] = Σ_slice part[slice, co, Cin·kh·kw]; one invocation per (co, j), linear index over a
+// 2-D grid. `split` holds the number of slices here.
+@compute @workgroup_size(WG)
+fn conv2d_backward_reduce(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let taps = p.cin * p.kh * p.kw;
+    let cols = taps + 1u;
+    let total = p.cout * cols;
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= total) {
+        return;
+    }
+    var sum = 0.0;
+    for (var sl = 0u; sl < p.split; sl++) {
+        sum += col[sl * total + i];
+    }
+    let co = i / cols;
+    let j = i % cols;
+    if (j == taps) {
+        dst[co] = sum;
+    } else {
+        dw_out[co * taps + j] = sum;
+    }
+}
