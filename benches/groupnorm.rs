@@ -30,6 +30,17 @@ fn bench(c: &mut Criterion) {
             let _ = gn::group_norm_backward(&ctx, &x, &gamma, &beta, &stats, &dy, groups, silu)
                 .unwrap();
         };
+        let fwd = || {
+            let _ = gn::group_norm(&ctx, &x, &gamma, &beta, groups, 1e-5, silu).unwrap();
+        };
+        let per = common::timed(&ctx, 20, fwd) / 20;
+        common::report(
+            &ctx,
+            &format!("groupnorm fwd {shape:?} G={groups} silu={silu}"),
+            per,
+            0.0,
+            (numel * 8) as f64,
+        );
         let per = common::timed(&ctx, 20, step) / 20;
         common::report(
             &ctx,

@@ -147,6 +147,7 @@ fn groupnorm_awkward_shapes() {
         check(&[2, 14, 13, 17], 7, silu, 0.0, 14); // primes, groups of 442 elements
         check(&[2, 10, 37], 5, silu, 4.0, 15); // 3-D [N, C, L]
         check(&[1, 4, 61, 67], 2, silu, 0.0, 16); // rows longer than a workgroup
+        check(&[2, 6, 67, 71], 3, silu, 0.0, 17); // rows and groups over several chunks (lavapipe)
     }
 }
 
