@@ -221,6 +221,20 @@ pub fn channel_sum(ctx: &Context, dy: &Tensor) -> Result<Tensor> {
     sum_rows(ctx, dy, n * c, hw, 1.0)?.reshape(&[n, c])
 }
 
+/// Workgroup size of the reduction kernels. On CPU adapters (lavapipe) a workgroup runs as
+/// SIMD-8 slices that switch at every barrier, so one slice per workgroup is fastest.
+pub(crate) fn reduce_wg(ctx: &Context) -> usize {
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        8
+    } else {
+        256
+    }
+}
+
+/// Elements each invocation of a reduction stage loops over: a workgroup sums
+/// `reduce_wg · REDUCE_ITERS` elements.
+pub(crate) const REDUCE_ITERS: usize = 64;
+
 /// Row sums of x viewed as `[rows, len]`, times `scale` → a new `[rows]` tensor. Multi-stage:
 /// each stage sums chunks of a bounded size per workgroup, until one value per row is left.
 pub(crate) fn sum_rows(
@@ -230,14 +244,8 @@ pub(crate) fn sum_rows(
     len: usize,
     scale: f32,
 ) -> Result<Tensor> {
-    // On CPU adapters (lavapipe) a workgroup runs as SIMD-8 slices that switch at every
-    // barrier: one slice per workgroup is fastest. Each invocation loops at most 64 times.
-    let wg: usize = if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
-        8
-    } else {
-        256
-    };
-    let chunk = wg * 64;
+    let wg = reduce_wg(ctx);
+    let chunk = wg * REDUCE_ITERS;
     let mut cur = x.clone();
     let mut len = len;
     loop {
