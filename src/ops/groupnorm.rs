@@ -1,1 +1,239 @@
-//! groupnorm ops (`shaders/groupnorm.wgsl`). Contract: see the functions below.
+//! Group normalisation (`shaders/groupnorm.wgsl`), optionally fused with SiLU.
+//!
+//! # Contracts
+//! - `group_norm(x, gamma, beta, groups, eps, silu)`: x `[N, C, H, W]` or `[N, C, L]`, gamma and
+//!   beta `[C]`, `C % groups == 0` → y (= new, shape of x) = gn(x)·γ + β, or silu of that when
+//!   `silu`; stats (= new) `[N, G, 2]` holding (mean, 1/sqrt(var + eps)) per (sample, group),
+//!   biased variance as in PyTorch. Keep stats for the backward.
+//! - `group_norm_backward(x, gamma, beta, stats, dy, groups, silu)`: the forward's inputs and
+//!   stats, dy shaped like x → dx (= new, shape of x), dgamma (= new, `[C]`), dbeta (= new,
+//!   `[C]`). With `silu` the pre-activation is recomputed from x, stats, gamma and beta.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Dispatch, Shader};
+use crate::tensor::Tensor;
+
+static SHADER: Shader = crate::shader!("groupnorm");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    groups: u32,
+    cpg: u32,
+    silu: u32,
+    eps: f32,
+    chunk: u32,
+    gchunks: u32,
+    rchunks: u32,
+    _pad: [u32; 2],
+}
+
+/// Largest number of loop iterations per invocation in one pass over a chunk: bounds the work
+/// of one workgroup (lavapipe also aborts shaders after 65,535 loop iterations).
+const ITERS: usize = 512;
+
+/// Workgroup size. On GPUs: the smallest power of two ≥ `work` elements in 32..=256, so small
+/// groups and rows do not leave most invocations idle. On CPU adapters (lavapipe) a workgroup
+/// runs as SIMD-8 slices that switch at every barrier, so a single slice of 8 is several times
+/// faster.
+fn wg_size(ctx: &Context, work: usize) -> usize {
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        8
+    } else {
+        work.next_power_of_two().clamp(32, 256)
+    }
+}
+
+/// (N, C, spatial length) of a 3-D or 4-D tensor.
+fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    match x.shape()[..] {
+        [n, c, h, w] => Ok((n, c, h * w)),
+        [n, c, l] => Ok((n, c, l)),
+        _ => Err(Error::shape(
+            op,
+            format!("x: expected [N, C, H, W] or [N, C, L], got {:?}", x.shape()),
+        )),
+    }
+}
+
+/// Checked shapes, launch parameters and the workgroup size.
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    ctx: &Context,
+    op: &'static str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<(Params, f64)> {
+    let (n, c, hw) = dims(op, x)?;
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::arg(
+            "groups",
+            format!(
+                "{op}: {groups} groups do not divide {c} channels (x {:?})",
+                x.shape()
+            ),
+        ));
+    }
+    gamma.expect_shape(op, "gamma", &[c])?;
+    beta.expect_shape(op, "beta", &[c])?;
+    if x.numel() > u32::MAX as usize / 2 {
+        return Err(Error::shape(
+            op,
+            format!("x {:?} has more than 2^31 elements", x.shape()),
+        ));
+    }
+    let cpg = c / groups;
+    let wg = wg_size(ctx, cpg * hw);
+    let chunk = wg * ITERS;
+    let p = Params {
+        n: n as u32,
+        c: c as u32,
+        hw: hw as u32,
+        groups: groups as u32,
+        cpg: cpg as u32,
+        silu: silu as u32,
+        eps,
+        chunk: chunk as u32,
+        gchunks: (cpg * hw).div_ceil(chunk) as u32,
+        rchunks: hw.div_ceil(chunk) as u32,
+        _pad: [0; 2],
+    };
+    Ok((p, wg as f64))
+}
+
+/// y = GroupNorm(x)·γ + β (then SiLU when `silu`), and the per-(sample, group) stats `[N, G, 2]`
+/// = (mean, rstd) for the backward.
+pub fn group_norm(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<(Tensor, Tensor)> {
+    let (p, wg) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, silu)?;
+    let n = p.n as usize;
+    let y = ctx.empty(x.shape(), "group_norm.y")?;
+    let stats = ctx.empty(&[n, groups, 2], "group_norm.stats")?;
+    let chunks = ctx.empty(
+        &[n * groups * p.gchunks as usize, 2],
+        "group_norm.chunk_stats",
+    )?;
+    let constants = [("WG", wg)];
+    let params = bytemuck::bytes_of(&p);
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_chunk_stats",
+        constants: &constants,
+        params,
+        buffers: &[x.buffer(), chunks.buffer()],
+        workgroups: ctx.grid(p.n * p.groups * p.gchunks),
+    })?;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_group_stats",
+        constants: &constants,
+        params,
+        buffers: &[chunks.buffer(), stats.buffer()],
+        workgroups: ctx.grid(p.n * p.groups),
+    })?;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_normalize",
+        constants: &constants,
+        params,
+        buffers: &[
+            x.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            stats.buffer(),
+            y.buffer(),
+        ],
+        workgroups: ctx.grid(p.n * p.c * p.rchunks),
+    })?;
+    Ok((y, stats))
+}
+
+/// Gradients of [`group_norm`] (with the same `groups` and `silu`): (dx, dgamma, dbeta).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    groups: usize,
+    silu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "group_norm_backward";
+    let (p, wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
+    let (n, c) = (p.n as usize, p.c as usize);
+    stats.expect_shape(OP, "stats", &[n, groups, 2])?;
+    dy.expect_shape(OP, "dy", x.shape())?;
+    let parts = ctx.empty(
+        &[n * c * p.rchunks as usize, 2],
+        "group_norm_backward.parts",
+    )?;
+    let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
+    let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
+    let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;
+    let dbeta = ctx.empty(&[c], "group_norm_backward.dbeta")?;
+    let constants = [("WG", wg)];
+    let params = bytemuck::bytes_of(&p);
+    let row_chunks = ctx.grid(p.n * p.c * p.rchunks);
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_bwd_partials",
+        constants: &constants,
+        params,
+        buffers: &[
+            x.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            stats.buffer(),
+            dy.buffer(),
+            parts.buffer(),
+        ],
+        workgroups: row_chunks,
+    })?;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_bwd_reduce",
+        constants: &constants,
+        params,
+        buffers: &[
+            parts.buffer(),
+            gamma.buffer(),
+            coef.buffer(),
+            dgamma.buffer(),
+            dbeta.buffer(),
+        ],
+        workgroups: ctx.grid(p.n * p.groups + p.c),
+    })?;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_bwd_dx",
+        constants: &constants,
+        params,
+        buffers: &[
+            x.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            stats.buffer(),
+            dy.buffer(),
+            coef.buffer(),
+            dx.buffer(),
+        ],
+        workgroups: row_chunks,
+    })?;
+    Ok((dx, dgamma, dbeta))
+}
