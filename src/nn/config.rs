@@ -223,6 +223,14 @@ impl UNetConfig {
             add_attention: get_bool(obj, "add_attention", true)?,
             num_class_embeds: get_opt_usize(obj, "num_class_embeds")?,
         };
+        if let Some(d) = get_opt_usize(obj, "time_embedding_dim")? {
+            if d != cfg.time_embed_dim() {
+                return Err(Error::Config {
+                    field: "time_embedding_dim".into(),
+                    msg: format!("{d} is not supported; only null (4 × block_out_channels[0] = {})", cfg.time_embed_dim()),
+                });
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
