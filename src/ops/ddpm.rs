@@ -49,7 +49,10 @@ pub fn q_sample(
     if sqrt_alpha_bar.shape().len() != 1 {
         return Err(Error::shape(
             OP,
-            format!("sqrt_alpha_bar must be [T], got {:?}", sqrt_alpha_bar.shape()),
+            format!(
+                "sqrt_alpha_bar must be [T], got {:?}",
+                sqrt_alpha_bar.shape()
+            ),
         ));
     }
     sqrt_one_minus_alpha_bar.expect_shape(OP, "sqrt_one_minus_alpha_bar", &[steps])?;

@@ -171,7 +171,10 @@ fn sum_chunks(
 pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
     const OP: &str = "grad_norm_sq";
     if grads.is_empty() {
-        return Err(Error::arg("grads", "grad_norm_sq needs at least one tensor"));
+        return Err(Error::arg(
+            "grads",
+            "grad_norm_sq needs at least one tensor",
+        ));
     }
     for g in grads {
         elements(OP, g)?;

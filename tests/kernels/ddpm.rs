@@ -54,7 +54,12 @@ fn ddpm_q_sample_matches_reference() {
 #[test]
 fn ddpm_step_and_axpbz_match_reference() {
     let ctx = ctx();
-    for (n, sigma) in [(1usize, 0.3f32), (7, 0.0), (3 * 17 * 19, 0.05), (65_539, 1.0)] {
+    for (n, sigma) in [
+        (1usize, 0.3f32),
+        (7, 0.0),
+        (3 * 17 * 19, 0.05),
+        (65_539, 1.0),
+    ] {
         let x = rand_vec(n, 1 + n as u64);
         let e = rand_vec(n, 2 + n as u64);
         let tx = ctx.upload(&[n], &x).unwrap();
@@ -77,13 +82,25 @@ fn ddpm_step_and_axpbz_match_reference() {
             11,
         );
         // Three products and two sums in f32, possibly fused: a few ulps of values <= ~6.
-        assert_close(&format!("ddpm_step n={n} sigma={sigma}"), &got, &want, 2e-6, 1e-6);
+        assert_close(
+            &format!("ddpm_step n={n} sigma={sigma}"),
+            &got,
+            &want,
+            2e-6,
+            1e-6,
+        );
         let got = ctx
             .read(&ops::axpbz(ctx, &tx, &te, -0.5, 2.0, sigma, 8, 0).unwrap())
             .unwrap();
         let want = rf::axpbz(&to_f64(&x), &to_f64(&e), -0.5, 2.0, sigma as f64, 8, 0);
         // as above
-        assert_close(&format!("axpbz n={n} sigma={sigma}"), &got, &want, 2e-6, 1e-6);
+        assert_close(
+            &format!("axpbz n={n} sigma={sigma}"),
+            &got,
+            &want,
+            2e-6,
+            1e-6,
+        );
     }
 }
 
