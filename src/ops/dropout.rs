@@ -1,1 +1,70 @@
-//! dropout ops (`shaders/dropout.wgsl`). Contract: see the functions below.
+//! Dropout with a regenerated mask (`shaders/random.wgsl`, entry `dropout`).
+//!
+//! # Contracts
+//! - `dropout(x, p, seed, stream)`: x any shape → out (= new tensor, shape of x):
+//!   out[i] = x[i] / (1 − p) if uniform(seed, stream, i) ≥ p, else 0.
+//! - `dropout_backward(dy, p, seed, stream)`: dy (shape of the forward output) → dx (= new
+//!   tensor): dx[i] = dy[i] / (1 − p) where the forward kept element i, else 0. The mask is
+//!   recomputed from the counter-based generator, so nothing is stored between the passes.
+//!
+//! `uniform` is [`crate::reference::random::uniform`]: P(keep) = 1 − ⌈p·2²⁴⌉·2⁻²⁴. p = 0 is the
+//! identity; p = 1 gives zeros. p outside [0, 1] is an argument error.
+
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::ops::random::{RngLaunch, RngParams};
+use crate::tensor::Tensor;
+
+/// (threshold on the top 24 bits of the Philox word, scale of kept elements).
+fn mask_params(p: f32) -> Result<(u32, f32)> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::arg(
+            "p",
+            format!("dropout probability {p} is not in [0, 1]"),
+        ));
+    }
+    // uniform ≥ p ⇔ (w >> 8) ≥ ⌈p·2²⁴⌉ (p·2²⁴ is exact in f64)
+    let thresh = (p as f64 * (1u64 << 24) as f64).ceil() as u32;
+    let scale = if p < 1.0 {
+        (1.0 / (1.0 - p as f64)) as f32
+    } else {
+        0.0
+    };
+    Ok((thresh, scale))
+}
+
+fn apply(ctx: &Context, x: &Tensor, p: f32, seed: u64, stream: u32, label: &str) -> Result<Tensor> {
+    let (thresh, scale) = mask_params(p)?;
+    let out = ctx.empty(x.shape(), label)?;
+    RngLaunch {
+        entry: "dropout",
+        n: x.numel(),
+        seed,
+        stream,
+        first: 0,
+        extra: RngParams {
+            thresh,
+            a: scale,
+            ..Default::default()
+        },
+        buffers: &[x.buffer(), out.buffer()],
+    }
+    .run(ctx)?;
+    Ok(out)
+}
+
+/// Inverted dropout: zero each element with probability `p`, scale the rest by 1/(1 − p).
+pub fn dropout(ctx: &Context, x: &Tensor, p: f32, seed: u64, stream: u32) -> Result<Tensor> {
+    apply(ctx, x, p, seed, stream, "dropout.out")
+}
+
+/// Gradient of [`dropout`] with the same `p`, `seed` and `stream`.
+pub fn dropout_backward(
+    ctx: &Context,
+    dy: &Tensor,
+    p: f32,
+    seed: u64,
+    stream: u32,
+) -> Result<Tensor> {
+    apply(ctx, dy, p, seed, stream, "dropout.dx")
+}

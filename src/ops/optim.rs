@@ -1,1 +1,240 @@
-//! optim ops (`shaders/optim.wgsl`). Contract: see the functions below.
+//! Optimizer kernels (`shaders/optim.wgsl`).
+//!
+//! # Contracts
+//! - `adam_step(param, grad, m, v, p, grad_scale)`: param, grad, m, v all the same shape;
+//!   grad_scale `[1]` or `None`. In place: m =, v =, param = (torch.optim.Adam / AdamW with
+//!   decoupled weight decay, bias-corrected, eps outside the square root):
+//!   g = grad·grad_scale[0]; param ·= 1 − lr·wd; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+//!   param −= lr/(1−β1^step) · m / (√v/√(1−β2^step) + eps). grad is read only.
+//! - `grad_norm_sq(grads)`: any number ≥ 1 of tensors of any shapes → out `[1]` (=) = Σ over
+//!   all elements of all tensors of g².
+//! - `clip_scale(norm_sq [1], max_norm)` → out `[1]` (=) = min(1, max_norm/(√norm_sq + 1e-6))
+//!   (torch.nn.utils.clip_grad_norm_'s coefficient; feed it to `adam_step` as grad_scale).
+//! - `ema_update(ema, param, decay)`: equal shapes; in place ema = decay·ema + (1−decay)·param.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Dispatch, Shader};
+use crate::tensor::Tensor;
+
+static SHADER: Shader = crate::shader!("optim");
+const WG: u32 = 256;
+/// Elements one `sum_chunks` workgroup reduces (256 invocations × ITEMS in the shader).
+const CHUNK: usize = 256 * 8;
+
+/// Hyper-parameters of one Adam / AdamW step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Added to √v̂ (outside the square root).
+    pub eps: f32,
+    /// Decoupled weight decay (AdamW); 0 = Adam.
+    pub weight_decay: f32,
+    /// 1-based step number, for bias correction.
+    pub step: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamUniform {
+    n: u32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    beta1: f32,
+    beta2: f32,
+    decay: f32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceUniform {
+    n: u32,
+    out_offset: u32,
+    square: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ClipUniform {
+    max_norm: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmaUniform {
+    n: u32,
+    decay: f32,
+    rest: f32,
+    _pad: u32,
+}
+
+fn elements(op: &'static str, t: &Tensor) -> Result<u32> {
+    u32::try_from(t.numel())
+        .map_err(|_| Error::shape(op, format!("{:?} has more than 2^32 elements", t.shape())))
+}
+
+/// One Adam/AdamW step in place on `param`, `m` and `v`.
+pub fn adam_step(
+    ctx: &Context,
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    p: &AdamParams,
+    grad_scale: Option<&Tensor>,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    let shape = param.shape();
+    grad.expect_shape(OP, "grad", shape)?;
+    m.expect_shape(OP, "m", shape)?;
+    v.expect_shape(OP, "v", shape)?;
+    if p.step == 0 {
+        return Err(Error::arg("step", "Adam steps are 1-based; got 0"));
+    }
+    let n = elements(OP, param)?;
+    let t = p.step as i32;
+    let bc1 = 1.0 - (p.beta1 as f64).powi(t);
+    let bc2 = 1.0 - (p.beta2 as f64).powi(t);
+    let uniform = AdamUniform {
+        n,
+        step_size: (p.lr as f64 / bc1) as f32,
+        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        eps: p.eps,
+        beta1: p.beta1,
+        beta2: p.beta2,
+        decay: (1.0 - p.lr as f64 * p.weight_decay as f64) as f32,
+        _pad: 0,
+    };
+    let (entry, buffers): (&'static str, Vec<&wgpu::Buffer>) = match grad_scale {
+        Some(s) => {
+            s.expect_shape(OP, "grad_scale", &[1])?;
+            (
+                "adam_scaled",
+                vec![
+                    param.buffer(),
+                    grad.buffer(),
+                    m.buffer(),
+                    v.buffer(),
+                    s.buffer(),
+                ],
+            )
+        }
+        None => (
+            "adam",
+            vec![param.buffer(), grad.buffer(), m.buffer(), v.buffer()],
+        ),
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(&uniform),
+        buffers: &buffers,
+        workgroups: ctx.grid(n.div_ceil(WG)),
+    })
+}
+
+/// Record one `sum_chunks` launch: partial sums of `input[..n]` into `out[offset..]`.
+fn sum_chunks(
+    ctx: &Context,
+    input: &wgpu::Buffer,
+    n: usize,
+    out: &Tensor,
+    offset: usize,
+    square: bool,
+) -> Result<()> {
+    let uniform = ReduceUniform {
+        n: n as u32,
+        out_offset: offset as u32,
+        square: square as u32,
+        _pad: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "sum_chunks",
+        constants: &[],
+        params: bytemuck::bytes_of(&uniform),
+        buffers: &[input, out.buffer()],
+        workgroups: ctx.grid(n.div_ceil(CHUNK) as u32),
+    })
+}
+
+/// Σ g² over every element of every tensor in `grads`, as a `[1]` tensor (no readback).
+pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
+    const OP: &str = "grad_norm_sq";
+    if grads.is_empty() {
+        return Err(Error::arg(
+            "grads",
+            "grad_norm_sq needs at least one tensor",
+        ));
+    }
+    for g in grads {
+        elements(OP, g)?;
+    }
+    // Stage 1: every tensor's chunks write their partial sums side by side into one buffer.
+    let total: usize = grads.iter().map(|g| g.numel().div_ceil(CHUNK)).sum();
+    let mut partials = ctx.empty(&[total], "grad_norm_sq.partials")?;
+    let mut offset = 0;
+    for g in grads {
+        sum_chunks(ctx, g.buffer(), g.numel(), &partials, offset, true)?;
+        offset += g.numel().div_ceil(CHUNK);
+    }
+    // Later stages: sum the partial sums until one value is left.
+    let mut len = total;
+    while len > 1 {
+        let next = len.div_ceil(CHUNK);
+        let out = ctx.empty(&[next], "grad_norm_sq.partials")?;
+        sum_chunks(ctx, partials.buffer(), len, &out, 0, false)?;
+        partials = out;
+        len = next;
+    }
+    Ok(partials)
+}
+
+/// min(1, max_norm/(√norm_sq + 1e-6)) as a `[1]` tensor.
+pub fn clip_scale(ctx: &Context, norm_sq: &Tensor, max_norm: f32) -> Result<Tensor> {
+    norm_sq.expect_shape("clip_scale", "norm_sq", &[1])?;
+    let out = ctx.empty(&[1], "clip_scale.out")?;
+    let uniform = ClipUniform {
+        max_norm,
+        _pad: [0; 3],
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "clip_scale",
+        constants: &[],
+        params: bytemuck::bytes_of(&uniform),
+        buffers: &[norm_sq.buffer(), out.buffer()],
+        workgroups: [1, 1, 1],
+    })?;
+    Ok(out)
+}
+
+/// ema = decay·ema + (1 − decay)·param, in place on `ema`.
+pub fn ema_update(ctx: &Context, ema: &Tensor, param: &Tensor, decay: f32) -> Result<()> {
+    const OP: &str = "ema_update";
+    param.expect_shape(OP, "param", ema.shape())?;
+    let n = elements(OP, ema)?;
+    let uniform = EmaUniform {
+        n,
+        decay,
+        rest: (1.0 - decay as f64) as f32,
+        _pad: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "ema",
+        constants: &[],
+        params: bytemuck::bytes_of(&uniform),
+        buffers: &[ema.buffer(), param.buffer()],
+        workgroups: ctx.grid(n.div_ceil(WG)),
+    })
+}

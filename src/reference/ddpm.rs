@@ -1,1 +1,46 @@
-//! CPU f64 reference for the ddpm ops.
+//! CPU f64 reference for the fused DDPM kernels; the noise is the same Philox normal stream as
+//! on the GPU ([`crate::reference::random::normal`]).
+
+use crate::reference::random::normal;
+
+/// (x_t, eps): eps[i] = normal(seed, stream, i), x_t[i] = sab[t_b]·x0[i] + somab[t_b]·eps[i] with
+/// b = i / per_sample and t_b = t[b] clamped to [0, T−1] and truncated.
+pub fn q_sample(
+    x0: &[f64],
+    t: &[f64],
+    sqrt_alpha_bar: &[f64],
+    sqrt_one_minus_alpha_bar: &[f64],
+    seed: u64,
+    stream: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let per_sample = x0.len() / t.len();
+    let last = (sqrt_alpha_bar.len() - 1) as f64;
+    let mut xt = vec![0.0; x0.len()];
+    let mut eps = vec![0.0; x0.len()];
+    for i in 0..x0.len() {
+        let tb = t[i / per_sample].clamp(0.0, last) as usize;
+        eps[i] = normal(seed, stream, i as u64) as f64;
+        xt[i] = sqrt_alpha_bar[tb] * x0[i] + sqrt_one_minus_alpha_bar[tb] * eps[i];
+    }
+    (xt, eps)
+}
+
+/// a·x + b·e + σ·z, z[i] = normal(seed, stream, i).
+pub fn axpbz(x: &[f64], e: &[f64], a: f64, b: f64, sigma: f64, seed: u64, stream: u32) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| a * x[i] + b * e[i] + sigma * normal(seed, stream, i as u64) as f64)
+        .collect()
+}
+
+/// x_{t−1} = coef_x·x_t − coef_eps·eps + σ·z.
+pub fn ddpm_step(
+    x_t: &[f64],
+    eps: &[f64],
+    coef_x: f64,
+    coef_eps: f64,
+    sigma: f64,
+    seed: u64,
+    stream: u32,
+) -> Vec<f64> {
+    axpbz(x_t, eps, coef_x, -coef_eps, sigma, seed, stream)
+}

@@ -1,1 +1,180 @@
-// GPU optim kernels vs the CPU reference.
+// GPU optimizer kernels vs the CPU f64 reference.
+use crate::common::{assert_close, ctx, rand_vec, to_f64};
+use ddpm_wgpu::{
+    ops::optim::{self as ops, AdamParams},
+    reference::optim as rf,
+};
+
+#[test]
+fn optim_adam_steps_match_reference() {
+    let ctx = ctx();
+    // (length, weight decay, clip to this norm): 1, primes, not a multiple of 256; Adam, AdamW and
+    // AdamW with a grad_scale from clip_scale (one that clips and one that does not).
+    for (n, wd, clip) in [
+        (1usize, 0.0f32, None),
+        (7, 0.01, None),
+        (257, 0.0, Some(1.0f32)),
+        (10_007, 0.1, Some(1e3)),
+    ] {
+        let p0 = rand_vec(n, n as u64);
+        let param = ctx.upload(&[n], &p0).unwrap();
+        let m = ctx.zeros(&[n], "m").unwrap();
+        let v = ctx.zeros(&[n], "v").unwrap();
+        let (mut rp, mut rm, mut rv) = (to_f64(&p0), vec![0.0; n], vec![0.0; n]);
+        for step in 1..=5u32 {
+            let g = rand_vec(n, 1000 * step as u64 + n as u64);
+            let grad = ctx.upload(&[n], &g).unwrap();
+            let hp = AdamParams {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: wd,
+                step,
+            };
+            let mut scale = 1.0;
+            let scale_t = clip.map(|max_norm| {
+                let ns = ops::grad_norm_sq(ctx, &[&grad]).unwrap();
+                scale = rf::clip_scale(rf::grad_norm_sq(&[&to_f64(&g)]), max_norm as f64);
+                ops::clip_scale(ctx, &ns, max_norm).unwrap()
+            });
+            ops::adam_step(ctx, &param, &grad, &m, &v, &hp, scale_t.as_ref()).unwrap();
+            rf::adam_step(
+                &mut rp,
+                &to_f64(&g),
+                &mut rm,
+                &mut rv,
+                hp.lr as f64,
+                hp.beta1 as f64,
+                hp.beta2 as f64,
+                hp.eps as f64,
+                wd as f64,
+                step,
+                scale,
+            );
+        }
+        // f32 state over 5 steps; the update lr·m̂/(√v̂+eps) <= ~lr is where the rounding sits,
+        // so the error is a few ulps of lr on top of a few ulps of |param| <= 1.
+        let name = format!("adam n={n} wd={wd} clip={clip:?}");
+        assert_close(
+            &format!("{name} param"),
+            &ctx.read(&param).unwrap(),
+            &rp,
+            2e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("{name} m"),
+            &ctx.read(&m).unwrap(),
+            &rm,
+            1e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("{name} v"),
+            &ctx.read(&v).unwrap(),
+            &rv,
+            1e-8,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn optim_grad_norm_over_many_tensors() {
+    let ctx = ctx();
+    // Prime lengths; the last makes the total exceed 65,535·256 elements (2-D grid in stage 1
+    // and three reduction stages).
+    let lens = [1usize, 13, 2_053, 65_537, 16_777_259];
+    let data: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(n, n as u64)).collect();
+    let tensors: Vec<_> = data
+        .iter()
+        .map(|d| ctx.upload(&[d.len()], d).unwrap())
+        .collect();
+    let refs: Vec<&_> = tensors.iter().collect();
+    let got = ctx.read(&ops::grad_norm_sq(ctx, &refs).unwrap()).unwrap();
+    let d64: Vec<Vec<f64>> = data.iter().map(|d| to_f64(d)).collect();
+    let slices: Vec<&[f64]> = d64.iter().map(|d| d.as_slice()).collect();
+    let want = rf::grad_norm_sq(&slices);
+    // Tree sums of ~5.6e6 positive f32 terms: relative error ~log2(n)·2^-24.
+    assert_close("grad_norm_sq", &got, &[want], 0.0, 1e-5);
+    // Just the small ones (a single stage).
+    let got = ctx
+        .read(&ops::grad_norm_sq(ctx, &refs[..3]).unwrap())
+        .unwrap();
+    assert_close(
+        "grad_norm_sq small",
+        &got,
+        &[rf::grad_norm_sq(&slices[..3])],
+        0.0,
+        1e-6,
+    );
+}
+
+#[test]
+fn optim_clip_scale_matches_reference() {
+    let ctx = ctx();
+    for (ns, max_norm) in [(4.0f32, 1.0f32), (0.25, 1.0), (0.0, 0.5), (1e6, 10.0)] {
+        let t = ctx.upload(&[1], &[ns]).unwrap();
+        let got = ctx
+            .read(&ops::clip_scale(ctx, &t, max_norm).unwrap())
+            .unwrap();
+        // one sqrt, add and divide in f32
+        assert_close(
+            &format!("clip_scale {ns} {max_norm}"),
+            &got,
+            &[rf::clip_scale(ns as f64, max_norm as f64)],
+            0.0,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn optim_ema_matches_reference() {
+    let ctx = ctx();
+    for n in [1usize, 255, 257, 65_537] {
+        let e = rand_vec(n, 1);
+        let p = rand_vec(n, 2);
+        let te = ctx.upload(&[n], &e).unwrap();
+        let tp = ctx.upload(&[n], &p).unwrap();
+        ops::ema_update(ctx, &te, &tp, 0.999).unwrap();
+        ops::ema_update(ctx, &te, &tp, 0.999).unwrap();
+        let want = rf::ema_update(
+            &rf::ema_update(&to_f64(&e), &to_f64(&p), 0.999),
+            &to_f64(&p),
+            0.999,
+        );
+        // two products and a sum per step in f32, values <= 1
+        assert_close(
+            &format!("ema n={n}"),
+            &ctx.read(&te).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn optim_shape_errors() {
+    let ctx = ctx();
+    let a = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
+    let b = ctx.upload(&[3, 2], &[0.0; 6]).unwrap();
+    let hp = AdamParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    let err = ops::adam_step(ctx, &a, &b, &a, &a, &hp, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
+    let err = ops::ema_update(ctx, &a, &b, 0.9).unwrap_err().to_string();
+    assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
+    assert!(ops::grad_norm_sq(ctx, &[]).is_err());
+    assert!(ops::clip_scale(ctx, &a, 1.0).is_err());
+}

@@ -1,0 +1,147 @@
+// Optimizer kernels: fused Adam/AdamW, the global gradient norm (multi-stage reduction),
+// clip_grad_norm_'s scale, and the EMA of weights. Every elementwise entry point handles any
+// length: ceil(n / 256) workgroups on a 2-D grid (Context::grid), each invocation bounds-checked.
+
+fn linear_wg(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.x + wg.y * nwg.x;
+}
+
+// ---- Adam / AdamW ---------------------------------------------------------------------------
+
+struct AdamParams {
+    n: u32,
+    // lr / (1 - beta1^step)
+    step_size: f32,
+    // 1 / sqrt(1 - beta2^step)
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    beta1: f32,
+    beta2: f32,
+    // 1 - lr·weight_decay (decoupled decay, applied before the Adam update as torch.optim.AdamW)
+    decay: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> ap: AdamParams;
+@group(0) @binding(1) var<storage, read_write> adam_p: array<f32>;
+@group(0) @binding(2) var<storage, read> adam_g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> adam_m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> adam_v: array<f32>;
+@group(0) @binding(5) var<storage, read> adam_scale: array<f32>;
+
+// m = b1·m + (1-b1)·g;  v = b2·v + (1-b2)·g²;
+// p = p·decay - step_size·m / (sqrt(v)·inv_sqrt_bc2 + eps)   (= lr·m̂/(√v̂ + eps))
+fn adam_update(i: u32, g: f32) {
+    let m = ap.beta1 * adam_m[i] + (1.0 - ap.beta1) * g;
+    let v = ap.beta2 * adam_v[i] + (1.0 - ap.beta2) * g * g;
+    adam_m[i] = m;
+    adam_v[i] = v;
+    adam_p[i] = adam_p[i] * ap.decay - ap.step_size * m / (sqrt(v) * ap.inv_sqrt_bc2 + ap.eps);
+}
+
+@compute @workgroup_size(256)
+fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_wg(wg, nwg) * 256u + lid;
+    if (i >= ap.n) { return; }
+    adam_update(i, adam_g[i]);
+}
+
+// The gradient is first multiplied by scale[0] (e.g. the clip_grad_norm_ coefficient).
+@compute @workgroup_size(256)
+fn adam_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_wg(wg, nwg) * 256u + lid;
+    if (i >= ap.n) { return; }
+    adam_update(i, adam_g[i] * adam_scale[0]);
+}
+
+// ---- sum of squares -------------------------------------------------------------------------
+
+struct ReduceParams {
+    n: u32,
+    // where this launch's partial sums start in `red_out`
+    out_offset: u32,
+    // 1: sum x², 0: sum x (later stages add up partial sums)
+    square: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> rp: ReduceParams;
+@group(0) @binding(1) var<storage, read> red_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> red_out: array<f32>;
+
+// Elements per invocation; one workgroup reduces 256·ITEMS elements to one partial sum.
+const ITEMS: u32 = 8u;
+var<workgroup> red_tile: array<f32, 256>;
+
+// red_out[out_offset + w] = sum over the workgroup's 2048-element chunk of x² (or x); strided
+// loads keep a workgroup's reads contiguous, then a shared-memory tree halves 256 sums to one.
+@compute @workgroup_size(256)
+fn sum_chunks(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let w = linear_wg(wg, nwg);
+    let base = w * 256u * ITEMS;
+    var acc = 0.0;
+    for (var k = 0u; k < ITEMS; k++) {
+        let i = base + k * 256u + lid;
+        if (i < rp.n) {
+            let x = red_in[i];
+            acc += select(x, x * x, rp.square == 1u);
+        }
+    }
+    red_tile[lid] = acc;
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if (lid < half) {
+            red_tile[lid] += red_tile[lid + half];
+        }
+        workgroupBarrier();
+    }
+    // Workgroups past the end (2-D grid padding) have nothing to write.
+    if (lid == 0u && base < rp.n) {
+        red_out[rp.out_offset + w] = red_tile[0];
+    }
+}
+
+// ---- clip coefficient -----------------------------------------------------------------------
+
+struct ClipParams {
+    max_norm: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: ClipParams;
+@group(0) @binding(1) var<storage, read> clip_norm_sq: array<f32>;
+@group(0) @binding(2) var<storage, read_write> clip_out: array<f32>;
+
+// torch.nn.utils.clip_grad_norm_: min(1, max_norm / (||g|| + 1e-6))
+@compute @workgroup_size(1)
+fn clip_scale() {
+    clip_out[0] = min(1.0, cp.max_norm / (sqrt(clip_norm_sq[0]) + 1e-6));
+}
+
+// ---- EMA of weights -------------------------------------------------------------------------
+
+struct EmaParams {
+    n: u32,
+    decay: f32,
+    // 1 - decay, rounded once on the host
+    rest: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> ep: EmaParams;
+@group(0) @binding(1) var<storage, read_write> ema_avg: array<f32>;
+@group(0) @binding(2) var<storage, read> ema_param: array<f32>;
+
+// ema = decay·ema + (1 - decay)·param
+@compute @workgroup_size(256)
+fn ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = linear_wg(wg, nwg) * 256u + lid;
+    if (i >= ep.n) { return; }
+    ema_avg[i] = ep.decay * ema_avg[i] + ep.rest * ema_param[i];
+}
