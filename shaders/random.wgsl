@@ -23,6 +23,16 @@ struct Params {
     sigma: f32,
     // q_sample: number of timesteps T (t is clamped to [0, T-1])
     steps: u32,
+    // sampler_update: x0 = s_x·x − s_e·e (clamped to [−1, 1] when clip ≠ 0);
+    // out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + sigma·z
+    s_x: f32,
+    s_e: f32,
+    clip: u32,
+    c_x: f32,
+    c_x0: f32,
+    c_e: f32,
+    c_prev: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -234,4 +244,37 @@ fn axpbz(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
         y += p.sigma * normal_from_bits(block(i).y);
     }
     ax_out[i] = y;
+}
+
+// ---- one step of any sampler (DDPM, DDIM, DPM-Solver++) ------------------------------------
+
+@group(0) @binding(1) var<storage, read> su_x: array<f32>;
+@group(0) @binding(2) var<storage, read> su_e: array<f32>;
+@group(0) @binding(3) var<storage, read> su_prev: array<f32>;
+@group(0) @binding(4) var<storage, read_write> su_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> su_x0: array<f32>;
+
+// Predicted x0 = (x_t - sqrt(1 - abar_t)·eps) / sqrt(abar_t) as s_x·x - s_e·e, optionally
+// clipped; then the sampler's linear combination of x_t, x0, eps and the previous x0, plus
+// sigma·z with z drawn in-line (none when sigma = 0). Writes x_{t-1} and x0.
+@compute @workgroup_size(256)
+fn sampler_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let x = su_x[i];
+    let e = su_e[i];
+    var x0 = p.s_x * x - p.s_e * e;
+    if (p.clip != 0u) {
+        x0 = clamp(x0, -1.0, 1.0);
+    }
+    var y = p.c_x * x + p.c_x0 * x0 + p.c_e * e;
+    if (p.c_prev != 0.0) {
+        y += p.c_prev * su_prev[i];
+    }
+    if (p.sigma != 0.0) {
+        y += p.sigma * normal_from_bits(block(i).y);
+    }
+    su_out[i] = y;
+    su_x0[i] = x0;
 }

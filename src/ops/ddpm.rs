@@ -10,6 +10,10 @@
 //!   values outside [0, T−1] are clamped to it, fractions truncated).
 //! - `axpbz(x, e, a, b, sigma, seed, stream)`: x, e equal shapes → out (=) = a·x + b·e + σ·z with
 //!   z[i] = normal(seed, stream, i); no noise is drawn when σ = 0.
+//! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x, e (and x0_prev if given) equal
+//!   shapes → (out, x0), both new (=): x0 = s_x·x − s_e·e, clamped to [−1, 1] if `clip`;
+//!   out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·z. One step of DDPM, DDIM or
+//!   DPM-Solver++ (coefficients from `diffusion::sample::plan`).
 //! - `ddpm_step(x_t, eps_pred, step, seed, stream)`: x_t, eps_pred equal shapes → x_{t−1} (=) =
 //!   coef_x·x_t − coef_eps·eps_pred + σ·z (Ho et al. 2020, Algorithm 2), via `axpbz`.
 
@@ -138,4 +142,69 @@ pub fn ddpm_step(
         seed,
         stream,
     )
+}
+
+/// Coefficients of one fused sampler step (see the contract above).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplerCoefs {
+    /// x̂₀ = s_x·x − s_e·ε: s_x = 1/√ᾱ_t.
+    pub s_x: f32,
+    /// s_e = √(1−ᾱ_t)/√ᾱ_t.
+    pub s_e: f32,
+    /// Clamp x̂₀ to [−1, 1].
+    pub clip: bool,
+    /// Weight of x_t.
+    pub c_x: f32,
+    /// Weight of x̂₀.
+    pub c_x0: f32,
+    /// Weight of ε.
+    pub c_e: f32,
+    /// Weight of the previous step's x̂₀ (multistep solvers).
+    pub c_prev: f32,
+    /// Noise scale σ.
+    pub sigma: f32,
+}
+
+/// One sampler step; returns (x_next, x̂₀).
+pub fn sampler_update(
+    ctx: &Context,
+    x: &Tensor,
+    e: &Tensor,
+    x0_prev: Option<&Tensor>,
+    c: &SamplerCoefs,
+    seed: u64,
+    stream: u32,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "sampler_update";
+    e.expect_shape(OP, "eps", x.shape())?;
+    if let Some(p) = x0_prev {
+        p.expect_shape(OP, "x0_prev", x.shape())?;
+    }
+    if c.c_prev != 0.0 && x0_prev.is_none() {
+        return Err(Error::arg("c_prev", "a multistep coefficient needs the previous x0"));
+    }
+    let out = ctx.empty(x.shape(), "sampler.x_next")?;
+    let x0 = ctx.empty(x.shape(), "sampler.x0")?;
+    RngLaunch {
+        entry: "sampler_update",
+        n: x.numel(),
+        seed,
+        stream,
+        first: 0,
+        extra: RngParams {
+            sigma: c.sigma,
+            s_x: c.s_x,
+            s_e: c.s_e,
+            clip: u32::from(c.clip),
+            c_x: c.c_x,
+            c_x0: c.c_x0,
+            c_e: c.c_e,
+            c_prev: if x0_prev.is_some() { c.c_prev } else { 0.0 },
+            ..Default::default()
+        },
+        // Without a previous x̂₀ the kernel never reads binding 3; x stands in for it.
+        buffers: &[x.buffer(), e.buffer(), x0_prev.unwrap_or(x).buffer(), out.buffer(), x0.buffer()],
+    }
+    .run(ctx)?;
+    Ok((out, x0))
 }

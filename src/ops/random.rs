@@ -36,6 +36,14 @@ pub(crate) struct RngParams {
     pub b: f32,
     pub sigma: f32,
     pub steps: u32,
+    pub s_x: f32,
+    pub s_e: f32,
+    pub clip: u32,
+    pub c_x: f32,
+    pub c_x0: f32,
+    pub c_e: f32,
+    pub c_prev: f32,
+    pub _pad: u32,
 }
 
 /// One element-per-invocation launch of a kernel in `shaders/random.wgsl`.

@@ -44,3 +44,36 @@ pub fn ddpm_step(
 ) -> Vec<f64> {
     axpbz(x_t, eps, coef_x, -coef_eps, sigma, seed, stream)
 }
+
+/// One fused sampler step: x0 = s_x·x − s_e·e (clamped if `clip`); returns
+/// (c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·z, x0).
+#[allow(clippy::too_many_arguments)]
+pub fn sampler_update(
+    x: &[f64],
+    e: &[f64],
+    x0_prev: Option<&[f64]>,
+    (s_x, s_e, clip): (f64, f64, bool),
+    (c_x, c_x0, c_e, c_prev): (f64, f64, f64, f64),
+    sigma: f64,
+    seed: u64,
+    stream: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut out = Vec::with_capacity(x.len());
+    let mut x0s = Vec::with_capacity(x.len());
+    for i in 0..x.len() {
+        let mut x0 = s_x * x[i] - s_e * e[i];
+        if clip {
+            x0 = x0.clamp(-1.0, 1.0);
+        }
+        let mut y = c_x * x[i] + c_x0 * x0 + c_e * e[i];
+        if let Some(p) = x0_prev {
+            y += c_prev * p[i];
+        }
+        if sigma != 0.0 {
+            y += sigma * normal(seed, stream, i as u64) as f64;
+        }
+        out.push(y);
+        x0s.push(x0);
+    }
+    (out, x0s)
+}

@@ -137,3 +137,52 @@ fn ddpm_shape_errors() {
         .to_string();
     assert!(err.contains("[2]") && err.contains("[3]"), "{err}");
 }
+
+#[test]
+fn ddpm_sampler_update_matches_reference() {
+    let ctx = ctx();
+    // odd sizes; with and without clipping, multistep term and noise
+    for (case, &n) in [1usize, 7, 3 * 5 * 11].iter().enumerate() {
+        let x = rand_vec(n, 70 + case as u64).iter().map(|v| v * 3.0).collect::<Vec<_>>();
+        let e = rand_vec(n, 80 + case as u64);
+        let prev = rand_vec(n, 90 + case as u64);
+        let (tx, te, tp) = (ctx.upload(&[n], &x).unwrap(), ctx.upload(&[n], &e).unwrap(), ctx.upload(&[n], &prev).unwrap());
+        for (clip, use_prev, sigma) in [(false, false, 0.0f32), (true, false, 0.3), (false, true, 0.0), (true, true, 0.7)] {
+            let c = ops::SamplerCoefs {
+                s_x: 1.3,
+                s_e: 0.8,
+                clip,
+                c_x: 0.9,
+                c_x0: 0.4,
+                c_e: -0.2,
+                c_prev: if use_prev { -0.15 } else { 0.0 },
+                sigma,
+            };
+            let (out, x0) = ops::sampler_update(ctx, &tx, &te, use_prev.then_some(&tp), &c, 11, 3).unwrap();
+            let (want, want_x0) = rf::sampler_update(
+                &to_f64(&x),
+                &to_f64(&e),
+                use_prev.then_some(&to_f64(&prev)[..]),
+                (1.3f32 as f64, 0.8f32 as f64, clip),
+                (0.9f32 as f64, 0.4f32 as f64, -0.2f32 as f64, c.c_prev as f64),
+                sigma as f64,
+                11,
+                3,
+            );
+            // a handful of f32 roundings of O(1)–O(4) values
+            assert_close("sampler_update out", &ctx.read(&out).unwrap(), &want, 2e-6, 2e-6);
+            assert_close("sampler_update x0", &ctx.read(&x0).unwrap(), &want_x0, 2e-6, 2e-6);
+        }
+    }
+}
+
+#[test]
+fn ddpm_sampler_update_needs_previous_x0_for_multistep() {
+    let ctx = ctx();
+    let x = ctx.zeros(&[4], "x").unwrap();
+    let c = ops::SamplerCoefs { c_prev: 0.5, ..Default::default() };
+    assert!(ops::sampler_update(ctx, &x, &x, None, &c, 0, 0).is_err());
+    let bad = ctx.zeros(&[5], "bad").unwrap();
+    let err = ops::sampler_update(ctx, &x, &bad, None, &ops::SamplerCoefs::default(), 0, 0).unwrap_err();
+    assert!(err.to_string().contains("[5]"), "{err}");
+}
