@@ -7,14 +7,15 @@
 //   dβ[c] = Σ_{n,hw} g,  dγ[c] = Σ_{n,hw} g·xhat
 //   dx = rstd·(γ[c]·g - mean_group(γ·g) - xhat·mean_group(γ·g·xhat))
 //
-// Every workgroup handles at most `chunk` elements (WG·512), so no invocation loops more than
+// Every workgroup handles at most `chunk` or `rchunk` elements (WG·512), so no invocation loops more than
 // ~1k times (lavapipe stops a shader after 65,535 loop iterations) and large groups spread over
 // many workgroups: groups are split into `gchunks` chunks, rows into `rchunks` chunks.
 // Statistics combine per-chunk (count, mean, M2) with Chan's parallel formula; each chunk's M2
 // is two-pass (subtract the mean, then square), avoiding the cancellation of E[x²] - E[x]².
 // Partial sums are combined by later kernels in a fixed order: deterministic, no float atomics.
 // Workgroups are spread over a 2-D grid (Context::grid): linear index wg.x + wg.y·nwg.x.
-// WG (a power of two <= 256) is picked by the launcher.
+// WG (a power of two <= 256) is picked by the launcher, per kernel: group kernels from the
+// group size, row kernels from the row length; gn_bwd_reduce uses the row kernels' WG.
 
 override WG: u32 = 256u;
 
@@ -26,11 +27,11 @@ struct Params {
     cpg: u32,      // channels per group C/G
     silu: u32,     // 1: fused SiLU
     eps: f32,
-    chunk: u32,    // elements per workgroup
+    chunk: u32,    // elements per workgroup in the per-group kernels
     gchunks: u32,  // chunks per group: ceil(cpg·hw / chunk)
-    rchunks: u32,  // chunks per row: ceil(hw / chunk)
-    _pad0: u32,
-    _pad1: u32,
+    rchunk: u32,   // elements per workgroup in the per-row kernels
+    rchunks: u32,  // chunks per row: ceil(hw / rchunk)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -178,7 +179,7 @@ fn row_chunk(id: u32) -> RowChunk {
     let r = id % p.rchunks;
     let c = row % p.c;
     let n = row / p.c;
-    return RowChunk(row * p.hw + r * p.chunk, min(p.chunk, p.hw - r * p.chunk), c, n,
+    return RowChunk(row * p.hw + r * p.rchunk, min(p.rchunk, p.hw - r * p.rchunk), c, n,
                     n * p.groups + c / p.cpg);
 }
 

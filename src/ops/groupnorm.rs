@@ -27,8 +27,9 @@ struct Params {
     eps: f32,
     chunk: u32,
     gchunks: u32,
+    rchunk: u32,
     rchunks: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
 
 /// Largest number of loop iterations per invocation in one pass over a chunk: bounds the work
@@ -47,6 +48,9 @@ fn wg_size(ctx: &Context, work: usize) -> usize {
     }
 }
 
+/// Pipeline constants: the workgroup size.
+type Constants = [(&'static str, f64); 1];
+
 /// (N, C, spatial length) of a 3-D or 4-D tensor.
 fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     match x.shape()[..] {
@@ -59,7 +63,8 @@ fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Checked shapes, launch parameters and the workgroup size.
+/// Checked shapes, launch parameters and the pipeline constants of the per-group and the
+/// per-row kernels.
 #[allow(clippy::too_many_arguments)]
 fn setup(
     ctx: &Context,
@@ -70,7 +75,7 @@ fn setup(
     groups: usize,
     eps: f32,
     silu: bool,
-) -> Result<(Params, f64)> {
+) -> Result<(Params, Constants, Constants)> {
     let (n, c, hw) = dims(op, x)?;
     if groups == 0 || c % groups != 0 {
         return Err(Error::arg(
@@ -92,6 +97,8 @@ fn setup(
     let cpg = c / groups;
     let wg = wg_size(ctx, cpg * hw);
     let chunk = wg * ITERS;
+    let row_wg = wg_size(ctx, hw);
+    let rchunk = row_wg * ITERS;
     let p = Params {
         n: n as u32,
         c: c as u32,
@@ -102,10 +109,11 @@ fn setup(
         eps,
         chunk: chunk as u32,
         gchunks: (cpg * hw).div_ceil(chunk) as u32,
-        rchunks: hw.div_ceil(chunk) as u32,
-        _pad: [0; 2],
+        rchunk: rchunk as u32,
+        rchunks: hw.div_ceil(rchunk) as u32,
+        _pad: 0,
     };
-    Ok((p, wg as f64))
+    Ok((p, [("WG", wg as f64)], [("WG", row_wg as f64)]))
 }
 
 /// y = GroupNorm(x)·γ + β (then SiLU when `silu`), and the per-(sample, group) stats `[N, G, 2]`
@@ -119,7 +127,7 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<(Tensor, Tensor)> {
-    let (p, wg) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, silu)?;
+    let (p, group_wg, row_wg) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, silu)?;
     let n = p.n as usize;
     let y = ctx.empty(x.shape(), "group_norm.y")?;
     let stats = ctx.empty(&[n, groups, 2], "group_norm.stats")?;
@@ -127,12 +135,11 @@ pub fn group_norm(
         &[n * groups * p.gchunks as usize, 2],
         "group_norm.chunk_stats",
     )?;
-    let constants = [("WG", wg)];
     let params = bytemuck::bytes_of(&p);
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_chunk_stats",
-        constants: &constants,
+        constants: &group_wg,
         params,
         buffers: &[x.buffer(), chunks.buffer()],
         workgroups: ctx.grid(p.n * p.groups * p.gchunks),
@@ -140,7 +147,7 @@ pub fn group_norm(
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_group_stats",
-        constants: &constants,
+        constants: &group_wg,
         params,
         buffers: &[chunks.buffer(), stats.buffer()],
         workgroups: ctx.grid(p.n * p.groups),
@@ -148,7 +155,7 @@ pub fn group_norm(
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_normalize",
-        constants: &constants,
+        constants: &row_wg,
         params,
         buffers: &[
             x.buffer(),
@@ -175,7 +182,7 @@ pub fn group_norm_backward(
     silu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm_backward";
-    let (p, wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
+    let (p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
     let (n, c) = (p.n as usize, p.c as usize);
     stats.expect_shape(OP, "stats", &[n, groups, 2])?;
     dy.expect_shape(OP, "dy", x.shape())?;
@@ -187,13 +194,12 @@ pub fn group_norm_backward(
     let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
     let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;
     let dbeta = ctx.empty(&[c], "group_norm_backward.dbeta")?;
-    let constants = [("WG", wg)];
     let params = bytemuck::bytes_of(&p);
     let row_chunks = ctx.grid(p.n * p.c * p.rchunks);
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_bwd_partials",
-        constants: &constants,
+        constants: &row_wg,
         params,
         buffers: &[
             x.buffer(),
@@ -208,7 +214,7 @@ pub fn group_norm_backward(
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_bwd_reduce",
-        constants: &constants,
+        constants: &row_wg,
         params,
         buffers: &[
             parts.buffer(),
@@ -222,7 +228,7 @@ pub fn group_norm_backward(
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_bwd_dx",
-        constants: &constants,
+        constants: &row_wg,
         params,
         buffers: &[
             x.buffer(),

@@ -1,0 +1,114 @@
+// Layout ops: channel concat/split, nearest 2x upsampling (and its adjoint), and the batched
+// transpose between NCHW and NLC (L = H·W). Elementwise entry points use 256 invocations per
+// workgroup over a 2-D grid of workgroups (Context::grid): linear index wg.x + wg.y·nwg.x.
+
+struct Params {
+    n: u32,   // elements handled (one per invocation), or batch for the transpose
+    p0: u32,  // concat/split: Ca·HW; upsample: W; transpose: rows R
+    p1: u32,  // concat/split: Cb·HW; transpose: columns K
+    p2: u32,  // transpose: tiles per matrix
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out_a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_b: array<f32>;
+
+fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+// out [N, Ca+Cb, HW] = cat(a [N, Ca, HW], b [N, Cb, HW]): each sample is Ca·HW floats of a
+// followed by Cb·HW floats of b. Bindings: a, b, out.
+@compute @workgroup_size(256)
+fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let per = p.p0 + p.p1;
+    let n = i / per;
+    let r = i - n * per;
+    if (r < p.p0) {
+        out[i] = a[n * p.p0 + r];
+    } else {
+        out[i] = b[n * p.p1 + r - p.p0];
+    }
+}
+
+// The inverse of concat_channels. Bindings: src, out_a, out_b.
+@compute @workgroup_size(256)
+fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let per = p.p0 + p.p1;
+    let n = i / per;
+    let r = i - n * per;
+    if (r < p.p0) {
+        out_a[n * p.p0 + r] = src[i];
+    } else {
+        out_b[n * p.p1 + r - p.p0] = src[i];
+    }
+}
+
+// Nearest 2x: input element (row, x) of rows of width W (row = (n·C + c)·H + h) fills the 2x2
+// block at output rows 2·row, 2·row + 1 (width 2W), columns 2x, 2x + 1. One invocation per
+// input element. Bindings: src, dst.
+@compute @workgroup_size(256)
+fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let row = i / p.p0;
+    let o = 2u * row * (2u * p.p0) + 2u * (i - row * p.p0);
+    let v = src[i];
+    dst[o] = v;
+    dst[o + 1u] = v;
+    dst[o + 2u * p.p0] = v;
+    dst[o + 2u * p.p0 + 1u] = v;
+}
+
+// Adjoint of upsample_nearest2x: dx(row, x) = sum of the 2x2 block of dy. Bindings: src (dy), dst.
+@compute @workgroup_size(256)
+fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let row = i / p.p0;
+    let o = 2u * row * (2u * p.p0) + 2u * (i - row * p.p0);
+    dst[i] = (src[o] + src[o + 1u]) + (src[o + 2u * p.p0] + src[o + 2u * p.p0 + 1u]);
+}
+
+// Batched transpose src [B, R, K] -> dst [B, K, R] through a 16x16 tile in workgroup memory, so
+// that both the reads and the writes of a workgroup are row-contiguous. One workgroup per tile;
+// p2 = tiles per matrix = ceil(R/16)·ceil(K/16). Bindings: src, dst.
+var<workgroup> tile: array<array<f32, 17>, 16>;   // 17: no bank conflicts on the column read
+
+@compute @workgroup_size(16, 16)
+fn transpose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) l: vec3<u32>) {
+    let id = wg.x + wg.y * nwg.x;
+    if (id >= p.n * p.p2) {
+        return;
+    }
+    let rows = p.p0;
+    let cols = p.p1;
+    let tiles_k = (cols + 15u) / 16u;
+    let bt = id / p.p2;
+    let t = id - bt * p.p2;
+    let r0 = (t / tiles_k) * 16u;
+    let k0 = (t % tiles_k) * 16u;
+    let base = bt * rows * cols;
+    if (r0 + l.y < rows && k0 + l.x < cols) {
+        tile[l.y][l.x] = src[base + (r0 + l.y) * cols + k0 + l.x];
+    }
+    workgroupBarrier();
+    if (k0 + l.y < cols && r0 + l.x < rows) {
+        dst[base + (k0 + l.y) * rows + r0 + l.x] = tile[l.x][l.y];
+    }
+}
