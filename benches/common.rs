@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use ddpm_wgpu::Context;
 
 pub fn ctx() -> Context {
-    let ctx =
-        Context::new().expect("benchmarks need an adapter (apt-get install mesa-vulkan-drivers)");
+    let ctx = Context::new().expect("benchmarks need an adapter (apt-get install mesa-vulkan-drivers)");
     println!("adapter: {}", ctx.adapter_name());
     ctx
 }

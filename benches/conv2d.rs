@@ -11,16 +11,10 @@ fn bench(c: &mut Criterion) {
     let ctx = common::ctx();
     let (n, cin, h, w, cout, k) = (8, 64, 32, 32, 64, 3);
     let p = Conv2dParams::new(1, 1);
-    let x = ctx
-        .upload(&[n, cin, h, w], &vec![0.5; n * cin * h * w])
-        .unwrap();
-    let wt = ctx
-        .upload(&[cout, cin, k, k], &vec![0.01; cout * cin * k * k])
-        .unwrap();
+    let x = ctx.upload(&[n, cin, h, w], &vec![0.5; n * cin * h * w]).unwrap();
+    let wt = ctx.upload(&[cout, cin, k, k], &vec![0.01; cout * cin * k * k]).unwrap();
     let b = ctx.upload(&[cout], &vec![0.1; cout]).unwrap();
-    let dy = ctx
-        .upload(&[n, cout, h, w], &vec![0.2; n * cout * h * w])
-        .unwrap();
+    let dy = ctx.upload(&[n, cout, h, w], &vec![0.2; n * cout * h * w]).unwrap();
     // One GEMM of 2·M·N·K flops; the backward runs two more (dx and dw).
     let gemm = 2.0 * (cout * n * h * w * cin * k * k) as f64;
 
@@ -43,13 +37,7 @@ fn bench(c: &mut Criterion) {
         conv2d_backward(&ctx, &x, &wt, &dy, p, true).unwrap();
     };
     let t = common::timed(&ctx, 3, train);
-    common::report(
-        &ctx,
-        "conv2d forward+backward 8x64x32x32 k3",
-        t / 3,
-        3.0 * gemm,
-        0.0,
-    );
+    common::report(&ctx, "conv2d forward+backward 8x64x32x32 k3", t / 3, 3.0 * gemm, 0.0);
     g.bench_function("forward+backward 8x64x32x32 k3", |bch| {
         bch.iter_custom(|iters| common::timed(&ctx, iters, train))
     });

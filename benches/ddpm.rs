@@ -34,13 +34,7 @@ fn bench(c: &mut Criterion) {
                 ddpm_step(&ctx, &x, &e, &step, 7, 3).unwrap();
             });
             // reads x_t and eps_pred, writes x_{t-1}
-            common::report(
-                &ctx,
-                "ddpm_step 16x3x32x32",
-                d / iters as u32,
-                0.0,
-                12.0 * n as f64,
-            );
+            common::report(&ctx, "ddpm_step 16x3x32x32", d / iters as u32, 0.0, 12.0 * n as f64);
             d
         })
     });
@@ -50,13 +44,7 @@ fn bench(c: &mut Criterion) {
                 q_sample(&ctx, &x, &t, &sab, &somab, 7, 3).unwrap();
             });
             // reads x0, writes x_t and eps
-            common::report(
-                &ctx,
-                "q_sample 16x3x32x32",
-                d / iters as u32,
-                0.0,
-                12.0 * n as f64,
-            );
+            common::report(&ctx, "q_sample 16x3x32x32", d / iters as u32, 0.0, 12.0 * n as f64);
             d
         })
     });
@@ -65,13 +53,7 @@ fn bench(c: &mut Criterion) {
             let d = common::timed(&ctx, iters, || {
                 randn(&ctx, &[1 << 20], 7, 3).unwrap();
             });
-            common::report(
-                &ctx,
-                "randn 1M",
-                d / iters as u32,
-                0.0,
-                4.0 * (1 << 20) as f64,
-            );
+            common::report(&ctx, "randn 1M", d / iters as u32, 0.0, 4.0 * (1 << 20) as f64);
             d
         })
     });

@@ -21,14 +21,11 @@ fn bench(c: &mut Criterion) {
     // Minimum traffic: forward reads x and writes y; backward reads x, dy twice and writes dx.
     let bytes = (numel * 4 * 7) as f64;
     let mut group = c.benchmark_group("groupnorm");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(4));
+    group.sample_size(20).measurement_time(Duration::from_secs(4));
     for silu in [false, true] {
         let step = || {
             let (_y, stats) = gn::group_norm(&ctx, &x, &gamma, &beta, groups, 1e-5, silu).unwrap();
-            let _ = gn::group_norm_backward(&ctx, &x, &gamma, &beta, &stats, &dy, groups, silu)
-                .unwrap();
+            let _ = gn::group_norm_backward(&ctx, &x, &gamma, &beta, &stats, &dy, groups, silu).unwrap();
         };
         let fwd = || {
             let _ = gn::group_norm(&ctx, &x, &gamma, &beta, groups, 1e-5, silu).unwrap();

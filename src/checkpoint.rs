@@ -21,9 +21,15 @@ pub const CONFIG_FILE: &str = "config.json";
 /// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync the
 /// folder. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -60,18 +66,29 @@ impl TensorFile {
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Checkpoint {
             path: path.into(),
-            msg: format!("not a valid safetensors file ({e}); it may be truncated or corrupt: re-download or re-save it"),
+            msg: format!(
+                "not a valid safetensors file ({e}); it may be truncated or corrupt: re-download or re-save it"
+            ),
         })?;
         let mut tensors = BTreeMap::new();
         for name in st.names() {
-            let view = st.tensor(name).map_err(|e| Error::Checkpoint { path: path.into(), msg: format!("tensor '{name}': {e}") })?;
+            let view = st.tensor(name).map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                msg: format!("tensor '{name}': {e}"),
+            })?;
             let data = to_f32(&view).ok_or_else(|| Error::Checkpoint {
                 path: path.into(),
-                msg: format!("tensor '{name}' has dtype {:?}; expected F32 (F16, BF16 and F64 are converted)", view.dtype()),
+                msg: format!(
+                    "tensor '{name}' has dtype {:?}; expected F32 (F16, BF16 and F64 are converted)",
+                    view.dtype()
+                ),
             })?;
             tensors.insert(name.clone(), (view.shape().to_vec(), data));
         }
-        Ok(TensorFile { path: path.into(), tensors })
+        Ok(TensorFile {
+            path: path.into(),
+            tensors,
+        })
     }
 
     /// Names of the tensors in the file.
@@ -84,7 +101,10 @@ impl TensorFile {
         self.tensors
             .get(name)
             .map(|(s, d)| (s.as_slice(), d.as_slice()))
-            .ok_or_else(|| Error::Checkpoint { path: self.path.clone(), msg: format!("tensor '{name}' is missing") })
+            .ok_or_else(|| Error::Checkpoint {
+                path: self.path.clone(),
+                msg: format!("tensor '{name}' is missing"),
+            })
     }
 
     /// Whether the file holds `name`.
@@ -102,9 +122,18 @@ impl TensorFile {
 fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let d = view.data();
     Some(match view.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F64 => d
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -113,29 +142,50 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
         _ => return None,
     })
 }
 
 /// Serialise named f32 tensors to safetensors bytes.
-pub fn serialize_f32(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, data)| {
             TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Checkpoint { path: PathBuf::new(), msg: format!("tensor '{name}': {e}") })
+                .map_err(|e| Error::Checkpoint {
+                    path: PathBuf::new(),
+                    msg: format!("tensor '{name}': {e}"),
+                })
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize(views, &metadata).map_err(|e| Error::Checkpoint { path: PathBuf::new(), msg: e.to_string() })
+    safetensors::serialize(views, &metadata).map_err(|e| Error::Checkpoint {
+        path: PathBuf::new(),
+        msg: e.to_string(),
+    })
 }
 
+/// A named host tensor: (name, shape, data).
+pub type HostTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Read every tensor of `params` from the GPU, with its name.
-pub fn params_to_host(ctx: &Context, params: &Params) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn params_to_host(ctx: &Context, params: &Params) -> Result<Vec<HostTensor>> {
     ctx.flush();
     (0..params.len())
-        .map(|i| Ok((params.names()[i].clone(), params.shape(i).to_vec(), ctx.read(params.get(i))?)))
+        .map(|i| {
+            Ok((
+                params.names()[i].clone(),
+                params.shape(i).to_vec(),
+                ctx.read(params.get(i))?,
+            ))
+        })
         .collect()
 }
 
@@ -151,7 +201,10 @@ pub fn load_params(ctx: &Context, params: &mut Params, file: &TensorFile, prefix
         if shape != params.shape(i) {
             return Err(Error::Checkpoint {
                 path: file.path.clone(),
-                msg: format!("tensor '{name}' has shape {shape:?}, config.json implies {:?}", params.shape(i)),
+                msg: format!(
+                    "tensor '{name}' has shape {shape:?}, config.json implies {:?}",
+                    params.shape(i)
+                ),
             });
         }
         params.set(i, ctx.upload(shape, data)?)?;
@@ -180,7 +233,10 @@ impl UNet {
         }
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let config = UNetConfig::from_json(&text).map_err(|e| Error::Checkpoint { path: cfg_path.clone(), msg: e.to_string() })?;
+        let config = UNetConfig::from_json(&text).map_err(|e| Error::Checkpoint {
+            path: cfg_path.clone(),
+            msg: e.to_string(),
+        })?;
         let mut unet = UNet::new(config)?;
         let file = TensorFile::read(&dir.join(WEIGHTS_FILE))?;
         load_params(ctx, &mut unet.params, &file, "")?;

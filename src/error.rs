@@ -126,10 +126,7 @@ pub enum Error {
 impl Error {
     /// Convenience constructor for shape errors.
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape {
-            op,
-            msg: msg.into(),
-        }
+        Error::Shape { op, msg: msg.into() }
     }
     /// Convenience constructor for I/O errors with the file attached.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -14,7 +14,9 @@ pub fn read_png(path: &Path, channels: usize) -> Result<(usize, usize, Vec<f32>)
     dec.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = dec.read_info().map_err(|e| bad(format!("unreadable PNG: {e}")))?;
     let mut buf = vec![0u8; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("unreadable PNG data: {e}")))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("unreadable PNG data: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let src_c = match info.color_type {
         png::ColorType::Grayscale => 1,
@@ -53,7 +55,10 @@ pub fn write_grid(path: &Path, images: &[f32], n: usize, c: usize, h: usize, w: 
         return Err(Error::arg("images", format!("{c} channels: a PNG grid needs 1 or 3")));
     }
     if images.len() != n * c * h * w || n == 0 {
-        return Err(Error::arg("images", format!("{} values do not hold {n} images of {c}×{h}×{w}", images.len())));
+        return Err(Error::arg(
+            "images",
+            format!("{} values do not hold {n} images of {c}×{h}×{w}", images.len()),
+        ));
     }
     let cols = cols.clamp(1, n);
     let rows = n.div_ceil(cols);
@@ -77,10 +82,17 @@ pub fn write_grid(path: &Path, images: &[f32], n: usize, c: usize, h: usize, w: 
     let mut bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut bytes, gw as u32, gh as u32);
-        enc.set_color(if c == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        enc.set_color(if c == 1 {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
         enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header().map_err(|e| Error::Gpu(format!("PNG encoder: {e}")))?;
-        wr.write_image_data(&px).map_err(|e| Error::Gpu(format!("PNG encoder: {e}")))?;
+        let mut wr = enc
+            .write_header()
+            .map_err(|e| Error::Gpu(format!("PNG encoder: {e}")))?;
+        wr.write_image_data(&px)
+            .map_err(|e| Error::Gpu(format!("PNG encoder: {e}")))?;
     }
     crate::checkpoint::write_atomic(path, &bytes)
 }

@@ -121,10 +121,7 @@ impl Tensor {
     pub fn dims2(&self, op: &'static str) -> Result<(usize, usize)> {
         match self.shape[..] {
             [r, c] => Ok((r, c)),
-            _ => Err(Error::shape(
-                op,
-                format!("expected a 2-D tensor, got {:?}", self.shape),
-            )),
+            _ => Err(Error::shape(op, format!("expected a 2-D tensor, got {:?}", self.shape))),
         }
     }
 
@@ -145,10 +142,7 @@ impl Context {
     pub fn empty(&self, shape: &[usize], label: &str) -> Result<Tensor> {
         let n = numel(shape);
         if n == 0 {
-            return Err(Error::shape(
-                "empty",
-                format!("{label}: zero-sized tensor {shape:?}"),
-            ));
+            return Err(Error::shape("empty", format!("{label}: zero-sized tensor {shape:?}")));
         }
         let buffer = self.pool.take((n * 4) as u64, label)?;
         Ok(Tensor {

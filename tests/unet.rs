@@ -45,7 +45,9 @@ fn inputs(c: &Case) -> (ddpm_wgpu::Tensor, ddpm_wgpu::Tensor, Option<ddpm_wgpu::
     let ctx = ctx();
     let x = c.io.upload(ctx, "sample").unwrap();
     let t = c.io.upload(ctx, "timestep").unwrap();
-    let y = c.io.contains("class_labels").then(|| c.io.upload(ctx, "class_labels").unwrap());
+    let y =
+        c.io.contains("class_labels")
+            .then(|| c.io.upload(ctx, "class_labels").unwrap());
     (x, t, y)
 }
 
@@ -78,7 +80,11 @@ fn forward_matches_diffusers() {
         // 1e-4 × RMS(out), the bound.
         let tol = 1e-4 * rms(want);
         eprintln!("{}: forward max abs error {err:.3e} (tol {tol:.3e})", c.name);
-        assert!(err <= tol, "{}: forward max abs error {err:.3e} at {at} > {tol:.3e}", c.name);
+        assert!(
+            err <= tol,
+            "{}: forward max abs error {err:.3e} at {at} > {tol:.3e}",
+            c.name
+        );
     }
 }
 
@@ -92,13 +98,23 @@ fn loss_and_every_gradient_match_pytorch() {
         let (pred, tape) = c.unet.forward_tape(ctx, &x, &t, y.as_ref(), Mode::EVAL).unwrap();
         let l = ctx.read(&loss::mse_loss(ctx, &pred, &noise).unwrap()).unwrap()[0];
         let want_l = c.io.get("loss").unwrap().1[0];
-        assert!((l - want_l).abs() <= 1e-5 * want_l.abs(), "{}: loss {l} vs {want_l}", c.name);
+        assert!(
+            (l - want_l).abs() <= 1e-5 * want_l.abs(),
+            "{}: loss {l} vs {want_l}",
+            c.name
+        );
         let dpred = loss::mse_loss_backward(ctx, &pred, &noise, 1.0).unwrap();
         let mut grads = Grads::new(c.unet.params.len());
         c.unet.backward(ctx, tape, &dpred, &mut grads).unwrap();
         let mut worst = (0.0f64, String::new());
         for (i, name) in c.unet.params.names().iter().enumerate() {
-            let g = ctx.read(grads.get(i).unwrap_or_else(|| panic!("{}: no gradient for {name}", c.name))).unwrap();
+            let g = ctx
+                .read(
+                    grads
+                        .get(i)
+                        .unwrap_or_else(|| panic!("{}: no gradient for {name}", c.name)),
+                )
+                .unwrap();
             let (_, want) = c.io.get(&format!("grad.{name}")).unwrap();
             let (err, at) = max_abs_diff(&g, want);
             if name.contains("to_k.bias") {
@@ -113,9 +129,16 @@ fn loss_and_every_gradient_match_pytorch() {
                 worst = (rel, name.clone());
             }
             // Relative to the tensor's largest gradient: 1e-3 (the bound per tensor).
-            assert!(rel <= 1e-3, "{}: grad {name}: max error {err:.3e} at {at}, {rel:.3e} of max |grad| {scale:.3e}", c.name);
+            assert!(
+                rel <= 1e-3,
+                "{}: grad {name}: max error {err:.3e} at {at}, {rel:.3e} of max |grad| {scale:.3e}",
+                c.name
+            );
         }
-        eprintln!("{}: worst gradient relative error {:.3e} ({})", c.name, worst.0, worst.1);
+        eprintln!(
+            "{}: worst gradient relative error {:.3e} ({})",
+            c.name, worst.0, worst.1
+        );
     }
 }
 
@@ -135,13 +158,33 @@ fn three_adam_steps_match_pytorch() {
             let (pred, tape) = c.unet.forward_tape(ctx, &x, &t, y.as_ref(), Mode::EVAL).unwrap();
             let l = ctx.read(&loss::mse_loss(ctx, &pred, &noise).unwrap()).unwrap()[0];
             let want = losses[step as usize - 1];
-            assert!((l - want).abs() <= 1e-4 * want.abs(), "{}: loss before step {step}: {l} vs {want}", c.name);
+            assert!(
+                (l - want).abs() <= 1e-4 * want.abs(),
+                "{}: loss before step {step}: {l} vs {want}",
+                c.name
+            );
             let dpred = loss::mse_loss_backward(ctx, &pred, &noise, 1.0).unwrap();
             let mut grads = Grads::new(n);
             c.unet.backward(ctx, tape, &dpred, &mut grads).unwrap();
-            let p = optim::AdamParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step };
+            let p = optim::AdamParams {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                step,
+            };
             for i in 0..n {
-                optim::adam_step(ctx, c.unet.params.get(i), grads.get(i).unwrap(), m.get(i), v.get(i), &p, None).unwrap();
+                optim::adam_step(
+                    ctx,
+                    c.unet.params.get(i),
+                    grads.get(i).unwrap(),
+                    m.get(i),
+                    v.get(i),
+                    &p,
+                    None,
+                )
+                .unwrap();
             }
         }
         for (i, name) in c.unet.params.names().iter().enumerate() {
@@ -152,7 +195,11 @@ fn three_adam_steps_match_pytorch() {
                 if name.contains("to_k.bias") {
                     // Adam amplifies round-off noise in an exactly-zero gradient (README): only
                     // check the step stays within 3·lr of the start.
-                    assert!((a - initial[i][j]).abs() <= 3e-3 + 1e-6, "{}: {name}[{j}] moved too far", c.name);
+                    assert!(
+                        (a - initial[i][j]).abs() <= 3e-3 + 1e-6,
+                        "{}: {name}[{j}] moved too far",
+                        c.name
+                    );
                     continue;
                 }
                 // A first Adam step is ≈ lr·sign(g): elements with |g| < 1e-6 may flip sign under
@@ -173,14 +220,21 @@ fn save_and_reload_round_trips() {
     let again = UNet::from_pretrained(ctx, &dir).unwrap();
     assert_eq!(again.config(), c.unet.config());
     for i in 0..c.unet.params.len() {
-        assert_eq!(ctx.read(again.params.get(i)).unwrap(), ctx.read(c.unet.params.get(i)).unwrap());
+        assert_eq!(
+            ctx.read(again.params.get(i)).unwrap(),
+            ctx.read(c.unet.params.get(i)).unwrap()
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn copy_fixture(name: &str) -> PathBuf {
     let src = fixtures().into_iter().find(|p| p.ends_with(name)).unwrap();
-    let dst = std::env::temp_dir().join(format!("ddpm-wgpu-bad-{name}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dst = std::env::temp_dir().join(format!(
+        "ddpm-wgpu-bad-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
@@ -195,7 +249,10 @@ fn truncated_checkpoint_is_refused_with_the_file_named() {
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
     let err = UNet::from_pretrained(ctx(), &dir).err().expect("must fail").to_string();
-    assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("diffusion_pytorch_model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -203,7 +260,9 @@ fn truncated_checkpoint_is_refused_with_the_file_named() {
 fn config_that_does_not_fit_the_weights_names_the_tensor() {
     let dir = copy_fixture("unet_a_basic");
     let cfg = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"in_channels\": 3", "\"in_channels\": 4");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"in_channels\": 3", "\"in_channels\": 4");
     std::fs::write(&cfg, text).unwrap();
     let err = UNet::from_pretrained(ctx(), &dir).err().expect("must fail").to_string();
     assert!(err.contains("conv_in.weight") && err.contains("[8, 4, 3, 3]"), "{err}");
@@ -215,13 +274,24 @@ fn unsupported_config_values_are_refused_naming_the_field() {
     let base = std::fs::read_to_string(fixtures()[0].join("config.json")).unwrap();
     for (from, to, field) in [
         ("\"act_fn\": \"silu\"", "\"act_fn\": \"gelu\"", "act_fn"),
-        ("\"resnet_time_scale_shift\": \"default\"", "\"resnet_time_scale_shift\": \"scale_shift\"", "resnet_time_scale_shift"),
-        ("\"time_embedding_type\": \"positional\"", "\"time_embedding_type\": \"fourier\"", "time_embedding_type"),
+        (
+            "\"resnet_time_scale_shift\": \"default\"",
+            "\"resnet_time_scale_shift\": \"scale_shift\"",
+            "resnet_time_scale_shift",
+        ),
+        (
+            "\"time_embedding_type\": \"positional\"",
+            "\"time_embedding_type\": \"fourier\"",
+            "time_embedding_type",
+        ),
         ("\"norm_num_groups\": 4", "\"norm_num_groups\": 3", "norm_num_groups"),
     ] {
         assert!(base.contains(from), "fixture config lacks {from}");
         let err = UNetConfig::from_json(&base.replace(from, to)).unwrap_err();
-        assert!(matches!(&err, Error::Config { field: f, .. } if f == field), "{field}: {err}");
+        assert!(
+            matches!(&err, Error::Config { field: f, .. } if f == field),
+            "{field}: {err}"
+        );
     }
 }
 

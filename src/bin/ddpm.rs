@@ -137,18 +137,36 @@ fn info(opts: &ContextOptions) -> Result<()> {
     let all = adapter::list(opts)?;
     println!("adapters seen ({}):", all.len());
     for a in &all {
-        println!("  [{}] {} | backend {:?} | {:?} | driver {}", a.index, a.name, a.backend, a.device_type, a.driver);
+        println!(
+            "  [{}] {} | backend {:?} | {:?} | driver {}",
+            a.index, a.name, a.backend, a.device_type, a.driver
+        );
     }
     let ctx = Context::with_options(opts)?;
     let l = ctx.limits();
     let i = ctx.adapter_info();
     println!("chosen: {}", ctx.adapter_name());
-    println!("  max_storage_buffer_binding_size: {} MiB", l.max_storage_buffer_binding_size >> 20);
+    println!(
+        "  max_storage_buffer_binding_size: {} MiB",
+        l.max_storage_buffer_binding_size >> 20
+    );
     println!("  max_buffer_size: {} MiB", l.max_buffer_size >> 20);
-    println!("  max_compute_workgroup_storage_size: {} KiB", l.max_compute_workgroup_storage_size >> 10);
-    println!("  max_compute_invocations_per_workgroup: {}", l.max_compute_invocations_per_workgroup);
-    println!("  max_compute_workgroups_per_dimension: {}", l.max_compute_workgroups_per_dimension);
-    println!("  max_storage_buffers_per_shader_stage: {}", l.max_storage_buffers_per_shader_stage);
+    println!(
+        "  max_compute_workgroup_storage_size: {} KiB",
+        l.max_compute_workgroup_storage_size >> 10
+    );
+    println!(
+        "  max_compute_invocations_per_workgroup: {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dimension: {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "  max_storage_buffers_per_shader_stage: {}",
+        l.max_storage_buffers_per_shader_stage
+    );
     println!("  subgroup size: {}..{}", i.subgroup_min_size, i.subgroup_max_size);
     println!(
         "  features: f16={} subgroups={} timestamps={}",
@@ -161,7 +179,10 @@ fn info(opts: &ContextOptions) -> Result<()> {
 
 fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
     let p = &args.data;
-    let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let mut ds = if p.is_dir() {
         let bins: Vec<PathBuf> = {
             let mut v: Vec<PathBuf> = std::fs::read_dir(p)
@@ -242,7 +263,11 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
         };
         Trainer::new(&ctx, unet, config)?
     };
-    eprintln!("model: {} parameters on {}", trainer.unet.params.count(), ctx.adapter_name());
+    eprintln!(
+        "model: {} parameters on {}",
+        trainer.unet.params.count(),
+        ctx.adapter_name()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -269,7 +294,11 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
         if stop.load(Ordering::SeqCst) {
             bar.abandon_with_message("interrupted: saving checkpoint");
             trainer.save(&ctx, &args.out)?;
-            eprintln!("saved {} at step {}; continue with --resume", args.out.display(), trainer.step);
+            eprintln!(
+                "saved {} at step {}; continue with --resume",
+                args.out.display(),
+                trainer.step
+            );
             return Err(Error::Interrupted);
         }
         let s = match trainer.train_step(&ctx, &data) {
@@ -285,7 +314,12 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         let ips = (s.step - first_step) as f64 * batch as f64 / secs.max(1e-9);
         bar.set_position(s.step);
-        bar.set_message(format!("loss {:.4} (avg {:.4}) {:.1} img/s", s.loss, smoothed.unwrap_or(s.loss), ips));
+        bar.set_message(format!(
+            "loss {:.4} (avg {:.4}) {:.1} img/s",
+            s.loss,
+            smoothed.unwrap_or(s.loss),
+            ips
+        ));
         use std::io::Write;
         let _ = writeln!(
             metrics,
@@ -307,7 +341,11 @@ fn predict(opts: &ContextOptions, model: &Path, input: &Path, output: &Path) -> 
     let file = TensorFile::read(input)?;
     let x = file.upload(&ctx, "sample")?;
     let t = file.upload(&ctx, "timestep")?;
-    let labels = if file.contains("class_labels") { Some(file.upload(&ctx, "class_labels")?) } else { None };
+    let labels = if file.contains("class_labels") {
+        Some(file.upload(&ctx, "class_labels")?)
+    } else {
+        None
+    };
     let out = unet.forward(&ctx, &x, &t, labels.as_ref())?;
     let data = ctx.read(&out)?;
     let bytes = checkpoint::serialize_f32(&[("sample".to_string(), out.shape().to_vec(), data)], None)?;

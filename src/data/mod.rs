@@ -26,7 +26,10 @@ pub struct Dataset {
 }
 
 fn data_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Data { path: path.into(), msg: msg.into() }
+    Error::Data {
+        path: path.into(),
+        msg: msg.into(),
+    }
 }
 
 /// Read a whole file, transparently gunzipping when it starts with the gzip magic.
@@ -78,11 +81,20 @@ impl Dataset {
     pub fn from_idx(images: &Path, labels: Option<&Path>) -> Result<Self> {
         let b = read_maybe_gz(images)?;
         if b.len() < 16 || be_u32(&b, 0) != 0x0803 {
-            return Err(data_err(images, "not an IDX image file (expected magic 0x00000803 and a 16-byte header)"));
+            return Err(data_err(
+                images,
+                "not an IDX image file (expected magic 0x00000803 and a 16-byte header)",
+            ));
         }
         let (n, h, w) = (be_u32(&b, 4) as usize, be_u32(&b, 8) as usize, be_u32(&b, 12) as usize);
         if b.len() != 16 + n * h * w {
-            return Err(data_err(images, format!("header says {n}×{h}×{w} bytes of pixels but the file holds {}; it is truncated or corrupt", b.len() - 16)));
+            return Err(data_err(
+                images,
+                format!(
+                    "header says {n}×{h}×{w} bytes of pixels but the file holds {}; it is truncated or corrupt",
+                    b.len() - 16
+                ),
+            ));
         }
         let px: Vec<f32> = b[16..].iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
         let (labels, num_classes) = match labels {
@@ -94,14 +106,25 @@ impl Dataset {
                 }
                 let ln = be_u32(&l, 4) as usize;
                 if ln != n || l.len() != 8 + n {
-                    return Err(data_err(lp, format!("holds {ln} labels ({} bytes), the image file {n} images", l.len() - 8)));
+                    return Err(data_err(
+                        lp,
+                        format!("holds {ln} labels ({} bytes), the image file {n} images", l.len() - 8),
+                    ));
                 }
                 let labels: Vec<u32> = l[8..].iter().map(|&v| v as u32).collect();
                 let k = labels.iter().max().map_or(0, |m| *m as usize + 1);
                 (labels, k)
             }
         };
-        Ok(Dataset { images: px, labels, num_classes, channels: 1, height: h, width: w, class_names: Vec::new() })
+        Ok(Dataset {
+            images: px,
+            labels,
+            num_classes,
+            channels: 1,
+            height: h,
+            width: w,
+            class_names: Vec::new(),
+        })
     }
 
     /// Read CIFAR-10 binary batches (records of 1 label byte + 3072 bytes of 3×32×32 pixels).
@@ -112,20 +135,45 @@ impl Dataset {
         for f in files {
             let b = std::fs::read(f).map_err(|e| Error::io(f, e))?;
             if b.is_empty() || b.len() % REC != 0 {
-                return Err(data_err(f, format!("{} bytes is not a multiple of the CIFAR-10 record size {REC}", b.len())));
+                return Err(data_err(
+                    f,
+                    format!("{} bytes is not a multiple of the CIFAR-10 record size {REC}", b.len()),
+                ));
             }
             for rec in b.chunks_exact(REC) {
                 if rec[0] > 9 {
-                    return Err(data_err(f, format!("label {} outside 0..9: not a CIFAR-10 batch", rec[0])));
+                    return Err(data_err(
+                        f,
+                        format!("label {} outside 0..9: not a CIFAR-10 batch", rec[0]),
+                    ));
                 }
                 labels.push(rec[0] as u32);
                 images.extend(rec[1..].iter().map(|&v| v as f32 / 127.5 - 1.0));
             }
         }
-        let class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-            .map(String::from)
-            .to_vec();
-        Ok(Dataset { images, labels, num_classes: 10, channels: 3, height: 32, width: 32, class_names })
+        let class_names = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ]
+        .map(String::from)
+        .to_vec();
+        Ok(Dataset {
+            images,
+            labels,
+            num_classes: 10,
+            channels: 3,
+            height: 32,
+            width: 32,
+            class_names,
+        })
     }
 
     /// Read a folder of PNGs. Subfolders are classes (sorted by name); PNGs directly in the
@@ -148,7 +196,11 @@ impl Dataset {
             files.extend(entries.iter().filter(|p| is_png(p)).map(|p| (p.clone(), None)));
         } else {
             for (k, sd) in subdirs.iter().enumerate() {
-                class_names.push(sd.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                class_names.push(
+                    sd.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
                 let mut fs: Vec<PathBuf> = std::fs::read_dir(sd)
                     .map_err(|e| Error::io(sd.as_path(), e))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
@@ -159,7 +211,10 @@ impl Dataset {
             }
         }
         if files.is_empty() {
-            return Err(data_err(dir, "no .png files found (put images in the folder, or one subfolder per class)"));
+            return Err(data_err(
+                dir,
+                "no .png files found (put images in the folder, or one subfolder per class)",
+            ));
         }
         let mut images = Vec::new();
         let mut labels = Vec::new();
@@ -169,7 +224,10 @@ impl Dataset {
             match size {
                 None => size = Some((w, h)),
                 Some((w0, h0)) if (w, h) != (w0, h0) => {
-                    return Err(data_err(path, format!("is {w}×{h}, but the dataset's images are {w0}×{h0}; resize it or move it out")))
+                    return Err(data_err(
+                        path,
+                        format!("is {w}×{h}, but the dataset's images are {w0}×{h0}; resize it or move it out"),
+                    ))
                 }
                 _ => {}
             }
@@ -179,7 +237,15 @@ impl Dataset {
             }
         }
         let (w, h) = size.unwrap_or((0, 0));
-        Ok(Dataset { images, labels, num_classes: class_names.len(), channels, height: h, width: w, class_names })
+        Ok(Dataset {
+            images,
+            labels,
+            num_classes: class_names.len(),
+            channels,
+            height: h,
+            width: w,
+            class_names,
+        })
     }
 
     /// Pad every image to `size`×`size` with the background value −1 (black), centred.
@@ -189,7 +255,10 @@ impl Dataset {
             return Ok(());
         }
         if self.height > size || self.width > size {
-            return Err(Error::arg("--image-size", format!("{size} is smaller than the images ({}×{})", self.height, self.width)));
+            return Err(Error::arg(
+                "--image-size",
+                format!("{size} is smaller than the images ({}×{})", self.height, self.width),
+            ));
         }
         let (top, left) = ((size - self.height) / 2, (size - self.width) / 2);
         let n = self.len();
@@ -211,5 +280,8 @@ impl Dataset {
 }
 
 fn is_png(p: &Path) -> bool {
-    p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    p.is_file()
+        && p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }

@@ -39,7 +39,10 @@ impl Spacing {
             "leading" => Ok(Spacing::Leading),
             "trailing" => Ok(Spacing::Trailing),
             "linspace" => Ok(Spacing::Linspace),
-            other => Err(Error::arg("--spacing", format!("'{other}': expected leading, trailing or linspace"))),
+            other => Err(Error::arg(
+                "--spacing",
+                format!("'{other}': expected leading, trailing or linspace"),
+            )),
         }
     }
 }
@@ -68,7 +71,10 @@ pub enum Sampler {
 /// diffusers' inference timesteps for `steps` of `t_train`.
 pub fn timesteps(spacing: Spacing, t_train: usize, steps: usize) -> Result<Vec<usize>> {
     if steps == 0 || steps > t_train {
-        return Err(Error::arg("--steps", format!("{steps}: expected 1..={t_train} (the model's T)")));
+        return Err(Error::arg(
+            "--steps",
+            format!("{steps}: expected 1..={t_train} (the model's T)"),
+        ));
     }
     Ok(match spacing {
         Spacing::Leading => {
@@ -141,7 +147,16 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 let (sx, se) = x0_coefs(ab_t);
                 out.push(Step {
                     t,
-                    coefs: SamplerCoefs { s_x: sx, s_e: se, clip, c_x: cx as f32, c_x0: c0 as f32, c_e: 0.0, c_prev: 0.0, sigma: var.sqrt() as f32 },
+                    coefs: SamplerCoefs {
+                        s_x: sx,
+                        s_e: se,
+                        clip,
+                        c_x: cx as f32,
+                        c_x0: c0 as f32,
+                        c_e: 0.0,
+                        c_prev: 0.0,
+                        sigma: var.sqrt() as f32,
+                    },
                 });
             }
         }
@@ -160,7 +175,16 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 let c_e = (1.0 - ab_prev - std * std).max(0.0).sqrt();
                 out.push(Step {
                     t,
-                    coefs: SamplerCoefs { s_x: sx, s_e: se, clip, c_x: 0.0, c_x0: ab_prev.sqrt() as f32, c_e: c_e as f32, c_prev: 0.0, sigma: std as f32 },
+                    coefs: SamplerCoefs {
+                        s_x: sx,
+                        s_e: se,
+                        clip,
+                        c_x: 0.0,
+                        c_x0: ab_prev.sqrt() as f32,
+                        c_e: c_e as f32,
+                        c_prev: 0.0,
+                        sigma: std as f32,
+                    },
                 });
             }
         }
@@ -279,16 +303,32 @@ pub fn sample(
     let conditional = cfg.num_class_embeds.is_some();
     let g = &opts.guidance;
     match (conditional, g) {
-        (true, None) => return Err(Error::arg("--class", "the model is class-conditional: give a class (or --guidance with labels)")),
-        (false, Some(_)) => return Err(Error::arg("--class", "the model has no class embedding (num_class_embeds is null)")),
+        (true, None) => {
+            return Err(Error::arg(
+                "--class",
+                "the model is class-conditional: give a class (or --guidance with labels)",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Error::arg(
+                "--class",
+                "the model has no class embedding (num_class_embeds is null)",
+            ))
+        }
         _ => {}
     }
     if let (Some(k), Some(g)) = (cfg.num_class_embeds, g) {
         if g.labels.len() != n {
-            return Err(Error::arg("--class", format!("{} labels for {n} samples", g.labels.len())));
+            return Err(Error::arg(
+                "--class",
+                format!("{} labels for {n} samples", g.labels.len()),
+            ));
         }
         if let Some(bad) = g.labels.iter().chain([&g.null_class]).find(|&&l| l as usize >= k) {
-            return Err(Error::arg("--class", format!("class {bad} is outside the model's range 0..{}", k - 1)));
+            return Err(Error::arg(
+                "--class",
+                format!("class {bad} is outside the model's range 0..{}", k - 1),
+            ));
         }
     }
     let steps = plan(schedule, opts.sampler, opts.spacing, opts.steps)?;

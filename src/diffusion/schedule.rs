@@ -75,12 +75,21 @@ impl Schedule {
         }
         let betas = match kind {
             BetaSchedule::Linear => linspace(beta_start, beta_end, t),
-            BetaSchedule::ScaledLinear => linspace(beta_start.sqrt(), beta_end.sqrt(), t).into_iter().map(|b| b * b).collect(),
+            BetaSchedule::ScaledLinear => linspace(beta_start.sqrt(), beta_end.sqrt(), t)
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
             BetaSchedule::Sqrt => linspace(beta_start, beta_end, t).into_iter().map(f64::sqrt).collect(),
             BetaSchedule::Cosine => {
                 let s = 0.008;
-                let abar = |x: f64| ((x / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
-                (0..t).map(|i| (1.0 - abar(i as f64 + 1.0) / abar(i as f64)).min(0.999)).collect()
+                let abar = |x: f64| {
+                    ((x / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
+                (0..t)
+                    .map(|i| (1.0 - abar(i as f64 + 1.0) / abar(i as f64)).min(0.999))
+                    .collect()
             }
         };
         let alphas: Vec<f64> = betas.iter().map(|b| 1.0 - b).collect();
@@ -90,7 +99,12 @@ impl Schedule {
             acc *= a;
             alphas_cumprod.push(acc);
         }
-        Ok(Schedule { kind, betas, alphas, alphas_cumprod })
+        Ok(Schedule {
+            kind,
+            betas,
+            alphas,
+            alphas_cumprod,
+        })
     }
 
     /// Ho et al.'s schedule: linear β from 1e-4 to 0.02 over 1000 steps.

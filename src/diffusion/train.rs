@@ -128,10 +128,13 @@ pub struct Trainer {
 impl Trainer {
     /// Start training `unet` (already initialised or loaded).
     pub fn new(ctx: &Context, unet: UNet, config: TrainConfig) -> Result<Self> {
-        if config.batch_size == 0 || config.grad_accum == 0 || config.batch_size % config.grad_accum != 0 {
+        if config.batch_size == 0 || config.grad_accum == 0 || !config.batch_size.is_multiple_of(config.grad_accum) {
             return Err(Error::arg(
                 "--batch-size",
-                format!("{} must be a positive multiple of --grad-accum {}", config.batch_size, config.grad_accum),
+                format!(
+                    "{} must be a positive multiple of --grad-accum {}",
+                    config.batch_size, config.grad_accum
+                ),
             ));
         }
         let schedule = Schedule::new(
@@ -147,8 +150,23 @@ impl Trainer {
         let v = unet.params.zeros_like(ctx)?;
         // A class-conditional model trained with label dropout has one extra embedding row,
         // the last, that stands for "no class".
-        let null_class = unet.config().num_class_embeds.filter(|_| config.label_dropout > 0.0).map(|k| k as u32 - 1);
-        Ok(Trainer { unet, ema, m, v, step: 0, config, schedule, sqrt_ab, sqrt_1m_ab, null_class })
+        let null_class = unet
+            .config()
+            .num_class_embeds
+            .filter(|_| config.label_dropout > 0.0)
+            .map(|k| k as u32 - 1);
+        Ok(Trainer {
+            unet,
+            ema,
+            m,
+            v,
+            step: 0,
+            config,
+            schedule,
+            sqrt_ab,
+            sqrt_1m_ab,
+            null_class,
+        })
     }
 
     /// Build the host-side micro-batch `micro` of the current step: images (flipped), timesteps
@@ -188,16 +206,28 @@ impl Trainer {
     pub fn train_step(&mut self, ctx: &Context, data: &Dataset) -> Result<StepStats> {
         let cfg = self.unet.config().clone();
         if data.channels != cfg.in_channels {
-            return Err(Error::arg("dataset", format!("{} channels, the model expects {}", data.channels, cfg.in_channels)));
+            return Err(Error::arg(
+                "dataset",
+                format!("{} channels, the model expects {}", data.channels, cfg.in_channels),
+            ));
         }
         let conditional = cfg.num_class_embeds.is_some();
         if conditional && data.labels.is_empty() {
-            return Err(Error::arg("dataset", "the model is class-conditional but the dataset has no labels"));
+            return Err(Error::arg(
+                "dataset",
+                "the model is class-conditional but the dataset has no labels",
+            ));
         }
         if let Some(k) = cfg.num_class_embeds {
             let needed = data.num_classes + usize::from(self.null_class.is_some());
             if needed > k {
-                return Err(Error::arg("dataset", format!("{} classes (plus a null class for label dropout) do not fit num_class_embeds = {k}", data.num_classes)));
+                return Err(Error::arg(
+                    "dataset",
+                    format!(
+                        "{} classes (plus a null class for label dropout) do not fit num_class_embeds = {k}",
+                        data.num_classes
+                    ),
+                ));
             }
         }
         let micro_n = self.config.batch_size / self.config.grad_accum;
@@ -208,17 +238,28 @@ impl Trainer {
             let (x0, t, y) = self.micro_batch(data, micro, micro_n);
             let x0 = ctx.upload(&[micro_n, c, h, w], &x0)?;
             let t = ctx.upload(&[micro_n], &t)?;
-            let y = if conditional { Some(ctx.upload(&[micro_n], &y)?) } else { None };
+            let y = if conditional {
+                Some(ctx.upload(&[micro_n], &y)?)
+            } else {
+                None
+            };
             let noise_seed = key(self.config.seed, self.step, micro, 0, 5);
             let (x_t, eps) = ddpm::q_sample(ctx, &x0, &t, &self.sqrt_ab, &self.sqrt_1m_ab, noise_seed, 0)?;
-            let mode = Mode { train: true, seed: key(self.config.seed, self.step, micro, 0, 6) };
+            let mode = Mode {
+                train: true,
+                seed: key(self.config.seed, self.step, micro, 0, 6),
+            };
             let (pred, tape) = self.unet.forward_tape(ctx, &x_t, &t, y.as_ref(), mode)?;
             losses.push(loss::mse_loss(ctx, &pred, &eps)?);
             let dpred = loss::mse_loss_backward(ctx, &pred, &eps, 1.0 / self.config.grad_accum as f32)?;
             self.unet.backward(ctx, tape, &dpred, &mut grads)?;
         }
         let grad_list: Vec<&Tensor> = (0..grads.len())
-            .map(|i| grads.get(i).ok_or_else(|| Error::Gpu(format!("no gradient for {} (engine bug)", self.unet.params.names()[i]))))
+            .map(|i| {
+                grads
+                    .get(i)
+                    .ok_or_else(|| Error::Gpu(format!("no gradient for {} (engine bug)", self.unet.params.names()[i])))
+            })
             .collect::<Result<_>>()?;
         let norm_sq = optim::grad_norm_sq(ctx, &grad_list)?;
         let mut loss_sum = 0.0f32;
@@ -228,7 +269,10 @@ impl Trainer {
         let loss = loss_sum / losses.len() as f32;
         let grad_norm = ctx.read(&norm_sq)?[0].sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(Error::NonFinite { step: self.step + 1, value: if loss.is_finite() { grad_norm } else { loss } });
+            return Err(Error::NonFinite {
+                step: self.step + 1,
+                value: if loss.is_finite() { grad_norm } else { loss },
+            });
         }
         let scale = match self.config.clip_grad_norm {
             Some(max) => Some(optim::clip_scale(ctx, &norm_sq, max)?),
@@ -248,7 +292,9 @@ impl Trainer {
             step: (self.step + 1) as u32,
         };
         let decay = if self.config.ema_warmup {
-            self.config.ema_decay.min((1.0 + self.step as f32) / (10.0 + self.step as f32))
+            self.config
+                .ema_decay
+                .min((1.0 + self.step as f32) / (10.0 + self.step as f32))
         } else {
             self.config.ema_decay
         };
@@ -259,7 +305,12 @@ impl Trainer {
         }
         ctx.flush();
         self.step += 1;
-        Ok(StepStats { step: self.step, loss, grad_norm, lr })
+        Ok(StepStats {
+            step: self.step,
+            loss,
+            grad_norm,
+            lr,
+        })
     }
 
     /// Write a resumable checkpoint into `dir`: `model/` (diffusers folder with the EMA weights
@@ -268,16 +319,26 @@ impl Trainer {
     pub fn save(&self, ctx: &Context, dir: &Path) -> Result<()> {
         let model_dir = dir.join("model");
         checkpoint::save_folder(ctx, &model_dir, self.unet.config(), &self.ema)?;
-        checkpoint::write_atomic(&model_dir.join("scheduler_config.json"), self.scheduler_config().as_bytes())?;
+        checkpoint::write_atomic(
+            &model_dir.join("scheduler_config.json"),
+            self.scheduler_config().as_bytes(),
+        )?;
         let mut tensors = Vec::new();
-        for (prefix, ps) in [("param.", &self.unet.params), ("adam_m.", &self.m), ("adam_v.", &self.v)] {
+        for (prefix, ps) in [
+            ("param.", &self.unet.params),
+            ("adam_m.", &self.m),
+            ("adam_v.", &self.v),
+        ] {
             for (name, shape, data) in checkpoint::params_to_host(ctx, ps)? {
                 tensors.push((format!("{prefix}{name}"), shape, data));
             }
         }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
-        meta.insert("train_config".to_string(), serde_json::to_string(&self.config).expect("serialises"));
+        meta.insert(
+            "train_config".to_string(),
+            serde_json::to_string(&self.config).expect("serialises"),
+        );
         let bytes = checkpoint::serialize_f32(&tensors, Some(meta))?;
         checkpoint::write_atomic(&dir.join("training_state.safetensors"), &bytes)
     }
@@ -308,8 +369,14 @@ impl Trainer {
             msg: format!("not a valid safetensors file ({e}); it may be truncated: resume from an earlier checkpoint"),
         })?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let bad = |msg: &str| Error::Checkpoint { path: state_path.clone(), msg: msg.into() };
-        let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| bad("metadata 'step' is missing"))?;
+        let bad = |msg: &str| Error::Checkpoint {
+            path: state_path.clone(),
+            msg: msg.into(),
+        };
+        let step: u64 = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("metadata 'step' is missing"))?;
         let config: TrainConfig = meta
             .get("train_config")
             .and_then(|s| serde_json::from_str(s).ok())

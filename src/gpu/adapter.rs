@@ -58,11 +58,7 @@ pub struct AdapterSummary {
 
 pub(crate) fn parse_backends(s: &str) -> Result<wgpu::Backends> {
     let mut b = wgpu::Backends::empty();
-    for part in s
-        .split(',')
-        .map(|p| p.trim().to_lowercase())
-        .filter(|p| !p.is_empty())
-    {
+    for part in s.split(',').map(|p| p.trim().to_lowercase()).filter(|p| !p.is_empty()) {
         b |= match part.as_str() {
             "vulkan" | "vk" => wgpu::Backends::VULKAN,
             "metal" | "mtl" => wgpu::Backends::METAL,
@@ -81,10 +77,7 @@ pub(crate) fn parse_backends(s: &str) -> Result<wgpu::Backends> {
 fn backends(opts: &ContextOptions) -> Result<wgpu::Backends> {
     match &opts.backend {
         Some(s) => parse_backends(s),
-        None => Ok(wgpu::Backends::VULKAN
-            | wgpu::Backends::METAL
-            | wgpu::Backends::DX12
-            | wgpu::Backends::GL),
+        None => Ok(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL),
     }
 }
 
@@ -98,11 +91,7 @@ pub(crate) fn instance(opts: &ContextOptions) -> Result<wgpu::Instance> {
 pub fn list(opts: &ContextOptions) -> Result<Vec<AdapterSummary>> {
     let inst = instance(opts)?;
     let adapters = pollster::block_on(inst.enumerate_adapters(backends(opts)?));
-    Ok(adapters
-        .iter()
-        .enumerate()
-        .map(|(i, a)| summary(i, a))
-        .collect())
+    Ok(adapters.iter().enumerate().map(|(i, a)| summary(i, a)).collect())
 }
 
 fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
@@ -112,9 +101,7 @@ fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         name: info.name,
         backend: info.backend,
         device_type: info.device_type,
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
     }
 }
 
@@ -164,22 +151,20 @@ pub(crate) fn choose(inst: &wgpu::Instance, opts: &ContextOptions) -> Result<wgp
                     .find(|(_, a)| a.get_info().name.to_lowercase().contains(&w))
             }
         };
-        return found
-            .map(|(_, a)| a.clone())
-            .ok_or_else(|| Error::AdapterNotFound {
-                wanted: want.clone(),
-                available: if available.is_empty() {
-                    "none".into()
-                } else {
-                    available
-                },
-            });
+        return found.map(|(_, a)| a.clone()).ok_or_else(|| Error::AdapterNotFound {
+            wanted: want.clone(),
+            available: if available.is_empty() { "none".into() } else { available },
+        });
     }
-    usable.into_iter().map(|(_, a)| a).min_by_key(rank).ok_or_else(|| Error::NoAdapter {
-        searched: format!("{bk:?}"),
-        hint: "Install a Vulkan driver: on Linux without a GPU `apt-get install mesa-vulkan-drivers` \
+    usable
+        .into_iter()
+        .map(|(_, a)| a)
+        .min_by_key(rank)
+        .ok_or_else(|| Error::NoAdapter {
+            searched: format!("{bk:?}"),
+            hint: "Install a Vulkan driver: on Linux without a GPU `apt-get install mesa-vulkan-drivers` \
                (software lavapipe); or try the GL backend with DDPM_BACKEND=gl (needs Mesa's EGL, \
                `apt-get install libegl-mesa0`)."
-            .into(),
-    })
+                .into(),
+        })
 }

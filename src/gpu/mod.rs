@@ -74,11 +74,9 @@ impl Context {
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice {
-                adapter: info.name.clone(),
-                msg: e.to_string(),
-            }
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            msg: e.to_string(),
         })?;
         Ok(Self::from_parts(device, queue, info, limits, features))
     }
@@ -201,9 +199,7 @@ impl Context {
 
     /// Record one compute dispatch into the pending encoder.
     pub(crate) fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
-        let pipeline = self
-            .pipelines
-            .get(&self.device, d.shader, d.entry, d.constants)?;
+        let pipeline = self.pipelines.get(&self.device, d.shader, d.entry, d.constants)?;
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries = Vec::with_capacity(d.buffers.len() + 1);
         let uniform = if d.params.is_empty() {
@@ -240,10 +236,9 @@ impl Context {
         }
         let mut pending = self.lock_pending();
         let encoder = pending.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("ddpm ops"),
-                })
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("ddpm ops"),
+            })
         });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -278,10 +273,9 @@ impl Context {
     ) {
         let mut pending = self.lock_pending();
         let encoder = pending.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("ddpm ops"),
-                })
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("ddpm ops"),
+            })
         });
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, Some(bytes));
     }
@@ -290,10 +284,9 @@ impl Context {
     pub(crate) fn clear_buffer(&self, dst: &wgpu::Buffer) {
         let mut pending = self.lock_pending();
         let encoder = pending.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("ddpm ops"),
-                })
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("ddpm ops"),
+            })
         });
         encoder.clear_buffer(dst, 0, None);
     }
@@ -367,10 +360,9 @@ impl Context {
         {
             let mut pending = self.lock_pending();
             let encoder = pending.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("ddpm ops"),
-                    })
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("ddpm ops"),
+                })
             });
             encoder.copy_buffer_to_buffer(src, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
             self.submit_locked(&mut pending);

@@ -20,12 +20,7 @@ macro_rules! shader {
     ($name:literal) => {
         $crate::gpu::Shader {
             name: $name,
-            source: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/shaders/",
-                $name,
-                ".wgsl"
-            )),
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
         }
     };
 }
@@ -64,12 +59,7 @@ impl PipelineCache {
             entry,
             constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         );
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let module = {

@@ -125,11 +125,7 @@ impl BufferPool {
     }
 
     pub fn give_back_uniform(&self, buf: wgpu::Buffer) {
-        self.lock()
-            .uniforms
-            .entry(buf.size())
-            .or_default()
-            .push(buf);
+        self.lock().uniforms.entry(buf.size()).or_default().push(buf);
     }
 
     pub fn stats(&self) -> MemoryStats {

@@ -61,7 +61,10 @@ fn want_str(obj: &serde_json::Map<String, Value>, name: &str, default: &str, all
         None => default.to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
-            return Err(Error::Config { field: name.into(), msg: format!("expected a string, got {other}") })
+            return Err(Error::Config {
+                field: name.into(),
+                msg: format!("expected a string, got {other}"),
+            })
         }
     };
     if !allowed.contains(&v.as_str()) {
@@ -75,7 +78,10 @@ fn want_str(obj: &serde_json::Map<String, Value>, name: &str, default: &str, all
 
 fn get_usize(obj: &serde_json::Map<String, Value>, name: &str, default: Option<usize>) -> Result<usize> {
     match field(obj, name) {
-        None => default.ok_or_else(|| Error::Config { field: name.into(), msg: "missing".into() }),
+        None => default.ok_or_else(|| Error::Config {
+            field: name.into(),
+            msg: "missing".into(),
+        }),
         Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| Error::Config {
             field: name.into(),
             msg: format!("expected a non-negative integer, got {v}"),
@@ -111,8 +117,14 @@ fn get_bool(obj: &serde_json::Map<String, Value>, name: &str, default: bool) -> 
 }
 
 fn get_strings(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Vec<String>> {
-    let v = field(obj, name).ok_or_else(|| Error::Config { field: name.into(), msg: "missing".into() })?;
-    let arr = v.as_array().ok_or_else(|| Error::Config { field: name.into(), msg: "expected a list".into() })?;
+    let v = field(obj, name).ok_or_else(|| Error::Config {
+        field: name.into(),
+        msg: "missing".into(),
+    })?;
+    let arr = v.as_array().ok_or_else(|| Error::Config {
+        field: name.into(),
+        msg: "expected a list".into(),
+    })?;
     arr.iter()
         .map(|x| {
             x.as_str().map(str::to_string).ok_or_else(|| Error::Config {
@@ -127,11 +139,14 @@ impl UNetConfig {
     /// Parse diffusers' `config.json` text, applying diffusers' defaults for missing fields and
     /// refusing unsupported values.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| Error::Config { field: "config.json".into(), msg: format!("not valid JSON: {e}") })?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::Config { field: "config.json".into(), msg: "expected a JSON object".into() })?;
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Config {
+            field: "config.json".into(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            field: "config.json".into(),
+            msg: "expected a JSON object".into(),
+        })?;
         if let Some(class) = obj.get("_class_name").and_then(Value::as_str) {
             if class != "UNet2DModel" {
                 return Err(Error::Config {
@@ -186,7 +201,9 @@ impl UNetConfig {
                 Some(_) => get_strings(obj, "down_block_types")?,
             },
             up_block_types: match field(obj, "up_block_types") {
-                None => ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec(),
+                None => ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+                    .map(String::from)
+                    .to_vec(),
                 Some(_) => get_strings(obj, "up_block_types")?,
             },
             block_out_channels: match field(obj, "block_out_channels") {
@@ -227,7 +244,10 @@ impl UNetConfig {
             if d != cfg.time_embed_dim() {
                 return Err(Error::Config {
                     field: "time_embedding_dim".into(),
-                    msg: format!("{d} is not supported; only null (4 × block_out_channels[0] = {})", cfg.time_embed_dim()),
+                    msg: format!(
+                        "{d} is not supported; only null (4 × block_out_channels[0] = {})",
+                        cfg.time_embed_dim()
+                    ),
                 });
             }
         }
@@ -237,7 +257,12 @@ impl UNetConfig {
 
     /// Check internal consistency (block counts, divisibility, supported block types).
     pub fn validate(&self) -> Result<()> {
-        let cfgerr = |field: &str, msg: String| Err(Error::Config { field: field.into(), msg });
+        let cfgerr = |field: &str, msg: String| {
+            Err(Error::Config {
+                field: field.into(),
+                msg,
+            })
+        };
         let n = self.block_out_channels.len();
         if n == 0 {
             return cfgerr("block_out_channels", "must not be empty".into());
@@ -254,19 +279,28 @@ impl UNetConfig {
         }
         for t in &self.down_block_types {
             if t != "DownBlock2D" && t != "AttnDownBlock2D" {
-                return cfgerr("down_block_types", format!("'{t}' is not supported; supported: DownBlock2D, AttnDownBlock2D"));
+                return cfgerr(
+                    "down_block_types",
+                    format!("'{t}' is not supported; supported: DownBlock2D, AttnDownBlock2D"),
+                );
             }
         }
         for t in &self.up_block_types {
             if t != "UpBlock2D" && t != "AttnUpBlock2D" {
-                return cfgerr("up_block_types", format!("'{t}' is not supported; supported: UpBlock2D, AttnUpBlock2D"));
+                return cfgerr(
+                    "up_block_types",
+                    format!("'{t}' is not supported; supported: UpBlock2D, AttnUpBlock2D"),
+                );
             }
         }
         if self.layers_per_block == 0 {
             return cfgerr("layers_per_block", "must be at least 1".into());
         }
         if self.downsample_padding > 1 {
-            return cfgerr("downsample_padding", format!("{} is not supported; supported: 0, 1", self.downsample_padding));
+            return cfgerr(
+                "downsample_padding",
+                format!("{} is not supported; supported: 0, 1", self.downsample_padding),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return cfgerr("dropout", format!("{} must be in [0, 1)", self.dropout));
@@ -274,7 +308,10 @@ impl UNetConfig {
         let g = self.norm_num_groups;
         for &c in &self.block_out_channels {
             if g == 0 || c % g != 0 {
-                return cfgerr("norm_num_groups", format!("{g} groups do not divide {c} channels (block_out_channels)"));
+                return cfgerr(
+                    "norm_num_groups",
+                    format!("{g} groups do not divide {c} channels (block_out_channels)"),
+                );
             }
             if let Some(d) = self.attention_head_dim {
                 if d == 0 || c % d != 0 {
@@ -284,12 +321,18 @@ impl UNetConfig {
         }
         if let Some(ag) = self.attn_norm_num_groups {
             let c = self.block_out_channels[n - 1];
-            if ag == 0 || c % ag != 0 {
-                return cfgerr("attn_norm_num_groups", format!("{ag} groups do not divide {c} channels"));
+            if ag == 0 || !c.is_multiple_of(ag) {
+                return cfgerr(
+                    "attn_norm_num_groups",
+                    format!("{ag} groups do not divide {c} channels"),
+                );
             }
         }
-        if self.block_out_channels[0] % 2 != 0 {
-            return cfgerr("block_out_channels", "the first entry must be even (sinusoidal embedding size)".into());
+        if !self.block_out_channels[0].is_multiple_of(2) {
+            return cfgerr(
+                "block_out_channels",
+                "the first entry must be even (sinusoidal embedding size)".into(),
+            );
         }
         Ok(())
     }
@@ -322,8 +365,12 @@ impl UNetConfig {
             center_input_sample: false,
             flip_sin_to_cos: false,
             freq_shift: 1.0,
-            down_block_types: ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"].map(String::from).to_vec(),
-            up_block_types: ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec(),
+            down_block_types: ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"]
+                .map(String::from)
+                .to_vec(),
+            up_block_types: ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+                .map(String::from)
+                .to_vec(),
             block_out_channels: vec![128, 256, 256, 256],
             layers_per_block: 2,
             mid_block_scale_factor: 1.0,
@@ -348,7 +395,9 @@ impl UNetConfig {
             center_input_sample: false,
             flip_sin_to_cos: false,
             freq_shift: 1.0,
-            down_block_types: ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec(),
+            down_block_types: ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"]
+                .map(String::from)
+                .to_vec(),
             up_block_types: ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"].map(String::from).to_vec(),
             block_out_channels: vec![32, 64, 64],
             layers_per_block: 1,
@@ -369,7 +418,10 @@ impl UNetConfig {
         match name {
             "ddpm-cifar10" => Ok(Self::ddpm_cifar10()),
             "small" => Ok(Self::small(1, None)),
-            other => Err(Error::arg("--preset", format!("unknown preset '{other}'; expected ddpm-cifar10 or small"))),
+            other => Err(Error::arg(
+                "--preset",
+                format!("unknown preset '{other}'; expected ddpm-cifar10 or small"),
+            )),
         }
     }
 }

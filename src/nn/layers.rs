@@ -108,7 +108,15 @@ impl GroupNorm {
     }
     /// Returns (y, stats).
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor, silu: bool) -> Result<(Tensor, Tensor)> {
-        groupnorm::group_norm(ctx, x, ps.get(self.gamma), ps.get(self.beta), self.groups, self.eps, silu)
+        groupnorm::group_norm(
+            ctx,
+            x,
+            ps.get(self.gamma),
+            ps.get(self.beta),
+            self.groups,
+            self.eps,
+            silu,
+        )
     }
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
@@ -185,8 +193,16 @@ impl ResnetBlock {
             time_emb_proj: Linear::new(params, &format!("{name}.time_emb_proj"), temb, cout),
             norm2: GroupNorm::new(params, &format!("{name}.norm2"), cout, groups, eps),
             conv2: Conv::new(params, &format!("{name}.conv2"), cout, cout, 3, same),
-            conv_shortcut: (cin != cout)
-                .then(|| Conv::new(params, &format!("{name}.conv_shortcut"), cin, cout, 1, Conv2dParams::new(1, 0))),
+            conv_shortcut: (cin != cout).then(|| {
+                Conv::new(
+                    params,
+                    &format!("{name}.conv_shortcut"),
+                    cin,
+                    cout,
+                    1,
+                    Conv2dParams::new(1, 0),
+                )
+            }),
             dropout,
             out_scale,
             stream,
@@ -208,17 +224,34 @@ impl ResnetBlock {
         let h = ew::add_channel_bias(ctx, &c1, &tproj)?;
         let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
         let train = mode.train && self.dropout > 0.0;
-        let d2 = if train { dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)? } else { a2 };
+        let d2 = if train {
+            dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)?
+        } else {
+            a2
+        };
         let c2 = self.conv2.forward(ctx, ps, &d2)?;
         let shortcut = match &self.conv_shortcut {
             Some(sc) => sc.forward(ctx, ps, x)?,
             None => x.clone(),
         };
         let out = ew::axpby(ctx, &shortcut, &c2, 1.0 / self.out_scale, 1.0 / self.out_scale)?;
-        Ok((out, ResnetTape { x: x.clone(), stats1, a1, h, stats2, d2, seed: mode.seed, train }))
+        Ok((
+            out,
+            ResnetTape {
+                x: x.clone(),
+                stats1,
+                a1,
+                h,
+                stats2,
+                d2,
+                seed: mode.seed,
+                train,
+            },
+        ))
     }
 
     /// Returns dx; accumulates d(temb_act) into `dtemb`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
         &self,
         ctx: &Context,
@@ -229,21 +262,38 @@ impl ResnetBlock {
         dy: &Tensor,
         dtemb: &mut Option<Tensor>,
     ) -> Result<Tensor> {
-        let dy = if self.out_scale == 1.0 { dy.clone() } else { ew::scale(ctx, dy, 1.0 / self.out_scale)? };
+        let dy = if self.out_scale == 1.0 {
+            dy.clone()
+        } else {
+            ew::scale(ctx, dy, 1.0 / self.out_scale)?
+        };
         let dx_short = match &self.conv_shortcut {
             Some(sc) => sc.backward(ctx, ps, g, &tape.x, &dy, true)?.expect("dx requested"),
             None => dy.clone(),
         };
-        let dd2 = self.conv2.backward(ctx, ps, g, &tape.d2, &dy, true)?.expect("dx requested");
-        let da2 = if tape.train { dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)? } else { dd2 };
+        let dd2 = self
+            .conv2
+            .backward(ctx, ps, g, &tape.d2, &dy, true)?
+            .expect("dx requested");
+        let da2 = if tape.train {
+            dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)?
+        } else {
+            dd2
+        };
         let dh = self.norm2.backward(ctx, ps, g, &tape.h, &tape.stats2, &da2, true)?;
         let dtproj = ew::channel_sum(ctx, &dh)?;
-        let dt = self.time_emb_proj.backward(ctx, ps, g, temb_act, &dtproj, true)?.expect("dx requested");
+        let dt = self
+            .time_emb_proj
+            .backward(ctx, ps, g, temb_act, &dtproj, true)?
+            .expect("dx requested");
         match dtemb {
             Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
             None => *dtemb = Some(dt),
         }
-        let da1 = self.conv1.backward(ctx, ps, g, &tape.a1, &dh, true)?.expect("dx requested");
+        let da1 = self
+            .conv1
+            .backward(ctx, ps, g, &tape.a1, &dh, true)?
+            .expect("dx requested");
         let dx = self.norm1.backward(ctx, ps, g, &tape.x, &tape.stats1, &da1, true)?;
         ew::add_inplace(ctx, &dx, &dx_short)?;
         Ok(dx)
@@ -306,25 +356,65 @@ impl AttnBlock {
         let k = self.to_k.forward(ctx, ps, &tokens)?.reshape(&[n, t, c])?;
         let v = self.to_v.forward(ctx, ps, &tokens)?.reshape(&[n, t, c])?;
         let (o, lse) = attention::attention(ctx, &q, &k, &v, self.heads)?;
-        let proj = self.to_out.forward(ctx, ps, &o.reshape(&[n * t, c])?)?.reshape(&[n, t, c])?;
+        let proj = self
+            .to_out
+            .forward(ctx, ps, &o.reshape(&[n * t, c])?)?
+            .reshape(&[n, t, c])?;
         let y = layout::nlc_to_nchw(ctx, &proj, h, w)?;
         let out = ew::axpby(ctx, &y, x, 1.0 / self.rescale, 1.0 / self.rescale)?;
-        Ok((out, AttnTape { x: x.clone(), stats, tokens, q, k, v, o, lse }))
+        Ok((
+            out,
+            AttnTape {
+                x: x.clone(),
+                stats,
+                tokens,
+                q,
+                k,
+                v,
+                o,
+                lse,
+            },
+        ))
     }
 
-    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, tape: AttnTape, dy: &Tensor) -> Result<Tensor> {
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        tape: AttnTape,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let (n, c, _, _) = dy.dims4("AttnBlock backward")?;
-        let dy = if self.rescale == 1.0 { dy.clone() } else { ew::scale(ctx, dy, 1.0 / self.rescale)? };
+        let dy = if self.rescale == 1.0 {
+            dy.clone()
+        } else {
+            ew::scale(ctx, dy, 1.0 / self.rescale)?
+        };
         let dproj = layout::nchw_to_nlc(ctx, &dy)?;
         let t = dproj.shape()[1];
         let dproj = dproj.reshape(&[n * t, c])?;
         let o2 = tape.o.reshape(&[n * t, c])?;
-        let d_o = self.to_out.backward(ctx, ps, g, &o2, &dproj, true)?.expect("dx requested").reshape(&[n, t, c])?;
-        let (dq, dk, dv) = attention::attention_backward(ctx, &tape.q, &tape.k, &tape.v, &tape.o, &tape.lse, &d_o, self.heads)?;
+        let d_o = self
+            .to_out
+            .backward(ctx, ps, g, &o2, &dproj, true)?
+            .expect("dx requested")
+            .reshape(&[n, t, c])?;
+        let (dq, dk, dv) =
+            attention::attention_backward(ctx, &tape.q, &tape.k, &tape.v, &tape.o, &tape.lse, &d_o, self.heads)?;
         let flat = |d: Tensor| d.reshape(&[n * t, c]);
-        let dtok = self.to_q.backward(ctx, ps, g, &tape.tokens, &flat(dq)?, true)?.expect("dx requested");
-        let dk_tok = self.to_k.backward(ctx, ps, g, &tape.tokens, &flat(dk)?, true)?.expect("dx requested");
-        let dv_tok = self.to_v.backward(ctx, ps, g, &tape.tokens, &flat(dv)?, true)?.expect("dx requested");
+        let dtok = self
+            .to_q
+            .backward(ctx, ps, g, &tape.tokens, &flat(dq)?, true)?
+            .expect("dx requested");
+        let dk_tok = self
+            .to_k
+            .backward(ctx, ps, g, &tape.tokens, &flat(dk)?, true)?
+            .expect("dx requested");
+        let dv_tok = self
+            .to_v
+            .backward(ctx, ps, g, &tape.tokens, &flat(dv)?, true)?
+            .expect("dx requested");
         ew::add_inplace(ctx, &dtok, &dk_tok)?;
         ew::add_inplace(ctx, &dtok, &dv_tok)?;
         let (_, _, h, w) = tape.x.dims4("AttnBlock backward")?;
@@ -343,13 +433,26 @@ pub struct Downsample {
 
 impl Downsample {
     pub(crate) fn new(params: &mut Params, name: &str, c: usize, padding: usize) -> Self {
-        let p = if padding == 0 { Conv2dParams::asymmetric(2, [0, 1, 0, 1]) } else { Conv2dParams::new(2, padding) };
-        Downsample { conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, p) }
+        let p = if padding == 0 {
+            Conv2dParams::asymmetric(2, [0, 1, 0, 1])
+        } else {
+            Conv2dParams::new(2, padding)
+        };
+        Downsample {
+            conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, p),
+        }
     }
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
         self.conv.forward(ctx, ps, x)
     }
-    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         Ok(self.conv.backward(ctx, ps, g, x, dy, true)?.expect("dx requested"))
     }
 }
@@ -361,14 +464,23 @@ pub struct Upsample {
 
 impl Upsample {
     pub(crate) fn new(params: &mut Params, name: &str, c: usize) -> Self {
-        Upsample { conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, Conv2dParams::new(1, 1)) }
+        Upsample {
+            conv: Conv::new(params, &format!("{name}.conv"), c, c, 3, Conv2dParams::new(1, 1)),
+        }
     }
     /// Returns (y, upsampled input) — the latter is the tape.
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let u = layout::upsample_nearest2x(ctx, x)?;
         Ok((self.conv.forward(ctx, ps, &u)?, u))
     }
-    pub(crate) fn backward(&self, ctx: &Context, ps: &Params, g: &mut Grads, u: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    pub(crate) fn backward(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        u: &Tensor,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let du = self.conv.backward(ctx, ps, g, u, dy, true)?.expect("dx requested");
         layout::upsample_nearest2x_backward(ctx, &du)
     }

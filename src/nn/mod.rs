@@ -54,7 +54,11 @@ impl UNet {
             } else {
                 // fan_in of the weight this tensor belongs to
                 let w_name = name.trim_end_matches(".bias").to_string() + ".weight";
-                let wshape = self.params.id(&w_name).map(|w| self.params.shape(w).to_vec()).unwrap_or(shape.clone());
+                let wshape = self
+                    .params
+                    .id(&w_name)
+                    .map(|w| self.params.shape(w).to_vec())
+                    .unwrap_or(shape.clone());
                 let fan_in: usize = wshape[1..].iter().product::<usize>().max(1);
                 let bound = 1.0 / (fan_in as f64).sqrt();
                 (0..n).map(|_| rng.uniform(bound)).collect()

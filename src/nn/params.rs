@@ -66,7 +66,9 @@ impl Params {
     /// # Panics
     /// If the parameter has not been set (every loader sets all of them).
     pub fn get(&self, id: ParamId) -> &Tensor {
-        self.tensors[id].as_ref().unwrap_or_else(|| panic!("parameter {} not loaded", self.names[id]))
+        self.tensors[id]
+            .as_ref()
+            .unwrap_or_else(|| panic!("parameter {} not loaded", self.names[id]))
     }
 
     /// Set parameter `id` from a tensor of the declared shape.
@@ -74,7 +76,12 @@ impl Params {
         if t.shape() != self.shapes[id].as_slice() {
             return Err(Error::shape(
                 "Params::set",
-                format!("{}: expected shape {:?}, got {:?}", self.names[id], self.shapes[id], t.shape()),
+                format!(
+                    "{}: expected shape {:?}, got {:?}",
+                    self.names[id],
+                    self.shapes[id],
+                    t.shape()
+                ),
             ));
         }
         self.tensors[id] = Some(t);
@@ -88,7 +95,11 @@ impl Params {
 
     /// A store with the same names and shapes, every tensor a zero-filled copy.
     pub fn zeros_like(&self, ctx: &Context) -> Result<Params> {
-        let mut p = Params { names: self.names.clone(), shapes: self.shapes.clone(), ..Default::default() };
+        let mut p = Params {
+            names: self.names.clone(),
+            shapes: self.shapes.clone(),
+            ..Default::default()
+        };
         p.index = self.index.clone();
         for (name, s) in self.names.iter().zip(&self.shapes) {
             p.tensors.push(Some(ctx.zeros(s, name)?));
@@ -98,7 +109,11 @@ impl Params {
 
     /// A store with the same names and shapes holding copies of every tensor.
     pub fn duplicate(&self, ctx: &Context) -> Result<Params> {
-        let mut p = Params { names: self.names.clone(), shapes: self.shapes.clone(), ..Default::default() };
+        let mut p = Params {
+            names: self.names.clone(),
+            shapes: self.shapes.clone(),
+            ..Default::default()
+        };
         p.index = self.index.clone();
         for (i, name) in self.names.iter().enumerate() {
             p.tensors.push(Some(ctx.duplicate(self.get(i), name)?));
@@ -115,7 +130,9 @@ pub struct Grads {
 impl Grads {
     /// Empty gradients for `n` parameters.
     pub fn new(n: usize) -> Self {
-        Grads { slots: (0..n).map(|_| None).collect() }
+        Grads {
+            slots: (0..n).map(|_| None).collect(),
+        }
     }
 
     /// grad[id] += g (takes `g` as the gradient if none was recorded yet).

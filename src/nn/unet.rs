@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::config::UNetConfig;
-use crate::nn::layers::{AttnBlock, AttnTape, Conv, Downsample, GroupNorm, Linear, Mode, ResnetBlock, ResnetTape, Upsample};
+use crate::nn::layers::{
+    AttnBlock, AttnTape, Conv, Downsample, GroupNorm, Linear, Mode, ResnetBlock, ResnetTape, Upsample,
+};
 use crate::nn::params::{Grads, ParamId, Params};
 use crate::ops::conv2d::Conv2dParams;
 use crate::ops::{elementwise as ew, embedding, layout};
@@ -89,7 +91,9 @@ impl UNet {
         let conv_in = Conv::new(&mut ps, "conv_in", c.in_channels, ch[0], 3, same);
         let time_linear_1 = Linear::new(&mut ps, "time_embedding.linear_1", ch[0], temb);
         let time_linear_2 = Linear::new(&mut ps, "time_embedding.linear_2", temb, temb);
-        let class_embedding = c.num_class_embeds.map(|k| ps.declare("class_embedding.weight".into(), vec![k, temb]));
+        let class_embedding = c
+            .num_class_embeds
+            .map(|k| ps.declare("class_embedding.weight".into(), vec![k, temb]));
         // Dropout streams: one per ResNet block, in construction order.
         let mut stream = 0u32;
         let mut next_stream = || {
@@ -119,20 +123,63 @@ impl UNet {
                     next_stream(),
                 ));
                 if ty == "AttnDownBlock2D" {
-                    attns.push(AttnBlock::new(&mut ps, &format!("{name}.attentions.{j}"), out_ch, c.attention_head_dim, groups, eps, 1.0));
+                    attns.push(AttnBlock::new(
+                        &mut ps,
+                        &format!("{name}.attentions.{j}"),
+                        out_ch,
+                        c.attention_head_dim,
+                        groups,
+                        eps,
+                        1.0,
+                    ));
                 }
             }
-            let down_s = (i + 1 < n).then(|| Downsample::new(&mut ps, &format!("{name}.downsamplers.0"), out_ch, c.downsample_padding));
-            down.push(DownLevel { resnets, attns, down: down_s });
+            let down_s = (i + 1 < n)
+                .then(|| Downsample::new(&mut ps, &format!("{name}.downsamplers.0"), out_ch, c.downsample_padding));
+            down.push(DownLevel {
+                resnets,
+                attns,
+                down: down_s,
+            });
         }
         let last = ch[n - 1];
         let msf = c.mid_block_scale_factor;
-        let mid_r0 = ResnetBlock::new(&mut ps, "mid_block.resnets.0", last, last, temb, groups, eps, c.dropout, msf, next_stream());
+        let mid_r0 = ResnetBlock::new(
+            &mut ps,
+            "mid_block.resnets.0",
+            last,
+            last,
+            temb,
+            groups,
+            eps,
+            c.dropout,
+            msf,
+            next_stream(),
+        );
         let mid_attn = c.add_attention.then(|| {
             let ag = c.attn_norm_num_groups.unwrap_or(groups);
-            AttnBlock::new(&mut ps, "mid_block.attentions.0", last, c.attention_head_dim, ag, eps, msf)
+            AttnBlock::new(
+                &mut ps,
+                "mid_block.attentions.0",
+                last,
+                c.attention_head_dim,
+                ag,
+                eps,
+                msf,
+            )
         });
-        let mid_r1 = ResnetBlock::new(&mut ps, "mid_block.resnets.1", last, last, temb, groups, eps, c.dropout, msf, next_stream());
+        let mid_r1 = ResnetBlock::new(
+            &mut ps,
+            "mid_block.resnets.1",
+            last,
+            last,
+            temb,
+            groups,
+            eps,
+            c.dropout,
+            msf,
+            next_stream(),
+        );
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up = Vec::new();
         let mut out_ch = rev[0];
@@ -160,11 +207,23 @@ impl UNet {
                     next_stream(),
                 ));
                 if ty == "AttnUpBlock2D" {
-                    attns.push(AttnBlock::new(&mut ps, &format!("{name}.attentions.{j}"), out_ch, c.attention_head_dim, groups, eps, 1.0));
+                    attns.push(AttnBlock::new(
+                        &mut ps,
+                        &format!("{name}.attentions.{j}"),
+                        out_ch,
+                        c.attention_head_dim,
+                        groups,
+                        eps,
+                        1.0,
+                    ));
                 }
             }
             let up_s = (i + 1 < n).then(|| Upsample::new(&mut ps, &format!("{name}.upsamplers.0"), out_ch));
-            up.push(UpLevel { resnets, attns, up: up_s });
+            up.push(UpLevel {
+                resnets,
+                attns,
+                up: up_s,
+            });
         }
         let norm_out = GroupNorm::new(&mut ps, "conv_norm_out", ch[0], groups, eps);
         let conv_out = Conv::new(&mut ps, "conv_out", ch[0], c.out_channels, 3, same);
@@ -193,20 +252,32 @@ impl UNet {
     fn check_inputs(&self, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<(usize, usize, usize)> {
         let (b, c, h, w) = x.dims4("UNet sample")?;
         if c != self.config.in_channels {
-            return Err(Error::shape("UNet", format!("sample has {c} channels, the model expects {}", self.config.in_channels)));
+            return Err(Error::shape(
+                "UNet",
+                format!("sample has {c} channels, the model expects {}", self.config.in_channels),
+            ));
         }
         let f = 1usize << (self.config.block_out_channels.len() - 1);
         if h % f != 0 || w % f != 0 {
-            return Err(Error::shape("UNet", format!("sample is {h}×{w}; height and width must be multiples of {f}")));
+            return Err(Error::shape(
+                "UNet",
+                format!("sample is {h}×{w}; height and width must be multiples of {f}"),
+            ));
         }
         t.expect_shape("UNet", "timestep", &[b])?;
         match (self.class_embedding, labels) {
             (Some(_), Some(l)) => l.expect_shape("UNet", "class_labels", &[b])?,
             (Some(_), None) => {
-                return Err(Error::arg("class_labels", "this model is class-conditional (num_class_embeds is set): pass labels"))
+                return Err(Error::arg(
+                    "class_labels",
+                    "this model is class-conditional (num_class_embeds is set): pass labels",
+                ))
             }
             (None, Some(_)) => {
-                return Err(Error::arg("class_labels", "this model has no class embedding (num_class_embeds is null)"))
+                return Err(Error::arg(
+                    "class_labels",
+                    "this model has no class embedding (num_class_embeds is null)",
+                ))
             }
             (None, None) => {}
         }
@@ -239,7 +310,14 @@ impl UNet {
             x.clone()
         };
         // Time embedding: sinusoidal → linear → silu → linear (+ class embedding).
-        let t_proj = embedding::timestep_embedding(ctx, t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, 10_000.0)?;
+        let t_proj = embedding::timestep_embedding(
+            ctx,
+            t,
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+            c.freq_shift,
+            10_000.0,
+        )?;
         let h1 = self.time_linear_1.forward(ctx, ps, &t_proj)?;
         let a1 = ew::silu(ctx, &h1)?;
         let mut emb = self.time_linear_2.forward(ctx, ps, &a1)?;
@@ -255,7 +333,11 @@ impl UNet {
         let mut h = conv_in_out.clone();
         let mut down_tapes = Vec::new();
         for level in &self.down {
-            let mut lt = LevelTape { resnets: Vec::new(), attns: Vec::new(), down_in: None };
+            let mut lt = LevelTape {
+                resnets: Vec::new(),
+                attns: Vec::new(),
+                down_in: None,
+            };
             for (j, r) in level.resnets.iter().enumerate() {
                 let (y, rt) = r.forward(ctx, ps, &h, &temb_act, mode)?;
                 lt.resnets.push(rt);
@@ -291,9 +373,16 @@ impl UNet {
 
         let mut up_tapes = Vec::new();
         for level in &self.up {
-            let mut ut = UpLevelTape { resnets: Vec::new(), attns: Vec::new(), main_channels: Vec::new(), up_u: None };
+            let mut ut = UpLevelTape {
+                resnets: Vec::new(),
+                attns: Vec::new(),
+                main_channels: Vec::new(),
+                up_u: None,
+            };
             for (j, r) in level.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| Error::Gpu("U-Net skip stack underflow (engine bug)".into()))?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| Error::Gpu("U-Net skip stack underflow (engine bug)".into()))?;
                 ut.main_channels.push(h.shape()[1]);
                 let cat = layout::concat_channels(ctx, &h, &skip)?;
                 let (y, rt) = r.forward(ctx, ps, &cat, &temb_act, mode)?;
@@ -338,7 +427,22 @@ impl UNet {
     pub fn backward(&self, ctx: &Context, tape: UNetTape, dout: &Tensor, grads: &mut Grads) -> Result<()> {
         let ps = &self.params;
         let g = grads;
-        let UNetTape { x_in, t_proj, h1, emb, temb_act, labels, conv_in_out, down, mid, up, skip_channels, out_pre, out_stats, out_act } = tape;
+        let UNetTape {
+            x_in,
+            t_proj,
+            h1,
+            emb,
+            temb_act,
+            labels,
+            conv_in_out,
+            down,
+            mid,
+            up,
+            skip_channels,
+            out_pre,
+            out_stats,
+            out_act,
+        } = tape;
         let mut dtemb: Option<Tensor> = None;
         let mut dskips: Vec<Option<Tensor>> = vec![None; skip_channels.len()];
         let accumulate = |slot: &mut Option<Tensor>, d: Tensor| -> Result<()> {
@@ -351,7 +455,10 @@ impl UNet {
             }
         };
 
-        let dact = self.conv_out.backward(ctx, ps, g, &out_act, dout, true)?.expect("dx requested");
+        let dact = self
+            .conv_out
+            .backward(ctx, ps, g, &out_act, dout, true)?
+            .expect("dx requested");
         let mut dh = self.norm_out.backward(ctx, ps, g, &out_pre, &out_stats, &dact, true)?;
 
         // Up path, in reverse. Skip indices are consumed from the top of the stack.
@@ -366,7 +473,12 @@ impl UNet {
             skip_index_of_up.push(idx);
         }
         for ((level, ut), idxs) in self.up.iter().zip(up).zip(skip_index_of_up).rev() {
-            let UpLevelTape { resnets, attns, main_channels, up_u } = ut;
+            let UpLevelTape {
+                resnets,
+                attns,
+                main_channels,
+                up_u,
+            } = ut;
             if let (Some(u), Some(uu)) = (&level.up, up_u) {
                 dh = u.backward(ctx, ps, g, &uu, &dh)?;
             }
@@ -394,7 +506,11 @@ impl UNet {
         // Down path, in reverse: each pushed skip adds its gradient where the main path passes it.
         let mut skip_pos = skip_channels.len();
         for (level, lt) in self.down.iter().zip(down).rev() {
-            let LevelTape { resnets, attns, down_in } = lt;
+            let LevelTape {
+                resnets,
+                attns,
+                down_in,
+            } = lt;
             if let (Some(d), Some(di)) = (&level.down, down_in) {
                 skip_pos -= 1;
                 if let Some(s) = dskips[skip_pos].take() {
@@ -429,7 +545,10 @@ impl UNet {
                 let k = ps.shape(id)[0];
                 g.accumulate(ctx, id, embedding::embedding_backward(ctx, l, &demb, k)?)?;
             }
-            let da1 = self.time_linear_2.backward(ctx, ps, g, &ew::silu(ctx, &h1)?, &demb, true)?.expect("dx requested");
+            let da1 = self
+                .time_linear_2
+                .backward(ctx, ps, g, &ew::silu(ctx, &h1)?, &demb, true)?
+                .expect("dx requested");
             let dh1 = ew::silu_backward(ctx, &h1, &da1)?;
             self.time_linear_1.backward(ctx, ps, g, &t_proj, &dh1, false)?;
         }

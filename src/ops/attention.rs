@@ -50,22 +50,14 @@ impl Dims {
     fn check(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Self> {
         let (b, t, c) = match q.shape()[..] {
             [b, t, c] => (b, t, c),
-            _ => {
-                return Err(Error::shape(
-                    op,
-                    format!("q: expected [B, T, C], got {:?}", q.shape()),
-                ))
-            }
+            _ => return Err(Error::shape(op, format!("q: expected [B, T, C], got {:?}", q.shape()))),
         };
         k.expect_shape(op, "k (must match q)", q.shape())?;
         v.expect_shape(op, "v (must match q)", q.shape())?;
         if heads == 0 || c % heads != 0 {
             return Err(Error::arg(
                 "heads",
-                format!(
-                    "{heads} heads do not divide the {c} channels of q {:?}",
-                    q.shape()
-                ),
+                format!("{heads} heads do not divide the {c} channels of q {:?}", q.shape()),
             ));
         }
         let d = c / heads;
@@ -105,13 +97,7 @@ impl Dims {
 /// C = heads·d; head h uses channels h·d..(h+1)·d (diffusers' head_to_batch_dim layout).
 /// o[b,t,h·d+j] = Σ_s softmax_s(q_t·k_s / √d) v[s, h·d+j]. Also returns lse [B, heads, T] =
 /// logsumexp of the scaled scores (for backward).
-pub fn attention(
-    ctx: &Context,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-) -> Result<(Tensor, Tensor)> {
+pub fn attention(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<(Tensor, Tensor)> {
     let dims = Dims::check("attention", q, k, v, heads)?;
     let params = dims.params();
     let o = ctx.empty(q.shape(), "attention.o")?;

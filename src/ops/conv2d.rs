@@ -45,10 +45,7 @@ pub struct Conv2dParams {
 impl Conv2dParams {
     /// Stride `stride` with the same padding `pad` on all four sides.
     pub fn new(stride: usize, pad: usize) -> Self {
-        Self {
-            stride,
-            pad: [pad; 4],
-        }
+        Self { stride, pad: [pad; 4] }
     }
 
     /// Stride `stride` with padding [top, bottom, left, right].
@@ -60,11 +57,7 @@ impl Conv2dParams {
     /// likewise for W; (0, 0) when the kernel does not fit in the padded input or stride is 0.
     pub fn out_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> (usize, usize) {
         let [t, b, l, r] = self.pad;
-        match (
-            (h + t + b).checked_sub(kh),
-            (w + l + r).checked_sub(kw),
-            self.stride,
-        ) {
+        match ((h + t + b).checked_sub(kh), (w + l + r).checked_sub(kw), self.stride) {
             (Some(dh), Some(dw), s) if s > 0 && kh > 0 && kw > 0 => (dh / s + 1, dw / s + 1),
             _ => (0, 0),
         }
@@ -238,13 +231,7 @@ fn grid(ctx: &Context, op: &'static str, columns: usize, z: usize) -> Result<[u3
 }
 
 /// x [N,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout] -> y [N,Cout,Ho,Wo]
-pub fn conv2d(
-    ctx: &Context,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    p: Conv2dParams,
-) -> Result<Tensor> {
+pub fn conv2d(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let g = Geometry::new(OP, x, w, p)?;
     if let Some(b) = bias {
@@ -260,12 +247,7 @@ pub fn conv2d(
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&params),
         buffers: &[x.buffer(), w.buffer(), y.buffer(), b],
-        workgroups: grid(
-            ctx,
-            OP,
-            g.n * g.ho * g.wo,
-            g.cout.div_ceil(CH_TILE),
-        )?,
+        workgroups: grid(ctx, OP, g.n * g.ho * g.wo, g.cout.div_ceil(CH_TILE))?,
     })?;
     Ok(y)
 }

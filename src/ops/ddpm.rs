@@ -53,10 +53,7 @@ pub fn q_sample(
     if sqrt_alpha_bar.shape().len() != 1 {
         return Err(Error::shape(
             OP,
-            format!(
-                "sqrt_alpha_bar must be [T], got {:?}",
-                sqrt_alpha_bar.shape()
-            ),
+            format!("sqrt_alpha_bar must be [T], got {:?}", sqrt_alpha_bar.shape()),
         ));
     }
     sqrt_one_minus_alpha_bar.expect_shape(OP, "sqrt_one_minus_alpha_bar", &[steps])?;
@@ -203,7 +200,13 @@ pub fn sampler_update(
             ..Default::default()
         },
         // Without a previous x̂₀ the kernel never reads binding 3; x stands in for it.
-        buffers: &[x.buffer(), e.buffer(), x0_prev.unwrap_or(x).buffer(), out.buffer(), x0.buffer()],
+        buffers: &[
+            x.buffer(),
+            e.buffer(),
+            x0_prev.unwrap_or(x).buffer(),
+            out.buffer(),
+            x0.buffer(),
+        ],
     }
     .run(ctx)?;
     Ok((out, x0))

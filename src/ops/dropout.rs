@@ -18,18 +18,11 @@ use crate::tensor::Tensor;
 /// (threshold on the top 24 bits of the Philox word, scale of kept elements).
 fn mask_params(p: f32) -> Result<(u32, f32)> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(Error::arg(
-            "p",
-            format!("dropout probability {p} is not in [0, 1]"),
-        ));
+        return Err(Error::arg("p", format!("dropout probability {p} is not in [0, 1]")));
     }
     // uniform ≥ p ⇔ (w >> 8) ≥ ⌈p·2²⁴⌉ (p·2²⁴ is exact in f64)
     let thresh = (p as f64 * (1u64 << 24) as f64).ceil() as u32;
-    let scale = if p < 1.0 {
-        (1.0 / (1.0 - p as f64)) as f32
-    } else {
-        0.0
-    };
+    let scale = if p < 1.0 { (1.0 / (1.0 - p as f64)) as f32 } else { 0.0 };
     Ok((thresh, scale))
 }
 
@@ -59,12 +52,6 @@ pub fn dropout(ctx: &Context, x: &Tensor, p: f32, seed: u64, stream: u32) -> Res
 }
 
 /// Gradient of [`dropout`] with the same `p`, `seed` and `stream`.
-pub fn dropout_backward(
-    ctx: &Context,
-    dy: &Tensor,
-    p: f32,
-    seed: u64,
-    stream: u32,
-) -> Result<Tensor> {
+pub fn dropout_backward(ctx: &Context, dy: &Tensor, p: f32, seed: u64, stream: u32) -> Result<Tensor> {
     apply(ctx, dy, p, seed, stream, "dropout.dx")
 }

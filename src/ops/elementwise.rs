@@ -54,8 +54,7 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 }
 
 fn elements(op: &'static str, x: &Tensor) -> Result<u32> {
-    u32::try_from(x.numel())
-        .map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", x.shape())))
+    u32::try_from(x.numel()).map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", x.shape())))
 }
 
 /// Record one elementwise dispatch over `n` elements.
@@ -84,15 +83,7 @@ pub fn axpby(ctx: &Context, a: &Tensor, b: &Tensor, alpha: f32, beta: f32) -> Re
     same_shape("axpby", a, b)?;
     let n = elements("axpby", a)?;
     let out = ctx.empty(a.shape(), "axpby.out")?;
-    launch(
-        ctx,
-        "axpby",
-        n,
-        alpha,
-        beta,
-        0,
-        &[a.buffer(), b.buffer(), out.buffer()],
-    )?;
+    launch(ctx, "axpby", n, alpha, beta, 0, &[a.buffer(), b.buffer(), out.buffer()])?;
     Ok(out)
 }
 
@@ -106,15 +97,7 @@ pub fn mul(ctx: &Context, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
     let n = elements("mul", a)?;
     let out = ctx.empty(a.shape(), "mul.out")?;
-    launch(
-        ctx,
-        "mul",
-        n,
-        0.0,
-        0.0,
-        0,
-        &[a.buffer(), b.buffer(), out.buffer()],
-    )?;
+    launch(ctx, "mul", n, 0.0, 0.0, 0, &[a.buffer(), b.buffer(), out.buffer()])?;
     Ok(out)
 }
 
@@ -166,15 +149,7 @@ pub fn add_scaled_inplace(ctx: &Context, acc: &Tensor, x: &Tensor, s: f32) -> Re
         ));
     }
     let n = elements("add_scaled_inplace", acc)?;
-    launch(
-        ctx,
-        "add_scaled_inplace",
-        n,
-        s,
-        0.0,
-        0,
-        &[acc.buffer(), x.buffer()],
-    )
+    launch(ctx, "add_scaled_inplace", n, s, 0.0, 0, &[acc.buffer(), x.buffer()])
 }
 
 /// Set every element of x to `value`, in place.
@@ -237,13 +212,7 @@ pub(crate) const REDUCE_ITERS: usize = 64;
 
 /// Row sums of x viewed as `[rows, len]`, times `scale` → a new `[rows]` tensor. Multi-stage:
 /// each stage sums chunks of a bounded size per workgroup, until one value per row is left.
-pub(crate) fn sum_rows(
-    ctx: &Context,
-    x: &Tensor,
-    rows: usize,
-    len: usize,
-    scale: f32,
-) -> Result<Tensor> {
+pub(crate) fn sum_rows(ctx: &Context, x: &Tensor, rows: usize, len: usize, scale: f32) -> Result<Tensor> {
     let wg = reduce_wg(ctx);
     let chunk = wg * REDUCE_ITERS;
     let mut cur = x.clone();

@@ -79,12 +79,7 @@ fn vector_len(op: &'static str, name: &str, x: &Tensor) -> Result<usize> {
 fn out_elements(op: &'static str, rows: usize, dim: usize) -> Result<usize> {
     rows.checked_mul(dim)
         .filter(|&n| n <= u32::MAX as usize)
-        .ok_or_else(|| {
-            Error::shape(
-                op,
-                format!("output [{rows}, {dim}] has 2^32 or more elements"),
-            )
-        })
+        .ok_or_else(|| Error::shape(op, format!("output [{rows}, {dim}] has 2^32 or more elements")))
 }
 
 /// Sinusoidal embedding of float timesteps t `[B]` → `[B, dim]` (diffusers'
@@ -100,10 +95,7 @@ pub fn timestep_embedding(
     const OP: &str = "timestep_embedding";
     let b = vector_len(OP, "t", t)?;
     if dim == 0 {
-        return Err(Error::arg(
-            "dim",
-            format!("{OP}: embedding dim must be at least 1"),
-        ));
+        return Err(Error::arg("dim", format!("{OP}: embedding dim must be at least 1")));
     }
     let half = dim / 2;
     let denom = half as f32 - downscale_freq_shift;
@@ -137,23 +129,13 @@ pub fn embedding_lookup(ctx: &Context, table: &Tensor, labels: &Tensor) -> Resul
     let n = out_elements(OP, b, d)?;
     let out = ctx.empty(&[b, d], "embedding_lookup.out")?;
     let p = Params::new(n, d, k);
-    launch(
-        ctx,
-        OP,
-        &p,
-        &[table.buffer(), labels.buffer(), out.buffer()],
-    )?;
+    launch(ctx, OP, &p, &[table.buffer(), labels.buffer(), out.buffer()])?;
     Ok(out)
 }
 
 /// Gradient of [`embedding_lookup`] for the table: dy `[B, D]` summed into the labelled rows of a
 /// new `[num_classes, D]` tensor.
-pub fn embedding_backward(
-    ctx: &Context,
-    labels: &Tensor,
-    dy: &Tensor,
-    num_classes: usize,
-) -> Result<Tensor> {
+pub fn embedding_backward(ctx: &Context, labels: &Tensor, dy: &Tensor, num_classes: usize) -> Result<Tensor> {
     const OP: &str = "embedding_backward";
     let b = vector_len(OP, "labels", labels)?;
     let (by, d) = dy.dims2(OP)?;
@@ -168,10 +150,7 @@ pub fn embedding_backward(
         ));
     }
     if num_classes == 0 {
-        return Err(Error::arg(
-            "num_classes",
-            format!("{OP}: must be at least 1"),
-        ));
+        return Err(Error::arg("num_classes", format!("{OP}: must be at least 1")));
     }
     let n = out_elements(OP, num_classes, d)?;
     let dtable = ctx.empty(&[num_classes, d], "embedding_backward.dtable")?;
@@ -180,12 +159,7 @@ pub fn embedding_backward(
         p.b0 = b0 as u32;
         p.b1 = (b0 + ROWS_PER_PASS).min(b) as u32;
         p.accumulate = (pass > 0) as u32;
-        launch(
-            ctx,
-            OP,
-            &p,
-            &[labels.buffer(), dy.buffer(), dtable.buffer()],
-        )?;
+        launch(ctx, OP, &p, &[labels.buffer(), dy.buffer(), dtable.buffer()])?;
     }
     Ok(dtable)
 }

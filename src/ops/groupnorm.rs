@@ -80,10 +80,7 @@ fn setup(
     if groups == 0 || c % groups != 0 {
         return Err(Error::arg(
             "groups",
-            format!(
-                "{op}: {groups} groups do not divide {c} channels (x {:?})",
-                x.shape()
-            ),
+            format!("{op}: {groups} groups do not divide {c} channels (x {:?})", x.shape()),
         ));
     }
     gamma.expect_shape(op, "gamma", &[c])?;
@@ -131,10 +128,7 @@ pub fn group_norm(
     let n = p.n as usize;
     let y = ctx.empty(x.shape(), "group_norm.y")?;
     let stats = ctx.empty(&[n, groups, 2], "group_norm.stats")?;
-    let chunks = ctx.empty(
-        &[n * groups * p.gchunks as usize, 2],
-        "group_norm.chunk_stats",
-    )?;
+    let chunks = ctx.empty(&[n * groups * p.gchunks as usize, 2], "group_norm.chunk_stats")?;
     let params = bytemuck::bytes_of(&p);
     ctx.dispatch(Dispatch {
         shader: &SHADER,
@@ -157,13 +151,7 @@ pub fn group_norm(
         entry: "gn_normalize",
         constants: &row_wg,
         params,
-        buffers: &[
-            x.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            stats.buffer(),
-            y.buffer(),
-        ],
+        buffers: &[x.buffer(), gamma.buffer(), beta.buffer(), stats.buffer(), y.buffer()],
         workgroups: ctx.grid(p.n * p.c * p.rchunks),
     })?;
     Ok((y, stats))
@@ -186,10 +174,7 @@ pub fn group_norm_backward(
     let (n, c) = (p.n as usize, p.c as usize);
     stats.expect_shape(OP, "stats", &[n, groups, 2])?;
     dy.expect_shape(OP, "dy", x.shape())?;
-    let parts = ctx.empty(
-        &[n * c * p.rchunks as usize, 2],
-        "group_norm_backward.parts",
-    )?;
+    let parts = ctx.empty(&[n * c * p.rchunks as usize, 2], "group_norm_backward.parts")?;
     let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
     let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
     let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;

@@ -45,16 +45,11 @@ fn launch(
 }
 
 fn elements(op: &'static str, x: &Tensor) -> Result<u32> {
-    u32::try_from(x.numel())
-        .map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", x.shape())))
+    u32::try_from(x.numel()).map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", x.shape())))
 }
 
 /// (N, C, spatial dims) of a 3-D or 4-D tensor.
-fn split_dims<'a>(
-    op: &'static str,
-    name: &str,
-    x: &'a Tensor,
-) -> Result<(usize, usize, &'a [usize])> {
+fn split_dims<'a>(op: &'static str, name: &str, x: &'a Tensor) -> Result<(usize, usize, &'a [usize])> {
     match x.shape() {
         [n, c, rest @ ..] if (1..=2).contains(&rest.len()) => Ok((*n, *c, rest)),
         s => Err(Error::shape(
@@ -147,13 +142,7 @@ pub fn upsample_nearest2x(ctx: &Context, x: &Tensor) -> Result<Tensor> {
         p1: 0,
         p2: 0,
     };
-    launch(
-        ctx,
-        OP,
-        params,
-        total.div_ceil(256),
-        &[x.buffer(), out.buffer()],
-    )?;
+    launch(ctx, OP, params, total.div_ceil(256), &[x.buffer(), out.buffer()])?;
     Ok(out)
 }
 
@@ -177,13 +166,7 @@ pub fn upsample_nearest2x_backward(ctx: &Context, dy: &Tensor) -> Result<Tensor>
         p1: 0,
         p2: 0,
     };
-    launch(
-        ctx,
-        OP,
-        params,
-        total.div_ceil(256),
-        &[dy.buffer(), dx.buffer()],
-    )?;
+    launch(ctx, OP, params, total.div_ceil(256), &[dy.buffer(), dx.buffer()])?;
     Ok(dx)
 }
 
@@ -206,15 +189,9 @@ fn transpose(
         p1: cols as u32,
         p2: tiles as u32,
     };
-    let workgroups = u32::try_from(batch * tiles)
-        .map_err(|_| Error::shape(op, format!("{:?} is too large", x.shape())))?;
-    launch(
-        ctx,
-        "transpose",
-        params,
-        workgroups,
-        &[x.buffer(), out.buffer()],
-    )?;
+    let workgroups =
+        u32::try_from(batch * tiles).map_err(|_| Error::shape(op, format!("{:?} is too large", x.shape())))?;
+    launch(ctx, "transpose", params, workgroups, &[x.buffer(), out.buffer()])?;
     Ok(out)
 }
 
@@ -229,12 +206,7 @@ pub fn nlc_to_nchw(ctx: &Context, x: &Tensor, h: usize, w: usize) -> Result<Tens
     const OP: &str = "nlc_to_nchw";
     let (n, l, c) = match x.shape()[..] {
         [n, l, c] => (n, l, c),
-        _ => {
-            return Err(Error::shape(
-                OP,
-                format!("x: expected [N, L, C], got {:?}", x.shape()),
-            ))
-        }
+        _ => return Err(Error::shape(OP, format!("x: expected [N, L, C], got {:?}", x.shape()))),
     };
     if l != h * w {
         return Err(Error::shape(

@@ -28,15 +28,10 @@ fn check(op: &'static str, pred: &Tensor, target: &Tensor) -> Result<u32> {
     if pred.shape() != target.shape() {
         return Err(Error::shape(
             op,
-            format!(
-                "pred {:?} and target {:?} differ",
-                pred.shape(),
-                target.shape()
-            ),
+            format!("pred {:?} and target {:?} differ", pred.shape(), target.shape()),
         ));
     }
-    u32::try_from(pred.numel())
-        .map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", pred.shape())))
+    u32::try_from(pred.numel()).map_err(|_| Error::shape(op, format!("{:?} has 2^32 or more elements", pred.shape())))
 }
 
 /// Mean squared error over all elements → `[1]`.
@@ -68,12 +63,7 @@ pub fn mse_loss(ctx: &Context, pred: &Tensor, target: &Tensor) -> Result<Tensor>
 }
 
 /// Gradient of [`mse_loss`] with respect to pred, times `grad_scale`.
-pub fn mse_loss_backward(
-    ctx: &Context,
-    pred: &Tensor,
-    target: &Tensor,
-    grad_scale: f32,
-) -> Result<Tensor> {
+pub fn mse_loss_backward(ctx: &Context, pred: &Tensor, target: &Tensor, grad_scale: f32) -> Result<Tensor> {
     let n = check("mse_loss_backward", pred, target)?;
     let out = ctx.empty(pred.shape(), "mse_loss_backward.dpred")?;
     let params = Params {
@@ -95,7 +85,6 @@ pub fn mse_loss_backward(
 
 /// Σ of all elements → `[1]`.
 pub fn sum(ctx: &Context, x: &Tensor) -> Result<Tensor> {
-    u32::try_from(x.numel())
-        .map_err(|_| Error::shape("sum", format!("{:?} has 2^32 or more elements", x.shape())))?;
+    u32::try_from(x.numel()).map_err(|_| Error::shape("sum", format!("{:?} has 2^32 or more elements", x.shape())))?;
     sum_rows(ctx, x, 1, x.numel(), 1.0)
 }

@@ -114,12 +114,7 @@ fn dims(op: &'static str, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) 
     if k != k2 {
         return Err(mismatch());
     }
-    Ok(Dims {
-        batch: ba,
-        m,
-        k,
-        n,
-    })
+    Ok(Dims { batch: ba, m, k, n })
 }
 
 fn out_shape(a: &Tensor, d: Dims) -> Vec<usize> {
@@ -131,14 +126,7 @@ fn out_shape(a: &Tensor, d: Dims) -> Vec<usize> {
 }
 
 /// Whether `kernel` can run a product of size `(m, k, n)` with these transposes on `ctx`.
-pub fn supports(
-    ctx: &Context,
-    kernel: Kernel,
-    m: usize,
-    k: usize,
-    n: usize,
-    trans_a: bool,
-) -> bool {
+pub fn supports(ctx: &Context, kernel: Kernel, m: usize, k: usize, n: usize, trans_a: bool) -> bool {
     match kernel {
         Kernel::Tiled => true,
         Kernel::Subgroup { wg } => {
@@ -149,9 +137,9 @@ pub fn supports(
                 && wg % 8 == 0
                 && wg > 0
                 && wg <= ctx.limits().max_compute_invocations_per_workgroup
-                && k % 4 == 0
-                && n % 4 == 0
-                && (!trans_a || m % 4 == 0)
+                && k.is_multiple_of(4)
+                && n.is_multiple_of(4)
+                && (!trans_a || m.is_multiple_of(4))
         }
     }
 }
@@ -161,9 +149,7 @@ pub fn supports(
 /// `benches/matmul.rs`), the tiled kernel otherwise.
 pub fn kernel_for(ctx: &Context, m: usize, k: usize, n: usize, trans_a: bool) -> Kernel {
     let sg = Kernel::Subgroup { wg: 32 };
-    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
-        && supports(ctx, sg, m, k, n, trans_a)
-    {
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && supports(ctx, sg, m, k, n, trans_a) {
         sg
     } else {
         Kernel::Tiled
@@ -199,8 +185,7 @@ pub fn gemm_with(
         ));
     }
     // Output tile of one workgroup (rows, columns).
-    let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) =
-        match kernel {
+    let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) = match kernel {
         Kernel::Tiled => (TILED_TILE, TILED_TILE, "gemm_tiled", &SHADER, vec![]),
         Kernel::Subgroup { wg } => (
             SG_ROWS * (wg / 8),
@@ -266,13 +251,7 @@ pub fn gemm_into(
 
 /// out = op(a)·op(b): a [M,K] (or [K,M] if trans_a), b [K,N] (or [N,K] if trans_b); also
 /// batched 3-D [B,..] with the same batch on both.
-pub fn matmul(
-    ctx: &Context,
-    a: &Tensor,
-    b: &Tensor,
-    trans_a: bool,
-    trans_b: bool,
-) -> Result<Tensor> {
+pub fn matmul(ctx: &Context, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     let d = dims("matmul", a, b, trans_a, trans_b)?;
     let out = ctx.empty(&out_shape(a, d), "matmul.out")?;
     gemm_into(ctx, a, b, &out, trans_a, trans_b, 1.0, 0.0)?;
@@ -309,11 +288,7 @@ pub fn linear_backward(
     if k != kw {
         return Err(Error::shape(
             "linear_backward",
-            format!(
-                "x {:?} and w {:?} differ in input features",
-                x.shape(),
-                w.shape()
-            ),
+            format!("x {:?} and w {:?} differ in input features", x.shape(), w.shape()),
         ));
     }
     dy.expect_shape("linear_backward", "dy", &[m, n])?;

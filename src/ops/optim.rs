@@ -77,8 +77,7 @@ struct EmaUniform {
 }
 
 fn elements(op: &'static str, t: &Tensor) -> Result<u32> {
-    u32::try_from(t.numel())
-        .map_err(|_| Error::shape(op, format!("{:?} has more than 2^32 elements", t.shape())))
+    u32::try_from(t.numel()).map_err(|_| Error::shape(op, format!("{:?} has more than 2^32 elements", t.shape())))
 }
 
 /// One Adam/AdamW step in place on `param`, `m` and `v`.
@@ -118,19 +117,10 @@ pub fn adam_step(
             s.expect_shape(OP, "grad_scale", &[1])?;
             (
                 "adam_scaled",
-                vec![
-                    param.buffer(),
-                    grad.buffer(),
-                    m.buffer(),
-                    v.buffer(),
-                    s.buffer(),
-                ],
+                vec![param.buffer(), grad.buffer(), m.buffer(), v.buffer(), s.buffer()],
             )
         }
-        None => (
-            "adam",
-            vec![param.buffer(), grad.buffer(), m.buffer(), v.buffer()],
-        ),
+        None => ("adam", vec![param.buffer(), grad.buffer(), m.buffer(), v.buffer()]),
     };
     ctx.dispatch(Dispatch {
         shader: &SHADER,
@@ -143,14 +133,7 @@ pub fn adam_step(
 }
 
 /// Record one `sum_chunks` launch: partial sums of `input[..n]` into `out[offset..]`.
-fn sum_chunks(
-    ctx: &Context,
-    input: &wgpu::Buffer,
-    n: usize,
-    out: &Tensor,
-    offset: usize,
-    square: bool,
-) -> Result<()> {
+fn sum_chunks(ctx: &Context, input: &wgpu::Buffer, n: usize, out: &Tensor, offset: usize, square: bool) -> Result<()> {
     let uniform = ReduceUniform {
         n: n as u32,
         out_offset: offset as u32,
@@ -171,10 +154,7 @@ fn sum_chunks(
 pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
     const OP: &str = "grad_norm_sq";
     if grads.is_empty() {
-        return Err(Error::arg(
-            "grads",
-            "grad_norm_sq needs at least one tensor",
-        ));
+        return Err(Error::arg("grads", "grad_norm_sq needs at least one tensor"));
     }
     for g in grads {
         elements(OP, g)?;
@@ -203,10 +183,7 @@ pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
 pub fn clip_scale(ctx: &Context, norm_sq: &Tensor, max_norm: f32) -> Result<Tensor> {
     norm_sq.expect_shape("clip_scale", "norm_sq", &[1])?;
     let out = ctx.empty(&[1], "clip_scale.out")?;
-    let uniform = ClipUniform {
-        max_norm,
-        _pad: [0; 3],
-    };
+    let uniform = ClipUniform { max_norm, _pad: [0; 3] };
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "clip_scale",

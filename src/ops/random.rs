@@ -61,8 +61,7 @@ pub(crate) struct RngLaunch<'a> {
 
 impl RngLaunch<'_> {
     pub(crate) fn run(self, ctx: &Context) -> Result<()> {
-        let n = u32::try_from(self.n)
-            .map_err(|_| Error::arg("shape", format!("{} elements exceed 2^32", self.n)))?;
+        let n = u32::try_from(self.n).map_err(|_| Error::arg("shape", format!("{} elements exceed 2^32", self.n)))?;
         let params = RngParams {
             n,
             seed_lo: self.seed as u32,
@@ -83,14 +82,7 @@ impl RngLaunch<'_> {
     }
 }
 
-fn fill(
-    ctx: &Context,
-    entry: &'static str,
-    shape: &[usize],
-    seed: u64,
-    stream: u32,
-    first: u64,
-) -> Result<Tensor> {
+fn fill(ctx: &Context, entry: &'static str, shape: &[usize], seed: u64, stream: u32, first: u64) -> Result<Tensor> {
     let out = ctx.empty(shape, entry)?;
     RngLaunch {
         entry,
@@ -116,23 +108,11 @@ pub fn randn(ctx: &Context, shape: &[usize], seed: u64, stream: u32) -> Result<T
 }
 
 /// Uniform [0, 1) tensor whose element i uses counter index `first + i`.
-pub fn rand_uniform_at(
-    ctx: &Context,
-    shape: &[usize],
-    seed: u64,
-    stream: u32,
-    first: u64,
-) -> Result<Tensor> {
+pub fn rand_uniform_at(ctx: &Context, shape: &[usize], seed: u64, stream: u32, first: u64) -> Result<Tensor> {
     fill(ctx, "uniform_fill", shape, seed, stream, first)
 }
 
 /// Standard normal tensor whose element i uses counter index `first + i`.
-pub fn randn_at(
-    ctx: &Context,
-    shape: &[usize],
-    seed: u64,
-    stream: u32,
-    first: u64,
-) -> Result<Tensor> {
+pub fn randn_at(ctx: &Context, shape: &[usize], seed: u64, stream: u32, first: u64) -> Result<Tensor> {
     fill(ctx, "normal_fill", shape, seed, stream, first)
 }

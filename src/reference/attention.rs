@@ -25,15 +25,7 @@ fn scores(q: &[f64], k: &[f64], b: usize, h: usize, t: usize, c: usize, d: usize
 
 /// Forward: returns (o [B,T,C], lse [B,heads,T]) with
 /// o[b,t,h·d+j] = Σ_s softmax_s(q_t·k_s/√d) v[b,s,h·d+j] and lse = logsumexp_s(q_t·k_s/√d).
-pub fn attention(
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
-    b: usize,
-    t: usize,
-    c: usize,
-    heads: usize,
-) -> (Vec<f64>, Vec<f64>) {
+pub fn attention(q: &[f64], k: &[f64], v: &[f64], b: usize, t: usize, c: usize, heads: usize) -> (Vec<f64>, Vec<f64>) {
     let d = c / heads;
     let mut o = vec![0.0; b * t * c];
     let mut lse = vec![0.0; b * heads * t];

@@ -59,8 +59,7 @@ pub fn conv2d_at(x: &[f64], w: &[f64], bias: Option<&[f64]>, d: &Conv2dDims, at:
                 let Some(iw) = d.tap(ow, s, d.pad[2], d.w) else {
                     continue;
                 };
-                acc += w[((co * d.cin + ci) * d.kh + r) * d.kw + s]
-                    * x[((n * d.cin + ci) * d.h + ih) * d.w + iw];
+                acc += w[((co * d.cin + ci) * d.kh + r) * d.kw + s] * x[((n * d.cin + ci) * d.h + ih) * d.w + iw];
             }
         }
     }

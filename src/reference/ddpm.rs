@@ -33,15 +33,7 @@ pub fn axpbz(x: &[f64], e: &[f64], a: f64, b: f64, sigma: f64, seed: u64, stream
 }
 
 /// x_{t−1} = coef_x·x_t − coef_eps·eps + σ·z.
-pub fn ddpm_step(
-    x_t: &[f64],
-    eps: &[f64],
-    coef_x: f64,
-    coef_eps: f64,
-    sigma: f64,
-    seed: u64,
-    stream: u32,
-) -> Vec<f64> {
+pub fn ddpm_step(x_t: &[f64], eps: &[f64], coef_x: f64, coef_eps: f64, sigma: f64, seed: u64, stream: u32) -> Vec<f64> {
     axpbz(x_t, eps, coef_x, -coef_eps, sigma, seed, stream)
 }
 

@@ -13,9 +13,7 @@ pub fn timestep_embedding(
     let mut out = Vec::with_capacity(t.len() * dim);
     for &tb in t {
         let args: Vec<f64> = (0..half)
-            .map(|j| {
-                tb * (-max_period.ln() * j as f64 / (half as f64 - downscale_freq_shift)).exp()
-            })
+            .map(|j| tb * (-max_period.ln() * j as f64 / (half as f64 - downscale_freq_shift)).exp())
             .collect();
         let sin = args.iter().map(|a| a.sin());
         let cos = args.iter().map(|a| a.cos());

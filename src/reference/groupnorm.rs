@@ -5,14 +5,7 @@ fn sigmoid(v: f64) -> f64 {
 }
 
 /// Per (sample, group) (mean, rstd) = (Σx/m, 1/sqrt(Σ(x-mean)²/m + eps)), flattened `[N, G, 2]`.
-pub fn group_norm_stats(
-    x: &[f64],
-    n: usize,
-    c: usize,
-    hw: usize,
-    groups: usize,
-    eps: f64,
-) -> Vec<f64> {
+pub fn group_norm_stats(x: &[f64], n: usize, c: usize, hw: usize, groups: usize, eps: f64) -> Vec<f64> {
     let m = c / groups * hw;
     let mut stats = Vec::with_capacity(n * groups * 2);
     for grp in 0..n * groups {

@@ -1,14 +1,7 @@
 //! CPU f64 reference for the layout ops. Tensors are flattened row-major; `hw` = H·W (or L).
 
 /// cat(a `[n, ca, hw]`, b `[n, cb, hw]`) along channels → `[n, ca + cb, hw]`.
-pub fn concat_channels(
-    a: &[f64],
-    b: &[f64],
-    n: usize,
-    ca: usize,
-    cb: usize,
-    hw: usize,
-) -> Vec<f64> {
+pub fn concat_channels(a: &[f64], b: &[f64], n: usize, ca: usize, cb: usize, hw: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     for i in 0..n {
         out.extend_from_slice(&a[i * ca * hw..(i + 1) * ca * hw]);

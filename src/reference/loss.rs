@@ -2,11 +2,7 @@
 
 /// Σ(pred - target)²/n.
 pub fn mse_loss(pred: &[f64], target: &[f64]) -> f64 {
-    let s: f64 = pred
-        .iter()
-        .zip(target)
-        .map(|(p, t)| (p - t) * (p - t))
-        .sum();
+    let s: f64 = pred.iter().zip(target).map(|(p, t)| (p - t) * (p - t)).sum();
     s / pred.len() as f64
 }
 

@@ -164,9 +164,7 @@ pub fn rand_uniform(n: usize, seed: u64, stream: u32, offset: u64) -> Vec<f64> {
 
 /// `n` normals: element i is [`normal`] at index `offset + i`.
 pub fn randn(n: usize, seed: u64, stream: u32, offset: u64) -> Vec<f64> {
-    (0..n as u64)
-        .map(|i| normal(seed, stream, offset + i) as f64)
-        .collect()
+    (0..n as u64).map(|i| normal(seed, stream, offset + i) as f64).collect()
 }
 
 fn poly(c: &[f64], x: f64) -> f64 {

@@ -21,11 +21,7 @@ const SHAPES: &[(usize, usize, usize, usize, f32)] = &[
 fn inputs(b: usize, t: usize, c: usize, scale: f32, seed: u64) -> [Vec<f32>; 3] {
     let n = b * t * c;
     let s = |x: Vec<f32>| x.into_iter().map(|v| v * scale).collect::<Vec<_>>();
-    [
-        s(rand_vec(n, seed)),
-        s(rand_vec(n, seed + 1)),
-        rand_vec(n, seed + 2),
-    ]
+    [s(rand_vec(n, seed)), s(rand_vec(n, seed + 1)), rand_vec(n, seed + 2)]
 }
 
 #[test]
@@ -36,26 +32,13 @@ fn attention_forward_matches_reference() {
         let [q, k, v] = inputs(b, t, c, scale, 10 * i as u64);
         let up = |x: &[f32]| ctx.upload(&[b, t, c], x).unwrap();
         let (o, lse) = at::attention(ctx, &up(&q), &up(&k), &up(&v), heads).unwrap();
-        let (want_o, want_lse) =
-            rf::attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, t, c, heads);
+        let (want_o, want_lse) = rf::attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, t, c, heads);
         let name = format!("B={b} T={t} heads={heads} d={d}");
         // o is a convex combination of |v| < 1 values: f32 dot products of length d (scores)
         // and sums of T weights, each with relative error ~(d + T)·6e-8 ≤ 4e-5.
-        assert_close(
-            &format!("o {name}"),
-            &ctx.read(&o).unwrap(),
-            &want_o,
-            2e-5,
-            1e-4,
-        );
+        assert_close(&format!("o {name}"), &ctx.read(&o).unwrap(), &want_o, 2e-5, 1e-4);
         // lse = m + ln l: absolute error of the scores (|score| ≤ ~20, d-term dot) plus ln l.
-        assert_close(
-            &format!("lse {name}"),
-            &ctx.read(&lse).unwrap(),
-            &want_lse,
-            2e-5,
-            1e-5,
-        );
+        assert_close(&format!("lse {name}"), &ctx.read(&lse).unwrap(), &want_lse, 2e-5, 1e-5);
     }
 }
 
@@ -69,45 +52,18 @@ fn attention_backward_matches_reference() {
         let up = |x: &[f32]| ctx.upload(&[b, t, c], x).unwrap();
         let (tq, tk, tv, tdout) = (up(&q), up(&k), up(&v), up(&dout));
         let (o, lse) = at::attention(ctx, &tq, &tk, &tv, heads).unwrap();
-        let (dq, dk, dv) =
-            at::attention_backward(ctx, &tq, &tk, &tv, &o, &lse, &tdout, heads).unwrap();
-        let (wq, wk, wv) = rf::attention_backward(
-            &to_f64(&q),
-            &to_f64(&k),
-            &to_f64(&v),
-            &to_f64(&dout),
-            b,
-            t,
-            c,
-            heads,
-        );
+        let (dq, dk, dv) = at::attention_backward(ctx, &tq, &tk, &tv, &o, &lse, &tdout, heads).unwrap();
+        let (wq, wk, wv) =
+            rf::attention_backward(&to_f64(&q), &to_f64(&k), &to_f64(&v), &to_f64(&dout), b, t, c, heads);
         let name = format!("B={b} T={t} heads={heads} d={d}");
         // Sums of T terms P·(dP - delta)·k with dP a d-term dot of values < 1 and the inputs
         // scaled by up to 3: f32 error ~(d + T)·6e-8 relative to terms of size up to ~3·d^0.5,
         // plus the forward's o and lse errors propagated through delta and P.
         let tol = 5e-5 * (scale as f64) * (scale as f64);
-        assert_close(
-            &format!("dq {name}"),
-            &ctx.read(&dq).unwrap(),
-            &wq,
-            tol,
-            1e-3,
-        );
-        assert_close(
-            &format!("dk {name}"),
-            &ctx.read(&dk).unwrap(),
-            &wk,
-            tol,
-            1e-3,
-        );
+        assert_close(&format!("dq {name}"), &ctx.read(&dq).unwrap(), &wq, tol, 1e-3);
+        assert_close(&format!("dk {name}"), &ctx.read(&dk).unwrap(), &wk, tol, 1e-3);
         // dv = Pᵀ dout: sums of T products of probabilities with |dout| < 1.
-        assert_close(
-            &format!("dv {name}"),
-            &ctx.read(&dv).unwrap(),
-            &wv,
-            2e-5,
-            1e-4,
-        );
+        assert_close(&format!("dv {name}"), &ctx.read(&dv).unwrap(), &wv, 2e-5, 1e-4);
     }
 }
 
@@ -125,24 +81,9 @@ fn attention_long_sequence() {
     let (want_o, want_lse) = rf::attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, t, c, heads);
     // As in attention_forward_matches_reference, with T = 1024 terms per softmax sum.
     assert_close("o T=1024", &ctx.read(&o).unwrap(), &want_o, 2e-5, 1e-4);
-    assert_close(
-        "lse T=1024",
-        &ctx.read(&lse).unwrap(),
-        &want_lse,
-        2e-5,
-        1e-5,
-    );
+    assert_close("lse T=1024", &ctx.read(&lse).unwrap(), &want_lse, 2e-5, 1e-5);
     let (dq, dk, dv) = at::attention_backward(ctx, &tq, &tk, &tv, &o, &lse, &tdout, heads).unwrap();
-    let (wq, wk, wv) = rf::attention_backward(
-        &to_f64(&q),
-        &to_f64(&k),
-        &to_f64(&v),
-        &to_f64(&dout),
-        b,
-        t,
-        c,
-        heads,
-    );
+    let (wq, wk, wv) = rf::attention_backward(&to_f64(&q), &to_f64(&k), &to_f64(&v), &to_f64(&dout), b, t, c, heads);
     // Sums of 1024 terms of size ≤ ~4 with f32 rounding: ~1024·6e-8·4 ≈ 2.5e-4 worst case.
     assert_close("dq T=1024", &ctx.read(&dq).unwrap(), &wq, 2e-4, 1e-3);
     assert_close("dk T=1024", &ctx.read(&dk).unwrap(), &wk, 2e-4, 1e-3);
@@ -201,10 +142,7 @@ fn attention_shape_errors() {
     let err = at::attention(ctx, &a, &b, &a, 1).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("[1, 4, 6]") && msg.contains("[1, 6, 4]"),
-        "{msg}"
-    );
+    assert!(msg.contains("[1, 4, 6]") && msg.contains("[1, 6, 4]"), "{msg}");
     // 4 heads do not divide 6 channels.
     let err = at::attention(ctx, &a, &a, &a, 4).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");

@@ -7,14 +7,7 @@ use ddpm_wgpu::Error;
 
 use crate::common::{assert_close, ctx, rand_vec, to_f64};
 
-fn dims(
-    n: usize,
-    cin: usize,
-    hw: (usize, usize),
-    cout: usize,
-    k: (usize, usize),
-    p: Conv2dParams,
-) -> Conv2dDims {
+fn dims(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: (usize, usize), p: Conv2dParams) -> Conv2dDims {
     Conv2dDims {
         n,
         cin,
@@ -51,13 +44,7 @@ fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
     assert_eq!(y.shape(), &ys, "{name}: y shape");
     let want = cref::conv2d(&x64, &w64, with_bias.then_some(&b64[..]), &d);
     // f32 sums of at most a few hundred products of values in [-1, 1]: rounding stays < 1e-4.
-    assert_close(
-        &format!("{name} forward"),
-        &ctx.read(&y).unwrap(),
-        &want,
-        1e-4,
-        1e-4,
-    );
+    assert_close(&format!("{name} forward"), &ctx.read(&y).unwrap(), &want, 1e-4, 1e-4);
 
     let g = conv2d_backward(ctx, &x, &w, &dy, p, true).unwrap();
     let dx = g.dx.expect("need_dx = true returns dx");
@@ -172,11 +159,7 @@ fn conv2d_reference_backward_matches_finite_differences() {
         let b = to_f64(&rand_vec(d.cout, seed + 2));
         let r = to_f64(&rand_vec(d.n * d.cout * ho * wo, seed + 3));
         let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
-            cref::conv2d(x, w, Some(b), &d)
-                .iter()
-                .zip(&r)
-                .map(|(y, r)| y * r)
-                .sum()
+            cref::conv2d(x, w, Some(b), &d).iter().zip(&r).map(|(y, r)| y * r).sum()
         };
         let eps = 1e-6;
         let numeric = |v: &[f64], f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
@@ -226,22 +209,10 @@ fn conv2d_shape_errors_are_typed() {
     let dy_bad = ctx.zeros(&[1, 4, 7, 8], "dy").unwrap();
     let w_big = ctx.zeros(&[4, 3, 11, 11], "w").unwrap();
     let x3 = ctx.zeros(&[3, 8, 8], "x3").unwrap();
-    assert!(matches!(
-        conv2d(ctx, &x, &w_bad_cin, None, p),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        conv2d(ctx, &x, &w, Some(&b_bad), p),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        conv2d(ctx, &x3, &w, None, p),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        conv2d(ctx, &x, &w_big, None, p),
-        Err(Error::Shape { .. })
-    ));
+    assert!(matches!(conv2d(ctx, &x, &w_bad_cin, None, p), Err(Error::Shape { .. })));
+    assert!(matches!(conv2d(ctx, &x, &w, Some(&b_bad), p), Err(Error::Shape { .. })));
+    assert!(matches!(conv2d(ctx, &x3, &w, None, p), Err(Error::Shape { .. })));
+    assert!(matches!(conv2d(ctx, &x, &w_big, None, p), Err(Error::Shape { .. })));
     assert!(matches!(
         conv2d(ctx, &x, &w, None, Conv2dParams::new(0, 1)),
         Err(Error::InvalidArgument { .. })

@@ -36,14 +36,7 @@ fn ddpm_q_sample_matches_reference() {
         let tt = ctx.upload(&[ts.len()], &ts).unwrap();
         let (xt, eps) = ops::q_sample(ctx, &tx0, &tt, &tsab, &tsomab, 42, 7).unwrap();
         let (xt, eps) = (ctx.read(&xt).unwrap(), ctx.read(&eps).unwrap());
-        let (want_xt, want_eps) = rf::q_sample(
-            &to_f64(&x0),
-            &to_f64(&ts),
-            &to_f64(&sab),
-            &to_f64(&somab),
-            42,
-            7,
-        );
+        let (want_xt, want_eps) = rf::q_sample(&to_f64(&x0), &to_f64(&ts), &to_f64(&sab), &to_f64(&somab), 42, 7);
         // eps is the generator's output: bit-identical.
         assert_eq!(eps, want_eps.iter().map(|&e| e as f32).collect::<Vec<_>>());
         // Two products and a sum in f32 (possibly fused): a few ulps of |x_t| <= ~6.
@@ -54,12 +47,7 @@ fn ddpm_q_sample_matches_reference() {
 #[test]
 fn ddpm_step_and_axpbz_match_reference() {
     let ctx = ctx();
-    for (n, sigma) in [
-        (1usize, 0.3f32),
-        (7, 0.0),
-        (3 * 17 * 19, 0.05),
-        (65_539, 1.0),
-    ] {
+    for (n, sigma) in [(1usize, 0.3f32), (7, 0.0), (3 * 17 * 19, 0.05), (65_539, 1.0)] {
         let x = rand_vec(n, 1 + n as u64);
         let e = rand_vec(n, 2 + n as u64);
         let tx = ctx.upload(&[n], &x).unwrap();
@@ -69,9 +57,7 @@ fn ddpm_step_and_axpbz_match_reference() {
             coef_eps: 0.0204,
             sigma,
         };
-        let got = ctx
-            .read(&ops::ddpm_step(ctx, &tx, &te, &step, 3, 11).unwrap())
-            .unwrap();
+        let got = ctx.read(&ops::ddpm_step(ctx, &tx, &te, &step, 3, 11).unwrap()).unwrap();
         let want = rf::ddpm_step(
             &to_f64(&x),
             &to_f64(&e),
@@ -82,25 +68,13 @@ fn ddpm_step_and_axpbz_match_reference() {
             11,
         );
         // Three products and two sums in f32, possibly fused: a few ulps of values <= ~6.
-        assert_close(
-            &format!("ddpm_step n={n} sigma={sigma}"),
-            &got,
-            &want,
-            2e-6,
-            1e-6,
-        );
+        assert_close(&format!("ddpm_step n={n} sigma={sigma}"), &got, &want, 2e-6, 1e-6);
         let got = ctx
             .read(&ops::axpbz(ctx, &tx, &te, -0.5, 2.0, sigma, 8, 0).unwrap())
             .unwrap();
         let want = rf::axpbz(&to_f64(&x), &to_f64(&e), -0.5, 2.0, sigma as f64, 8, 0);
         // as above
-        assert_close(
-            &format!("axpbz n={n} sigma={sigma}"),
-            &got,
-            &want,
-            2e-6,
-            1e-6,
-        );
+        assert_close(&format!("axpbz n={n} sigma={sigma}"), &got, &want, 2e-6, 1e-6);
     }
 }
 
@@ -114,9 +88,7 @@ fn ddpm_step_noise_is_the_random_stream() {
         coef_eps: 0.0,
         sigma: 1.0,
     };
-    let got = ctx
-        .read(&ops::ddpm_step(ctx, &x, &x, &step, 17, 4).unwrap())
-        .unwrap();
+    let got = ctx.read(&ops::ddpm_step(ctx, &x, &x, &step, 17, 4).unwrap()).unwrap();
     let want: Vec<f32> = (0..300).map(|i| random::normal(17, 4, i)).collect();
     assert_eq!(got, want);
 }
@@ -126,9 +98,7 @@ fn ddpm_shape_errors() {
     let ctx = ctx();
     let x = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
     let e = ctx.upload(&[3, 2], &[0.0; 6]).unwrap();
-    let err = ops::axpbz(ctx, &x, &e, 1.0, 1.0, 0.0, 0, 0)
-        .unwrap_err()
-        .to_string();
+    let err = ops::axpbz(ctx, &x, &e, 1.0, 1.0, 0.0, 0, 0).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
     let t = ctx.upload(&[3], &[0.0; 3]).unwrap();
     let sched = ctx.upload(&[10], &[0.5; 10]).unwrap();
@@ -143,11 +113,23 @@ fn ddpm_sampler_update_matches_reference() {
     let ctx = ctx();
     // odd sizes; with and without clipping, multistep term and noise
     for (case, &n) in [1usize, 7, 3 * 5 * 11].iter().enumerate() {
-        let x = rand_vec(n, 70 + case as u64).iter().map(|v| v * 3.0).collect::<Vec<_>>();
+        let x = rand_vec(n, 70 + case as u64)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect::<Vec<_>>();
         let e = rand_vec(n, 80 + case as u64);
         let prev = rand_vec(n, 90 + case as u64);
-        let (tx, te, tp) = (ctx.upload(&[n], &x).unwrap(), ctx.upload(&[n], &e).unwrap(), ctx.upload(&[n], &prev).unwrap());
-        for (clip, use_prev, sigma) in [(false, false, 0.0f32), (true, false, 0.3), (false, true, 0.0), (true, true, 0.7)] {
+        let (tx, te, tp) = (
+            ctx.upload(&[n], &x).unwrap(),
+            ctx.upload(&[n], &e).unwrap(),
+            ctx.upload(&[n], &prev).unwrap(),
+        );
+        for (clip, use_prev, sigma) in [
+            (false, false, 0.0f32),
+            (true, false, 0.3),
+            (false, true, 0.0),
+            (true, true, 0.7),
+        ] {
             let c = ops::SamplerCoefs {
                 s_x: 1.3,
                 s_e: 0.8,
@@ -180,7 +162,10 @@ fn ddpm_sampler_update_matches_reference() {
 fn ddpm_sampler_update_needs_previous_x0_for_multistep() {
     let ctx = ctx();
     let x = ctx.zeros(&[4], "x").unwrap();
-    let c = ops::SamplerCoefs { c_prev: 0.5, ..Default::default() };
+    let c = ops::SamplerCoefs {
+        c_prev: 0.5,
+        ..Default::default()
+    };
     assert!(ops::sampler_update(ctx, &x, &x, None, &c, 0, 0).is_err());
     let bad = ctx.zeros(&[5], "bad").unwrap();
     let err = ops::sampler_update(ctx, &x, &bad, None, &ops::SamplerCoefs::default(), 0, 0).unwrap_err();

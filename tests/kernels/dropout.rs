@@ -14,9 +14,7 @@ fn dropout_forward_backward_match_reference() {
     ] {
         let x = rand_vec(n, n as u64);
         let tx = ctx.upload(&[n], &x).unwrap();
-        let y = ctx
-            .read(&ops::dropout(ctx, &tx, p, seed, stream).unwrap())
-            .unwrap();
+        let y = ctx.read(&ops::dropout(ctx, &tx, p, seed, stream).unwrap()).unwrap();
         let dx = ctx
             .read(&ops::dropout_backward(ctx, &tx, p, seed, stream).unwrap())
             .unwrap();
@@ -24,21 +22,12 @@ fn dropout_forward_backward_match_reference() {
         // The mask is exact; kept values are x·f32(1/(1-p)): two roundings.
         assert_close(&format!("dropout n={n} p={p}"), &y, &want, 0.0, 3e-7);
         let want_dx = rf::dropout_backward(&to_f64(&x), p as f64, seed, stream);
-        assert_close(
-            &format!("dropout_backward n={n} p={p}"),
-            &dx,
-            &want_dx,
-            0.0,
-            3e-7,
-        );
+        assert_close(&format!("dropout_backward n={n} p={p}"), &dx, &want_dx, 0.0, 3e-7);
         if n >= 1000 {
             // The kept fraction is 1 - p within 5 binomial standard errors.
             let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
             let sd = ((p * (1.0 - p)) as f64 / n as f64).sqrt();
-            assert!(
-                (kept - (1.0 - p as f64)).abs() <= 5.0 * sd + 1e-12,
-                "kept {kept}"
-            );
+            assert!((kept - (1.0 - p as f64)).abs() <= 5.0 * sd + 1e-12, "kept {kept}");
         }
     }
 }
@@ -48,9 +37,7 @@ fn dropout_p0_is_identity() {
     let ctx = ctx();
     let x = rand_vec(513, 3);
     let tx = ctx.upload(&[513], &x).unwrap();
-    let y = ctx
-        .read(&ops::dropout(ctx, &tx, 0.0, 9, 9).unwrap())
-        .unwrap();
+    let y = ctx.read(&ops::dropout(ctx, &tx, 0.0, 9, 9).unwrap()).unwrap();
     assert_eq!(y, x);
 }
 
@@ -59,13 +46,7 @@ fn dropout_reference_gradient_check() {
     let (n, p, seed, stream) = (37, 0.3, 11u64, 2u32);
     let x = to_f64(&rand_vec(n, 1));
     let r = to_f64(&rand_vec(n, 2));
-    let loss = |x: &[f64]| -> f64 {
-        rf::dropout(x, p, seed, stream)
-            .iter()
-            .zip(&r)
-            .map(|(a, b)| a * b)
-            .sum()
-    };
+    let loss = |x: &[f64]| -> f64 { rf::dropout(x, p, seed, stream).iter().zip(&r).map(|(a, b)| a * b).sum() };
     let analytic = rf::dropout_backward(&r, p, seed, stream);
     let eps = 1e-6;
     for i in 0..n {
@@ -75,11 +56,7 @@ fn dropout_reference_gradient_check() {
         xm[i] -= eps;
         let fd = (loss(&xp) - loss(&xm)) / (2.0 * eps);
         // Central differences of a linear function: only f64 cancellation error remains.
-        assert!(
-            (fd - analytic[i]).abs() < 1e-8,
-            "[{i}] fd {fd} vs {}",
-            analytic[i]
-        );
+        assert!((fd - analytic[i]).abs() < 1e-8, "[{i}] fd {fd} vs {}", analytic[i]);
     }
 }
 

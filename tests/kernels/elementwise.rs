@@ -42,9 +42,7 @@ fn elementwise_axpby_awkward_lengths() {
         let b = rand_vec(n, 100 + i as u64);
         let ta = ctx.upload(&[n], &a).unwrap();
         let tb = ctx.upload(&[n], &b).unwrap();
-        let got = ctx
-            .read(&ew::axpby(ctx, &ta, &tb, 0.5, -2.0).unwrap())
-            .unwrap();
+        let got = ctx.read(&ew::axpby(ctx, &ta, &tb, 0.5, -2.0).unwrap()).unwrap();
         // One rounding of each product and of the sum: a few ulps of values <= 2.5.
         assert_close(
             &format!("axpby n={n}"),
@@ -94,13 +92,7 @@ fn elementwise_unary_and_binary_ops() {
             1e-6,
         );
         // exp and division: a few ulps relative
-        assert_close(
-            "silu",
-            &read(ew::silu(ctx, &tx).unwrap()),
-            &rf::silu(&x64),
-            1e-6,
-            1e-5,
-        );
+        assert_close("silu", &read(ew::silu(ctx, &tx).unwrap()), &rf::silu(&x64), 1e-6, 1e-5);
         assert_close(
             "silu_backward",
             &read(ew::silu_backward(ctx, &tx, &ty).unwrap()),
@@ -133,9 +125,7 @@ fn elementwise_silu_extremes_are_finite() {
     // silu(-large) underflows to -0; silu(large) = x
     assert_close("silu extremes", &got, &rf::silu(&to_f64(&x)), 1e-30, 1e-6);
     let dy = ctx.upload(&[6], &[1.0; 6]).unwrap();
-    let got = ctx
-        .read(&ew::silu_backward(ctx, &tx, &dy).unwrap())
-        .unwrap();
+    let got = ctx.read(&ew::silu_backward(ctx, &tx, &dy).unwrap()).unwrap();
     assert_close(
         "silu' extremes",
         &got,
@@ -147,10 +137,7 @@ fn elementwise_silu_extremes_are_finite() {
 
 #[test]
 fn elementwise_reference_backward_matches_finite_differences() {
-    let x = to_f64(&rand_vec(13, 1))
-        .iter()
-        .map(|v| 4.0 * v)
-        .collect::<Vec<_>>();
+    let x = to_f64(&rand_vec(13, 1)).iter().map(|v| 4.0 * v).collect::<Vec<_>>();
     let r = to_f64(&rand_vec(13, 2));
     let num = numeric_grad(&x, |v| dot(&rf::silu(v), &r));
     assert_grad("silu", &rf::silu_backward(&x, &r), &num);
@@ -220,14 +207,8 @@ fn elementwise_shape_errors() {
     );
     assert!(matches!(ew::channel_sum(ctx, &b), Err(Error::Shape { .. })));
     assert!(matches!(ew::mul(ctx, &x, &b), Err(Error::Shape { .. })));
-    assert!(matches!(
-        ew::add_inplace(ctx, &x, &b),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        ew::silu_backward(ctx, &x, &b),
-        Err(Error::Shape { .. })
-    ));
+    assert!(matches!(ew::add_inplace(ctx, &x, &b), Err(Error::Shape { .. })));
+    assert!(matches!(ew::silu_backward(ctx, &x, &b), Err(Error::Shape { .. })));
     assert!(matches!(
         ew::add_inplace(ctx, &x, &x),
         Err(Error::InvalidArgument { .. })

@@ -90,15 +90,9 @@ fn embedding_lookup_and_backward_awkward_shapes() {
     let ctx = ctx();
     // (classes, width, batch): one class, width 1, primes, and a batch over one backward pass
     // (4,096 rows) with a width that is not a multiple of the workgroup.
-    for (i, &(k, d, b)) in [
-        (1, 1, 1),
-        (10, 7, 13),
-        (3, 1, 5),
-        (17, 257, 3),
-        (11, 5, 9001),
-    ]
-    .iter()
-    .enumerate()
+    for (i, &(k, d, b)) in [(1, 1, 1), (10, 7, 13), (3, 1, 5), (17, 257, 3), (11, 5, 9001)]
+        .iter()
+        .enumerate()
     {
         let table = rand_vec(k * d, 100 + i as u64);
         // labels include out-of-range (k, -1) and non-integer (rounded) values

@@ -36,19 +36,13 @@ fn assert_grad(name: &str, got: &[f64], want: &[f64]) {
 #[test]
 fn groupnorm_reference_backward_matches_finite_differences() {
     let (n, c, hw, groups, eps) = (2, 6, 5, 3, 1e-5);
-    let x: Vec<f64> = to_f64(&rand_vec(n * c * hw, 1))
-        .iter()
-        .map(|v| 2.0 * v + 0.5)
-        .collect();
+    let x: Vec<f64> = to_f64(&rand_vec(n * c * hw, 1)).iter().map(|v| 2.0 * v + 0.5).collect();
     let gamma = to_f64(&rand_vec(c, 2));
     let beta = to_f64(&rand_vec(c, 3));
     let r = to_f64(&rand_vec(n * c * hw, 4));
     for silu in [false, true] {
-        let loss = |x: &[f64], g: &[f64], b: &[f64]| {
-            dot(&rf::group_norm(x, g, b, n, c, hw, groups, eps, silu).0, &r)
-        };
-        let (dx, dg, db) =
-            rf::group_norm_backward(&x, &gamma, &beta, &r, n, c, hw, groups, eps, silu);
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| dot(&rf::group_norm(x, g, b, n, c, hw, groups, eps, silu).0, &r);
+        let (dx, dg, db) = rf::group_norm_backward(&x, &gamma, &beta, &r, n, c, hw, groups, eps, silu);
         assert_grad("dx", &dx, &numeric_grad(&x, |v| loss(v, &gamma, &beta)));
         assert_grad("dgamma", &dg, &numeric_grad(&gamma, |v| loss(&x, v, &beta)));
         assert_grad("dbeta", &db, &numeric_grad(&beta, |v| loss(&x, &gamma, v)));
@@ -62,10 +56,7 @@ fn check(shape: &[usize], groups: usize, silu: bool, offset: f32, seed: u64) {
     let hw: usize = shape[2..].iter().product();
     let numel = n * c * hw;
     let eps = 1e-5;
-    let x: Vec<f32> = rand_vec(numel, seed)
-        .iter()
-        .map(|v| 3.0 * v + offset)
-        .collect();
+    let x: Vec<f32> = rand_vec(numel, seed).iter().map(|v| 3.0 * v + offset).collect();
     let gamma: Vec<f32> = rand_vec(c, seed + 1).iter().map(|v| 1.0 + v).collect();
     let beta = rand_vec(c, seed + 2);
     let dy = rand_vec(numel, seed + 3);
@@ -74,24 +65,12 @@ fn check(shape: &[usize], groups: usize, silu: bool, offset: f32, seed: u64) {
     let tb = ctx.upload(&[c], &beta).unwrap();
     let tdy = ctx.upload(shape, &dy).unwrap();
     let (y, stats) = gn::group_norm(ctx, &tx, &tg, &tb, groups, eps, silu).unwrap();
-    let (dx, dg, db) =
-        gn::group_norm_backward(ctx, &tx, &tg, &tb, &stats, &tdy, groups, silu).unwrap();
+    let (dx, dg, db) = gn::group_norm_backward(ctx, &tx, &tg, &tb, &stats, &tdy, groups, silu).unwrap();
     assert_eq!(y.shape(), shape);
     assert_eq!(stats.shape(), &[n, groups, 2]);
     let (x64, g64, b64) = (to_f64(&x), to_f64(&gamma), to_f64(&beta));
     let (ry, rstats) = rf::group_norm(&x64, &g64, &b64, n, c, hw, groups, eps as f64, silu);
-    let (rdx, rdg, rdb) = rf::group_norm_backward(
-        &x64,
-        &g64,
-        &b64,
-        &to_f64(&dy),
-        n,
-        c,
-        hw,
-        groups,
-        eps as f64,
-        silu,
-    );
+    let (rdx, rdg, rdb) = rf::group_norm_backward(&x64, &g64, &b64, &to_f64(&dy), n, c, hw, groups, eps as f64, silu);
     let name = format!("{shape:?} G={groups} silu={silu}");
     // f32 sums over a group: relative error ~1e-6 of mean and rstd, |xhat| <= ~sqrt(m).
     assert_close(
@@ -102,39 +81,15 @@ fn check(shape: &[usize], groups: usize, silu: bool, offset: f32, seed: u64) {
         1e-5,
     );
     // y = xhat·γ + β with |γ| < 2 inherits the stats' relative error times |xhat|.
-    assert_close(
-        &format!("{name} y"),
-        &ctx.read(&y).unwrap(),
-        &ry,
-        1e-4,
-        1e-4,
-    );
+    assert_close(&format!("{name} y"), &ctx.read(&y).unwrap(), &ry, 1e-4, 1e-4);
     // dx = rstd·(γg - mean(γg) - xhat·mean(γg·xhat)) cancels terms as large as the largest |dx|
     // of the group (tiny groups with tiny variance have huge rstd): error relative to max |dx|.
     let big = rdx.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-    assert_close(
-        &format!("{name} dx"),
-        &ctx.read(&dx).unwrap(),
-        &rdx,
-        2e-5 * big,
-        1e-4,
-    );
+    assert_close(&format!("{name} dx"), &ctx.read(&dx).unwrap(), &rdx, 2e-5 * big, 1e-4);
     // dγ, dβ sum N·HW products of magnitude ~1: f32 accumulation error grows with the count.
     let tol = 1e-5 * (n * hw) as f64;
-    assert_close(
-        &format!("{name} dgamma"),
-        &ctx.read(&dg).unwrap(),
-        &rdg,
-        tol,
-        1e-4,
-    );
-    assert_close(
-        &format!("{name} dbeta"),
-        &ctx.read(&db).unwrap(),
-        &rdb,
-        tol,
-        1e-4,
-    );
+    assert_close(&format!("{name} dgamma"), &ctx.read(&dg).unwrap(), &rdg, tol, 1e-4);
+    assert_close(&format!("{name} dbeta"), &ctx.read(&db).unwrap(), &rdb, tol, 1e-4);
 }
 
 #[test]

@@ -39,11 +39,7 @@ fn layout_reference_backward_matches_finite_differences() {
     let x = to_f64(&rand_vec(n * c * h * w, 1));
     let r = to_f64(&rand_vec(n * c * 4 * h * w, 2));
     let num = numeric_grad(&x, |v| dot(&rf::upsample_nearest2x(v, n, c, h, w), &r));
-    assert_grad(
-        "upsample",
-        &rf::upsample_nearest2x_backward(&r, n, c, h, w),
-        &num,
-    );
+    assert_grad("upsample", &rf::upsample_nearest2x_backward(&r, n, c, h, w), &num);
     // concat's backward is split: dL/da, dL/db = split(r)
     let (ca, cb, hw) = (2, 3, 5);
     let a = to_f64(&rand_vec(n * ca * hw, 3));
@@ -169,13 +165,7 @@ fn layout_transposes_awkward_shapes() {
         );
         let back = ly::nlc_to_nchw(ctx, &t, h, w).unwrap();
         assert_eq!(back.shape(), &[n, c, h, w]);
-        assert_close(
-            "nlc_to_nchw",
-            &ctx.read(&back).unwrap(),
-            &to_f64(&x),
-            0.0,
-            0.0,
-        );
+        assert_close("nlc_to_nchw", &ctx.read(&back).unwrap(), &to_f64(&x), 0.0, 0.0);
     }
     // 65,536 tiles (> 65,535): needs the 2-D grid
     let (n, c, hw) = (1, 1, 1025 * 1023);
@@ -211,13 +201,7 @@ fn layout_shape_errors() {
         Err(Error::Shape { .. })
     ));
     let flat = ctx.upload(&[2, 48], &[0.0; 96]).unwrap();
-    assert!(matches!(
-        ly::upsample_nearest2x(ctx, &flat),
-        Err(Error::Shape { .. })
-    ));
+    assert!(matches!(ly::upsample_nearest2x(ctx, &flat), Err(Error::Shape { .. })));
     let nlc = ctx.upload(&[2, 16, 3], &[0.0; 96]).unwrap();
-    assert!(matches!(
-        ly::nlc_to_nchw(ctx, &nlc, 4, 5),
-        Err(Error::Shape { .. })
-    ));
+    assert!(matches!(ly::nlc_to_nchw(ctx, &nlc, 4, 5), Err(Error::Shape { .. })));
 }

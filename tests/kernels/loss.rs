@@ -57,9 +57,7 @@ fn loss_mse_grad_uses_the_2d_grid() {
     let p = rand_vec(n, 7);
     let tp = ctx.upload(&[n], &p).unwrap();
     let tt = ctx.zeros(&[n], "zeros").unwrap();
-    let g = ctx
-        .read(&loss::mse_loss_backward(ctx, &tp, &tt, 1.0).unwrap())
-        .unwrap();
+    let g = ctx.read(&loss::mse_loss_backward(ctx, &tp, &tt, 1.0).unwrap()).unwrap();
     // one product of an exact scale: a few ulps
     assert_close(
         "mse grad 2-D grid",
@@ -84,11 +82,7 @@ fn loss_reference_backward_matches_finite_differences() {
         q[i] = p[i];
         let num = 0.5 * (hi - lo) / 2e-6;
         // central differences in f64: truncation ~1e-12, cancellation ~1e-10
-        assert!(
-            (g[i] - num).abs() <= 1e-8,
-            "[{i}] analytic {} vs numeric {num}",
-            g[i]
-        );
+        assert!((g[i] - num).abs() <= 1e-8, "[{i}] analytic {} vs numeric {num}", g[i]);
     }
 }
 

@@ -13,14 +13,7 @@ fn tol(k: usize) -> f64 {
 }
 
 /// Stored shapes of a and b for one (batched) product.
-fn operand_shapes(
-    batch: Option<usize>,
-    m: usize,
-    k: usize,
-    n: usize,
-    ta: bool,
-    tb: bool,
-) -> (Vec<usize>, Vec<usize>) {
+fn operand_shapes(batch: Option<usize>, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> (Vec<usize>, Vec<usize>) {
     let a = if ta { vec![k, m] } else { vec![m, k] };
     let b = if tb { vec![n, k] } else { vec![k, n] };
     match batch {
@@ -85,11 +78,7 @@ fn matmul_batched_all_transposes() {
 #[test]
 fn matmul_each_kernel_on_tile_edges() {
     let ctx = ctx();
-    let kernels = [
-        Kernel::Tiled,
-        Kernel::Subgroup { wg: 8 },
-        Kernel::Subgroup { wg: 32 },
-    ];
+    let kernels = [Kernel::Tiled, Kernel::Subgroup { wg: 8 }, Kernel::Subgroup { wg: 32 }];
     for kernel in kernels {
         for (ta, tb) in TRANS {
             for (batch, m, k, n) in [(None, 36, 20, 44), (None, 4, 4, 4), (Some(2), 68, 132, 36)] {
@@ -133,11 +122,23 @@ fn gemm_into_beta_zero_ignores_nan_and_beta_one_accumulates() {
         let first = ctx.read(&out).unwrap();
         let want: Vec<f64> = prod.iter().map(|p| 2.0 * p).collect();
         // As `tol`, doubled by alpha = 2.
-        assert_close(&format!("{kernel:?} beta=0 over NaN"), &first, &want, 2.0 * tol(k), tol(k));
+        assert_close(
+            &format!("{kernel:?} beta=0 over NaN"),
+            &first,
+            &want,
+            2.0 * tol(k),
+            tol(k),
+        );
         run(&out, -0.5, 1.0);
         let want: Vec<f64> = prod.iter().map(|p| 1.5 * p).collect();
         // Two GEMM roundings plus one for the accumulation.
-        assert_close(&format!("{kernel:?} beta=1"), &ctx.read(&out).unwrap(), &want, 3.0 * tol(k), tol(k));
+        assert_close(
+            &format!("{kernel:?} beta=1"),
+            &ctx.read(&out).unwrap(),
+            &want,
+            3.0 * tol(k),
+            tol(k),
+        );
     }
 }
 
@@ -243,7 +244,10 @@ fn linear_backward_reference_matches_finite_differences() {
         for (i, &g) in grad.iter().enumerate() {
             let num = numeric(which, i);
             // L is bilinear, so central differences are exact up to f64 cancellation (~1e-10).
-            assert!((num - g).abs() < 1e-7, "arg {which} [{i}]: analytic {g} vs numeric {num}");
+            assert!(
+                (num - g).abs() < 1e-7,
+                "arg {which} [{i}]: analytic {g} vs numeric {num}"
+            );
         }
     }
 }
@@ -260,15 +264,24 @@ fn shape_errors_are_typed() {
     // Batch mismatch.
     let a3 = ctx.upload(&[2, 2, 3], &[0.0; 12]).unwrap();
     let b3 = ctx.upload(&[3, 3, 2], &[0.0; 18]).unwrap();
-    assert!(matches!(mm::matmul(ctx, &a3, &b3, false, false), Err(Error::Shape { .. })));
+    assert!(matches!(
+        mm::matmul(ctx, &a3, &b3, false, false),
+        Err(Error::Shape { .. })
+    ));
     // Wrong output shape for gemm_into, wrong bias for linear, wrong dy for linear_backward.
     let a = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
     let b = ctx.upload(&[3, 4], &[0.0; 12]).unwrap();
     let out = ctx.upload(&[4, 2], &[0.0; 8]).unwrap();
-    assert!(matches!(mm::gemm_into(ctx, &a, &b, &out, false, false, 1.0, 0.0), Err(Error::Shape { .. })));
+    assert!(matches!(
+        mm::gemm_into(ctx, &a, &b, &out, false, false, 1.0, 0.0),
+        Err(Error::Shape { .. })
+    ));
     let w = ctx.upload(&[4, 3], &[0.0; 12]).unwrap();
     let bias = ctx.upload(&[3], &[0.0; 3]).unwrap();
     assert!(matches!(mm::linear(ctx, &a, &w, Some(&bias)), Err(Error::Shape { .. })));
     let dy = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
-    assert!(matches!(mm::linear_backward(ctx, &a, &w, &dy, true), Err(Error::Shape { .. })));
+    assert!(matches!(
+        mm::linear_backward(ctx, &a, &w, &dy, true),
+        Err(Error::Shape { .. })
+    ));
 }

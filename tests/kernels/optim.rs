@@ -56,27 +56,9 @@ fn optim_adam_steps_match_reference() {
         // f32 state over 5 steps; the update lr·m̂/(√v̂+eps) <= ~lr is where the rounding sits,
         // so the error is a few ulps of lr on top of a few ulps of |param| <= 1.
         let name = format!("adam n={n} wd={wd} clip={clip:?}");
-        assert_close(
-            &format!("{name} param"),
-            &ctx.read(&param).unwrap(),
-            &rp,
-            2e-6,
-            1e-5,
-        );
-        assert_close(
-            &format!("{name} m"),
-            &ctx.read(&m).unwrap(),
-            &rm,
-            1e-6,
-            1e-5,
-        );
-        assert_close(
-            &format!("{name} v"),
-            &ctx.read(&v).unwrap(),
-            &rv,
-            1e-8,
-            1e-5,
-        );
+        assert_close(&format!("{name} param"), &ctx.read(&param).unwrap(), &rp, 2e-6, 1e-5);
+        assert_close(&format!("{name} m"), &ctx.read(&m).unwrap(), &rm, 1e-6, 1e-5);
+        assert_close(&format!("{name} v"), &ctx.read(&v).unwrap(), &rv, 1e-8, 1e-5);
     }
 }
 
@@ -87,10 +69,7 @@ fn optim_grad_norm_over_many_tensors() {
     // and three reduction stages).
     let lens = [1usize, 13, 2_053, 65_537, 16_777_259];
     let data: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(n, n as u64)).collect();
-    let tensors: Vec<_> = data
-        .iter()
-        .map(|d| ctx.upload(&[d.len()], d).unwrap())
-        .collect();
+    let tensors: Vec<_> = data.iter().map(|d| ctx.upload(&[d.len()], d).unwrap()).collect();
     let refs: Vec<&_> = tensors.iter().collect();
     let got = ctx.read(&ops::grad_norm_sq(ctx, &refs).unwrap()).unwrap();
     let d64: Vec<Vec<f64>> = data.iter().map(|d| to_f64(d)).collect();
@@ -99,16 +78,8 @@ fn optim_grad_norm_over_many_tensors() {
     // Tree sums of ~5.6e6 positive f32 terms: relative error ~log2(n)·2^-24.
     assert_close("grad_norm_sq", &got, &[want], 0.0, 1e-5);
     // Just the small ones (a single stage).
-    let got = ctx
-        .read(&ops::grad_norm_sq(ctx, &refs[..3]).unwrap())
-        .unwrap();
-    assert_close(
-        "grad_norm_sq small",
-        &got,
-        &[rf::grad_norm_sq(&slices[..3])],
-        0.0,
-        1e-6,
-    );
+    let got = ctx.read(&ops::grad_norm_sq(ctx, &refs[..3]).unwrap()).unwrap();
+    assert_close("grad_norm_sq small", &got, &[rf::grad_norm_sq(&slices[..3])], 0.0, 1e-6);
 }
 
 #[test]
@@ -116,9 +87,7 @@ fn optim_clip_scale_matches_reference() {
     let ctx = ctx();
     for (ns, max_norm) in [(4.0f32, 1.0f32), (0.25, 1.0), (0.0, 0.5), (1e6, 10.0)] {
         let t = ctx.upload(&[1], &[ns]).unwrap();
-        let got = ctx
-            .read(&ops::clip_scale(ctx, &t, max_norm).unwrap())
-            .unwrap();
+        let got = ctx.read(&ops::clip_scale(ctx, &t, max_norm).unwrap()).unwrap();
         // one sqrt, add and divide in f32
         assert_close(
             &format!("clip_scale {ns} {max_norm}"),
@@ -140,19 +109,9 @@ fn optim_ema_matches_reference() {
         let tp = ctx.upload(&[n], &p).unwrap();
         ops::ema_update(ctx, &te, &tp, 0.999).unwrap();
         ops::ema_update(ctx, &te, &tp, 0.999).unwrap();
-        let want = rf::ema_update(
-            &rf::ema_update(&to_f64(&e), &to_f64(&p), 0.999),
-            &to_f64(&p),
-            0.999,
-        );
+        let want = rf::ema_update(&rf::ema_update(&to_f64(&e), &to_f64(&p), 0.999), &to_f64(&p), 0.999);
         // two products and a sum per step in f32, values <= 1
-        assert_close(
-            &format!("ema n={n}"),
-            &ctx.read(&te).unwrap(),
-            &want,
-            1e-6,
-            1e-6,
-        );
+        assert_close(&format!("ema n={n}"), &ctx.read(&te).unwrap(), &want, 1e-6, 1e-6);
     }
 }
 
@@ -169,9 +128,7 @@ fn optim_shape_errors() {
         weight_decay: 0.0,
         step: 1,
     };
-    let err = ops::adam_step(ctx, &a, &b, &a, &a, &hp, None)
-        .unwrap_err()
-        .to_string();
+    let err = ops::adam_step(ctx, &a, &b, &a, &a, &hp, None).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
     let err = ops::ema_update(ctx, &a, &b, 0.9).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");

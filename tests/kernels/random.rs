@@ -54,11 +54,7 @@ fn random_normal_transform_matches_exact_quantile() {
         assert!(zs.windows(2).all(|p| p[0] <= p[1]), "not monotone");
     }
     for w in sample_words() {
-        assert_eq!(
-            rf::normal_from_bits(!w),
-            -rf::normal_from_bits(w),
-            "w={w:#x}"
-        );
+        assert_eq!(rf::normal_from_bits(!w), -rf::normal_from_bits(w), "w={w:#x}");
     }
 }
 
@@ -111,12 +107,8 @@ fn random_gpu_bits_equal_cpu() {
         let z = ctx
             .read(&ops::randn_at(ctx, &[n], seed, stream, first).unwrap())
             .unwrap();
-        let u_cpu: Vec<f32> = (0..n as u64)
-            .map(|i| rf::uniform(seed, stream, first + i))
-            .collect();
-        let z_cpu: Vec<f32> = (0..n as u64)
-            .map(|i| rf::normal(seed, stream, first + i))
-            .collect();
+        let u_cpu: Vec<f32> = (0..n as u64).map(|i| rf::uniform(seed, stream, first + i)).collect();
+        let z_cpu: Vec<f32> = (0..n as u64).map(|i| rf::normal(seed, stream, first + i)).collect();
         let case = format!("n={n} seed={seed:#x} stream={stream} first={first:#x}");
         assert_eq!(
             bits(&u),
@@ -143,9 +135,7 @@ fn random_gpu_normals_bit_identical_over_many_octaves() {
     let ctx = ctx();
     let n = 1usize << 21;
     let (seed, stream) = (0xfeed_f00d_u64, 5);
-    let got = ctx
-        .read(&ops::randn(ctx, &[n], seed, stream).unwrap())
-        .unwrap();
+    let got = ctx.read(&ops::randn(ctx, &[n], seed, stream).unwrap()).unwrap();
     let mut octaves = [false; 32];
     for (i, &g) in got.iter().enumerate() {
         let w = rf::block(seed, stream, i as u64)[1];
@@ -179,10 +169,7 @@ fn random_normal_statistics() {
     assert!(mean.abs() < 5.0 / sn, "mean {mean}");
     assert!((var - 1.0).abs() < 5.0 * 2f64.sqrt() / sn, "variance {var}");
     assert!(skew.abs() < 5.0 * 6f64.sqrt() / sn, "skewness {skew}");
-    assert!(
-        kurt.abs() < 5.0 * 24f64.sqrt() / sn,
-        "excess kurtosis {kurt}"
-    );
+    assert!(kurt.abs() < 5.0 * 24f64.sqrt() / sn, "excess kurtosis {kurt}");
     // Two-sided tail frequencies P(|z| > k) = 2·Φ(−k), within 5 binomial standard errors.
     for (k, p) in [
         (1.0, 0.317_310_507_862_914),
@@ -193,10 +180,7 @@ fn random_normal_statistics() {
         let count = z.iter().filter(|x| x.abs() > k).count() as f64;
         let expect = n as f64 * p;
         let sd = (n as f64 * p * (1.0 - p)).sqrt();
-        assert!(
-            (count - expect).abs() < 5.0 * sd,
-            "P(|z|>{k}): {count} vs {expect}"
-        );
+        assert!((count - expect).abs() < 5.0 * sd, "P(|z|>{k}): {count} vs {expect}");
     }
 }
 
@@ -204,17 +188,12 @@ fn random_normal_statistics() {
 fn random_uniform_statistics() {
     let ctx = ctx();
     let n = 1usize << 20;
-    let u = ctx
-        .read(&ops::rand_uniform(ctx, &[n], 77, 9).unwrap())
-        .unwrap();
+    let u = ctx.read(&ops::rand_uniform(ctx, &[n], 77, 9).unwrap()).unwrap();
     assert!(u.iter().all(|&x| (0.0..1.0).contains(&x)));
     let (mean, var, _, _) = moments(&u);
     let sn = (n as f64).sqrt();
     // 5 standard errors: sd(U) = √(1/12), sd of the sample variance of U = √(1/180/n).
-    assert!(
-        (mean - 0.5).abs() < 5.0 * (1.0f64 / 12.0).sqrt() / sn,
-        "mean {mean}"
-    );
+    assert!((mean - 0.5).abs() < 5.0 * (1.0f64 / 12.0).sqrt() / sn, "mean {mean}");
     assert!(
         (var - 1.0 / 12.0).abs() < 5.0 * (1.0f64 / 180.0).sqrt() / sn,
         "variance {var}"
@@ -237,12 +216,7 @@ fn random_streams_and_seeds_differ() {
     let b = ctx.read(&ops::randn(ctx, &[4096], 1, 1).unwrap()).unwrap();
     let c = ctx.read(&ops::randn(ctx, &[4096], 2, 0).unwrap()).unwrap();
     for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
-        let corr: f64 = x
-            .iter()
-            .zip(y)
-            .map(|(&p, &q)| p as f64 * q as f64)
-            .sum::<f64>()
-            / 4096.0;
+        let corr: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>() / 4096.0;
         // |correlation| of independent N(0,1) pairs has sd 1/64: 5 sd.
         assert!(corr.abs() < 5.0 / 64.0, "correlation {corr}");
     }
