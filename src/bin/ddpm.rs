@@ -310,6 +310,18 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
+        let prof = ctx.take_profile();
+        if !prof.is_empty() {
+            let total: f64 = prof.iter().map(|p| p.2).sum();
+            eprintln!("step {}: kernel wall time {total:.3} s (DDPM_PROFILE)", s.step);
+            for (name, calls, secs) in prof.iter().take(25) {
+                eprintln!(
+                    "  {:>7.1} ms {:>5.1}% {calls:>5}x {name}",
+                    secs * 1e3,
+                    100.0 * secs / total
+                );
+            }
+        }
         smoothed = Some(smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
         let secs = started.elapsed().as_secs_f64();
         let ips = (s.step - first_step) as f64 * batch as f64 / secs.max(1e-9);

@@ -46,6 +46,9 @@ pub struct Context {
     gpu_error: Arc<Mutex<Option<String>>>,
     readbacks: AtomicU64,
     submits: AtomicU64,
+    /// Per-kernel wall time when `DDPM_PROFILE` is set: every dispatch is submitted and waited
+    /// for on its own (slow, but it works on adapters without timestamp queries).
+    profile: Option<Mutex<std::collections::HashMap<String, (u64, f64)>>>,
 }
 
 impl Context {
@@ -121,6 +124,7 @@ impl Context {
             gpu_error,
             readbacks: AtomicU64::new(0),
             submits: AtomicU64::new(0),
+            profile: std::env::var_os("DDPM_PROFILE").map(|_| Mutex::new(Default::default())),
         }
     }
 
@@ -175,6 +179,16 @@ impl Context {
     /// Number of GPU→CPU readbacks since the context was created.
     pub fn readback_count(&self) -> u64 {
         self.readbacks.load(Ordering::Relaxed)
+    }
+
+    /// Per-kernel (calls, seconds) gathered since the last call, slowest first; empty unless the
+    /// `DDPM_PROFILE` environment variable was set when the context was created.
+    pub fn take_profile(&self) -> Vec<(String, u64, f64)> {
+        let Some(prof) = &self.profile else { return Vec::new() };
+        let mut map = prof.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64, f64)> = map.drain().map(|(k, (n, s))| (k, n, s)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
     }
 
     /// Number of queue submits since the context was created.
@@ -255,6 +269,20 @@ impl Context {
             pending.uniforms.push(u);
         }
         pending.dispatches += 1;
+        if let Some(prof) = &self.profile {
+            // Time this dispatch alone: finish earlier work, then submit and wait for this one.
+            let encoder = pending.encoder.take();
+            let start = std::time::Instant::now();
+            if let Some(e) = encoder {
+                self.queue.submit(Some(e.finish()));
+            }
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+            let secs = start.elapsed().as_secs_f64();
+            let mut map = prof.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = map.entry(format!("{}::{}", d.shader.name, d.entry)).or_insert((0, 0.0));
+            slot.0 += 1;
+            slot.1 += secs;
+        }
         // Keep command buffers bounded so a long recording does not hold every uniform alive.
         if pending.dispatches >= 4096 {
             self.submit_locked(&mut pending);
