@@ -255,13 +255,9 @@ fn axpbz(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(5) var<storage, read_write> su_x0: array<f32>;
 
 // Predicted x0 = (x_t - sqrt(1 - abar_t)·eps) / sqrt(abar_t) as s_x·x - s_e·e, optionally
-// clipped; then the sampler's linear combination of x_t, x0, eps and the previous x0, plus
-// sigma·z with z drawn in-line (none when sigma = 0). Writes x_{t-1} and x0.
-@compute @workgroup_size(256)
-fn sampler_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
-    if (i >= p.n) { return; }
+// clipped; then the sampler's linear combination of x_t, x0, eps and the previous x0. Returns
+// the noiseless part of x_{t-1} and writes x0.
+fn sampler_mean(i: u32) -> f32 {
     let x = su_x[i];
     let e = su_e[i];
     var x0 = p.s_x * x - p.s_e * e;
@@ -272,9 +268,31 @@ fn sampler_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (p.c_prev != 0.0) {
         y += p.c_prev * su_prev[i];
     }
+    su_x0[i] = x0;
+    return y;
+}
+
+// x_{t-1} = mean + sigma·z with z drawn in-line (none when sigma = 0).
+@compute @workgroup_size(256)
+fn sampler_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    var y = sampler_mean(i);
     if (p.sigma != 0.0) {
         y += p.sigma * normal_from_bits(block(i).y);
     }
     su_out[i] = y;
-    su_x0[i] = x0;
+}
+
+@group(0) @binding(6) var<storage, read> su_noise: array<f32>;
+
+// x_{t-1} = mean + sigma·noise[i] with the noise given (parity with another implementation's
+// random stream, e.g. diffusers' recorded randn_tensor).
+@compute @workgroup_size(256)
+fn sampler_update_noise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    su_out[i] = sampler_mean(i) + p.sigma * su_noise[i];
 }

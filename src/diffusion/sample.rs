@@ -68,40 +68,72 @@ pub enum Sampler {
     DpmSolverPP,
 }
 
-/// diffusers' inference timesteps for `steps` of `t_train`.
-pub fn timesteps(spacing: Spacing, t_train: usize, steps: usize) -> Result<Vec<usize>> {
+fn check_steps(t_train: usize, steps: usize) -> Result<()> {
     if steps == 0 || steps > t_train {
         return Err(Error::arg(
             "--steps",
             format!("{steps}: expected 1..={t_train} (the model's T)"),
         ));
     }
+    Ok(())
+}
+
+/// numpy's `linspace(0, stop, num)[i]`: `i · (stop / (num − 1))`, the last value exactly `stop`.
+fn np_linspace(stop: f64, num: usize, i: usize) -> f64 {
+    if num == 1 {
+        0.0
+    } else if i == num - 1 {
+        stop
+    } else {
+        i as f64 * (stop / (num - 1) as f64)
+    }
+}
+
+/// diffusers' inference timesteps for `steps` of `t_train` (`DDPMScheduler` / `DDIMScheduler`
+/// `set_timesteps`, steps_offset 0), largest first. numpy rounds half to even, and so do we.
+pub fn timesteps(spacing: Spacing, t_train: usize, steps: usize) -> Result<Vec<usize>> {
+    check_steps(t_train, steps)?;
     Ok(match spacing {
+        // (arange(steps) · (T // steps))[::-1]
         Spacing::Leading => {
             let r = t_train / steps;
             (0..steps).rev().map(|i| i * r).collect()
         }
+        // round(arange(T, 0, −T/steps)) − 1
         Spacing::Trailing => {
             let r = t_train as f64 / steps as f64;
-            let mut v = Vec::new();
-            let mut x = t_train as f64;
-            while x > 0.0 && v.len() < steps {
-                v.push((x.round() as i64 - 1).max(0) as usize);
-                x -= r;
-            }
-            v
+            (0..steps)
+                .map(|i| ((t_train as f64 - i as f64 * r).round_ties_even() as usize).saturating_sub(1))
+                .collect()
         }
+        // round(linspace(0, T − 1, steps))[::-1]
         Spacing::Linspace => (0..steps)
             .rev()
-            .map(|i| {
-                if steps == 1 {
-                    0
-                } else {
-                    (i as f64 * (t_train - 1) as f64 / (steps - 1) as f64).round() as usize
-                }
-            })
+            .map(|i| np_linspace((t_train - 1) as f64, steps, i).round_ties_even() as usize)
             .collect(),
     })
+}
+
+/// `DPMSolverMultistepScheduler.set_timesteps`: the spacings are taken over `steps + 1` points
+/// and the last (0 for linspace/leading) dropped; repeated values (only when steps ≈ T) are
+/// removed as diffusers does.
+pub fn dpm_timesteps(spacing: Spacing, t_train: usize, steps: usize) -> Result<Vec<usize>> {
+    check_steps(t_train, steps)?;
+    let mut ts: Vec<usize> = match spacing {
+        // round(linspace(0, T − 1, steps + 1))[::-1][:-1]
+        Spacing::Linspace => (1..=steps)
+            .rev()
+            .map(|i| np_linspace((t_train - 1) as f64, steps + 1, i).round_ties_even() as usize)
+            .collect(),
+        // (arange(steps + 1) · (T // (steps + 1)))[::-1][:-1]
+        Spacing::Leading => {
+            let r = t_train / (steps + 1);
+            (1..=steps).rev().map(|i| i * r).collect()
+        }
+        Spacing::Trailing => timesteps(Spacing::Trailing, t_train, steps)?,
+    };
+    ts.dedup();
+    Ok(ts)
 }
 
 /// One step's fused-update coefficients.
@@ -126,11 +158,11 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
     match sampler {
         Sampler::Ddpm { variance, clip } => {
             let ts = timesteps(spacing, t_train, steps)?;
-            let stride = t_train / steps;
-            for &t in &ts {
-                let prev = t as i64 - stride as i64;
+            for (i, &t) in ts.iter().enumerate() {
+                // DDPMScheduler.previous_timestep: the next entry of the list (t − 1 for the
+                // full chain), ᾱ_prev = 1 after the last.
                 let ab_t = ab[t];
-                let ab_prev = if prev >= 0 { ab[prev as usize] } else { 1.0 };
+                let ab_prev = ts.get(i + 1).map_or(1.0, |&p| ab[p]);
                 let alpha_t = ab_t / ab_prev;
                 let beta_t = 1.0 - alpha_t;
                 // posterior mean μ̃ = c₀ x̂₀ + c_x x_t (Ho et al. eq. 7)
@@ -164,6 +196,8 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
             let ts = timesteps(spacing, t_train, steps)?;
             let stride = t_train / steps;
             for &t in &ts {
+                // DDIMScheduler: prev = t − T // steps whatever the spacing (so linspace's
+                // 999 → 888 step uses ᾱ(899)).
                 let prev = t as i64 - stride as i64;
                 let ab_t = ab[t];
                 // set_alpha_to_one = True
@@ -189,12 +223,7 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
             }
         }
         Sampler::DpmSolverPP => {
-            // diffusers' default spacing for this scheduler: linspace over steps + 1, last dropped.
-            let ts: Vec<usize> = (0..=steps)
-                .rev()
-                .map(|i| (i as f64 * (t_train - 1) as f64 / steps as f64).round() as usize)
-                .take(steps)
-                .collect();
+            let ts = dpm_timesteps(spacing, t_train, steps)?;
             // σ-parametrisation: α = 1/√(1+s²), σ = s α with s = √((1−ᾱ)/ᾱ); final σ = 0.
             let sig = |t: Option<usize>| -> (f64, f64) {
                 match t {
@@ -299,6 +328,15 @@ pub fn sample(
     let (n, c, s) = (opts.n, cfg.in_channels, opts.size);
     if n == 0 {
         return Err(Error::arg("--n", "must be at least 1"));
+    }
+    if cfg.in_channels != cfg.out_channels {
+        return Err(Error::arg(
+            "--model",
+            format!(
+                "in_channels {} ≠ out_channels {}: sampling needs ε_θ shaped like x_t",
+                cfg.in_channels, cfg.out_channels
+            ),
+        ));
     }
     let conditional = cfg.num_class_embeds.is_some();
     let g = &opts.guidance;

@@ -14,6 +14,8 @@
 //!   shapes → (out, x0), both new (=): x0 = s_x·x − s_e·e, clamped to [−1, 1] if `clip`;
 //!   out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·z. One step of DDPM, DDIM or
 //!   DPM-Solver++ (coefficients from `diffusion::sample::plan`).
+//! - `sampler_update_with_noise(x, e, x0_prev, coefs, noise)`: the same with z = noise[i] given
+//!   (noise shaped like x), for parity with diffusers' recorded noise.
 //! - `ddpm_step(x_t, eps_pred, step, seed, stream)`: x_t, eps_pred equal shapes → x_{t−1} (=) =
 //!   coef_x·x_t − coef_eps·eps_pred + σ·z (Ho et al. 2020, Algorithm 2), via `axpbz`.
 
@@ -162,7 +164,8 @@ pub struct SamplerCoefs {
     pub sigma: f32,
 }
 
-/// One sampler step; returns (x_next, x̂₀).
+/// One sampler step; returns (x_next, x̂₀). The noise z is drawn in the kernel from
+/// (seed, stream).
 pub fn sampler_update(
     ctx: &Context,
     x: &Tensor,
@@ -171,6 +174,36 @@ pub fn sampler_update(
     c: &SamplerCoefs,
     seed: u64,
     stream: u32,
+) -> Result<(Tensor, Tensor)> {
+    sampler_launch(ctx, x, e, x0_prev, c, Noise::Drawn { seed, stream })
+}
+
+/// One sampler step with the noise z given (same shape as x; ignored when σ = 0): for parity
+/// with another implementation's random stream. Returns (x_next, x̂₀).
+pub fn sampler_update_with_noise(
+    ctx: &Context,
+    x: &Tensor,
+    e: &Tensor,
+    x0_prev: Option<&Tensor>,
+    c: &SamplerCoefs,
+    noise: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    noise.expect_shape("sampler_update", "noise", x.shape())?;
+    sampler_launch(ctx, x, e, x0_prev, c, Noise::Given(noise))
+}
+
+enum Noise<'a> {
+    Drawn { seed: u64, stream: u32 },
+    Given(&'a Tensor),
+}
+
+fn sampler_launch(
+    ctx: &Context,
+    x: &Tensor,
+    e: &Tensor,
+    x0_prev: Option<&Tensor>,
+    c: &SamplerCoefs,
+    noise: Noise<'_>,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "sampler_update";
     e.expect_shape(OP, "eps", x.shape())?;
@@ -182,8 +215,23 @@ pub fn sampler_update(
     }
     let out = ctx.empty(x.shape(), "sampler.x_next")?;
     let x0 = ctx.empty(x.shape(), "sampler.x0")?;
+    // Without a previous x̂₀ the kernel never reads binding 3; x stands in for it.
+    let mut buffers = vec![
+        x.buffer(),
+        e.buffer(),
+        x0_prev.unwrap_or(x).buffer(),
+        out.buffer(),
+        x0.buffer(),
+    ];
+    let (entry, seed, stream) = match noise {
+        Noise::Drawn { seed, stream } => ("sampler_update", seed, stream),
+        Noise::Given(z) => {
+            buffers.push(z.buffer());
+            ("sampler_update_noise", 0, 0)
+        }
+    };
     RngLaunch {
-        entry: "sampler_update",
+        entry,
         n: x.numel(),
         seed,
         stream,
@@ -199,14 +247,7 @@ pub fn sampler_update(
             c_prev: if x0_prev.is_some() { c.c_prev } else { 0.0 },
             ..Default::default()
         },
-        // Without a previous x̂₀ the kernel never reads binding 3; x stands in for it.
-        buffers: &[
-            x.buffer(),
-            e.buffer(),
-            x0_prev.unwrap_or(x).buffer(),
-            out.buffer(),
-            x0.buffer(),
-        ],
+        buffers: &buffers,
     }
     .run(ctx)?;
     Ok((out, x0))

@@ -44,11 +44,36 @@ pub fn sampler_update(
     x: &[f64],
     e: &[f64],
     x0_prev: Option<&[f64]>,
-    (s_x, s_e, clip): (f64, f64, bool),
-    (c_x, c_x0, c_e, c_prev): (f64, f64, f64, f64),
+    s: (f64, f64, bool),
+    c: (f64, f64, f64, f64),
     sigma: f64,
     seed: u64,
     stream: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    sampler_step(x, e, x0_prev, s, c, sigma, |i| normal(seed, stream, i as u64) as f64)
+}
+
+/// [`sampler_update`] with the noise z given (z\[i\] = noise\[i\]).
+pub fn sampler_update_with_noise(
+    x: &[f64],
+    e: &[f64],
+    x0_prev: Option<&[f64]>,
+    s: (f64, f64, bool),
+    c: (f64, f64, f64, f64),
+    sigma: f64,
+    noise: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
+    sampler_step(x, e, x0_prev, s, c, sigma, |i| noise[i])
+}
+
+fn sampler_step(
+    x: &[f64],
+    e: &[f64],
+    x0_prev: Option<&[f64]>,
+    (s_x, s_e, clip): (f64, f64, bool),
+    (c_x, c_x0, c_e, c_prev): (f64, f64, f64, f64),
+    sigma: f64,
+    z: impl Fn(usize) -> f64,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut out = Vec::with_capacity(x.len());
     let mut x0s = Vec::with_capacity(x.len());
@@ -62,7 +87,7 @@ pub fn sampler_update(
             y += c_prev * p[i];
         }
         if sigma != 0.0 {
-            y += sigma * normal(seed, stream, i as u64) as f64;
+            y += sigma * z(i);
         }
         out.push(y);
         x0s.push(x0);

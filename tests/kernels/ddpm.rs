@@ -112,7 +112,7 @@ fn ddpm_shape_errors() {
 fn ddpm_sampler_update_matches_reference() {
     let ctx = ctx();
     // odd sizes; with and without clipping, multistep term and noise
-    for (case, &n) in [1usize, 7, 3 * 5 * 11].iter().enumerate() {
+    for (case, &n) in [1usize, 7, 3 * 5 * 11, 1031].iter().enumerate() {
         let x = rand_vec(n, 70 + case as u64)
             .iter()
             .map(|v| v * 3.0)
@@ -154,6 +154,33 @@ fn ddpm_sampler_update_matches_reference() {
             // a handful of f32 roundings of O(1)–O(4) values
             assert_close("sampler_update out", &ctx.read(&out).unwrap(), &want, 2e-6, 2e-6);
             assert_close("sampler_update x0", &ctx.read(&x0).unwrap(), &want_x0, 2e-6, 2e-6);
+            // the same step with the noise given instead of drawn
+            let z = rand_vec(n, 100 + case as u64);
+            let tz = ctx.upload(&[n], &z).unwrap();
+            let (out, x0) = ops::sampler_update_with_noise(ctx, &tx, &te, use_prev.then_some(&tp), &c, &tz).unwrap();
+            let (want, want_x0) = rf::sampler_update_with_noise(
+                &to_f64(&x),
+                &to_f64(&e),
+                use_prev.then_some(&to_f64(&prev)[..]),
+                (1.3f32 as f64, 0.8f32 as f64, clip),
+                (0.9f32 as f64, 0.4f32 as f64, -0.2f32 as f64, c.c_prev as f64),
+                sigma as f64,
+                &to_f64(&z),
+            );
+            assert_close(
+                "sampler_update_with_noise out",
+                &ctx.read(&out).unwrap(),
+                &want,
+                2e-6,
+                2e-6,
+            );
+            assert_close(
+                "sampler_update_with_noise x0",
+                &ctx.read(&x0).unwrap(),
+                &want_x0,
+                2e-6,
+                2e-6,
+            );
         }
     }
 }
@@ -170,4 +197,6 @@ fn ddpm_sampler_update_needs_previous_x0_for_multistep() {
     let bad = ctx.zeros(&[5], "bad").unwrap();
     let err = ops::sampler_update(ctx, &x, &bad, None, &ops::SamplerCoefs::default(), 0, 0).unwrap_err();
     assert!(err.to_string().contains("[5]"), "{err}");
+    let err = ops::sampler_update_with_noise(ctx, &x, &x, None, &ops::SamplerCoefs::default(), &bad).unwrap_err();
+    assert!(err.to_string().contains("noise"), "{err}");
 }
