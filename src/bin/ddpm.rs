@@ -8,6 +8,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use ddpm_wgpu::checkpoint::{self, TensorFile};
 use ddpm_wgpu::data::Dataset;
+use ddpm_wgpu::diffusion::generate::{self, Format, SampleRequest};
+use ddpm_wgpu::diffusion::sample::Spacing;
 use ddpm_wgpu::diffusion::train::{preset_for, TrainConfig, Trainer};
 use ddpm_wgpu::gpu::adapter;
 use ddpm_wgpu::{Context, ContextOptions, Error, Result, UNet, UNetConfig};
@@ -31,6 +33,8 @@ enum Cmd {
     Info,
     /// Train a DDPM (Algorithm 1) on a dataset; checkpoints are resumable.
     Train(TrainArgs),
+    /// Draw samples from a diffusers UNet2DModel folder and write a PNG grid.
+    Sample(SampleArgs),
     /// Run ε_θ on tensors from a safetensors file (`sample`, `timestep`, optional `class_labels`).
     Predict {
         /// A diffusers model folder (config.json + diffusion_pytorch_model.safetensors).
@@ -43,6 +47,57 @@ enum Cmd {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// Where `ddpm sample` looks for a model when --model is not given.
+const DEFAULT_MODEL: &str = "assets/default-model";
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors, optional
+    /// scheduler_config.json), or a pipeline folder with unet/ and scheduler/. Default:
+    /// assets/default-model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// ddpm (ancestral, Ho et al.), ddim (Song et al.) or dpm++ (DPM-Solver++(2M)).
+    #[arg(long, default_value = "ddpm")]
+    sampler: String,
+    /// Inference steps (default: T for ddpm, 50 for ddim, 25 for dpm++).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Number of images (for a class-conditional model without --class: spread over the
+    /// classes, one grid row per class).
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Samples per class (class-conditional models without --class); default n / classes.
+    #[arg(long)]
+    per_class: Option<usize>,
+    /// Seed of all the noise: the same seed gives the same images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file: a PNG grid, or safetensors with --format safetensors / a .safetensors name.
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+    /// png or safetensors (default: from the --out extension).
+    #[arg(long)]
+    format: Option<String>,
+    /// Make every sample this class (class-conditional models).
+    #[arg(long)]
+    class: Option<u32>,
+    /// Classifier-free guidance weight w: ε = ε_∅ + w (ε_c − ε_∅); 1 = plain conditional.
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f32,
+    /// DDIM's η (0 = deterministic, 1 ≈ DDPM).
+    #[arg(long)]
+    eta: Option<f64>,
+    /// Timestep spacing: leading, trailing or linspace (default as diffusers: leading for
+    /// ddpm/ddim, linspace for dpm++).
+    #[arg(long)]
+    spacing: Option<String>,
+    /// Also write a denoising strip per sample (x_t above predicted x̂₀ at ~10 steps) as
+    /// <out>_strip_<i>.png.
+    #[arg(long)]
+    strip: bool,
 }
 
 #[derive(Args)]
@@ -125,6 +180,7 @@ fn main() {
     let res = match cli.cmd {
         Cmd::Info => info(&opts),
         Cmd::Train(args) => train(&opts, args),
+        Cmd::Sample(args) => sample(&opts, args),
         Cmd::Predict { model, input, output } => predict(&opts, &model, &input, &output),
     };
     if let Err(e) = res {
@@ -344,6 +400,72 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
     }
     bar.finish();
     eprintln!("done: step {}; checkpoint in {}", trainer.step, args.out.display());
+    Ok(())
+}
+
+fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
+    let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    if args.model.is_none() && !model_dir.exists() {
+        return Err(Error::arg(
+            "--model",
+            format!(
+                "no model at {} (the default); pass --model DIR with a diffusers UNet2DModel folder, \
+                 e.g. --model runs/train/model after `ddpm train`",
+                model_dir.display()
+            ),
+        ));
+    }
+    let format = Format::parse(args.format.as_deref(), &args.out)?;
+    let spacing = args.spacing.as_deref().map(Spacing::parse).transpose()?;
+    let req = SampleRequest {
+        sampler: args.sampler,
+        steps: args.steps,
+        n: args.n,
+        seed: args.seed,
+        class: args.class,
+        per_class: args.per_class,
+        guidance: args.guidance,
+        eta: args.eta,
+        spacing,
+        strip: args.strip,
+    };
+    let ctx = Context::with_options(opts)?;
+    let model = generate::load_model(&ctx, &model_dir)?;
+    // Refuse a bad request before the (slow) sampling starts.
+    let (sampler, spacing, steps) = generate::resolve(&model, &req)?;
+    eprintln!(
+        "model {} ({} parameters) on {}; scheduler {}; {sampler:?}, {steps} steps, {spacing:?} spacing",
+        model.dir.display(),
+        model.unet.params.count(),
+        ctx.adapter_name(),
+        model
+            .scheduler_path
+            .as_ref()
+            .map_or("DDPM defaults (no scheduler_config.json)".into(), |p| p
+                .display()
+                .to_string()),
+    );
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let out = generate::sample_model(&ctx, &model, &req, |i, _| bar.set_position(i as u64))?;
+    bar.finish();
+    let written = out.save(&args.out, format)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} samples in {secs:.1} s ({:.2} s/step); wrote {}{}",
+        out.shape[0],
+        secs / steps as f64,
+        args.out.display(),
+        if written.len() > 1 {
+            format!(" and {} strips", written.len() - 1)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

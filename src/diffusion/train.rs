@@ -354,6 +354,9 @@ impl Trainer {
             "variance_type": "fixed_small",
             "clip_sample": true,
             "prediction_type": "epsilon",
+            // Not a diffusers field (diffusers ignores it): the class-embedding row trained as
+            // "no class" for classifier-free guidance, null without label dropout.
+            "null_class": self.null_class,
         }))
         .expect("serialises")
     }
