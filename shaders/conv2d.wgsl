@@ -310,3 +310,166 @@ fn conv2d_backward_reduce(@builtin(workgroup_id) wg: vec3<u32>,
         dw_out[co * taps + j] = sum;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// im2col path (CPU adapters with 8-wide subgroups, where the subgroup GEMM of
+// matmul_subgroup.wgsl is several times faster than the implicit GEMM above).
+//
+// The K axis of the GEMM is (ci, r, s) flattened (K = Cin·kh·kw), padded to Kp = ⌈(K+1)/4⌉·4:
+// row K of the column matrix is all ones and column K of the packed weights holds the bias, so
+// the bias is added by the GEMM itself and its gradient falls out of the weight-grad GEMM as
+// column K. Rows past K+1 are zero.
+//   col[b, kk, oh·Wo+ow] = x[n0+b, ci, oh·st−pt+r, ow·st−pl+s]   (0 outside the image)
+//   dx[n0+b, ci, ih, iw] = Σ_{r,s: ih+pt−r = oh·st, iw+pl−s = ow·st} dcol[b, (ci,r,s), oh·Wo+ow]
+
+struct ColParams {
+    n0: u32,
+    nb: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    kp: u32,
+    cout: u32,
+    has_bias: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: ColParams;
+@group(0) @binding(1) var<storage, read> g_a: array<f32>;
+@group(0) @binding(2) var<storage, read> g_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g_o2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g_o3: array<f32>;
+
+fn col_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+// Integer division of small non-negative integers (< 2^22) through f32, which SIMD CPU adapters
+// vectorise (u32 division is done lane by lane there): exact because (a + 0.5) / b is at least
+// 0.5 / b away from the next integer, far more than the f32 rounding error.
+fn fdiv(a: u32, b: u32) -> u32 {
+    return u32((f32(a) + 0.5) / f32(b));
+}
+
+// g_a = x, g_o2 = col [nb, Kp, Ho·Wo]. One invocation per (b, kk, oh) writes one output row, so
+// the index arithmetic is done once per row (measured faster on llvmpipe than one invocation
+// per element with consecutive lanes on consecutive addresses).
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= cp.nb * cp.kp * cp.ho) {
+        return;
+    }
+    let row = fdiv(i, cp.ho);
+    let oh = i - row * cp.ho;
+    let b = fdiv(row, cp.kp);
+    let kk = row - b * cp.kp;
+    let dst = (row * cp.ho + oh) * cp.wo;
+    if (kk >= cp.k) {
+        let v = select(0.0, 1.0, kk == cp.k);
+        for (var ow = 0u; ow < cp.wo; ow++) {
+            g_o2[dst + ow] = v;
+        }
+        return;
+    }
+    let taps = cp.kh * cp.kw;
+    let ci = fdiv(kk, taps);
+    let rs = kk - ci * taps;
+    let r = fdiv(rs, cp.kw);
+    let s = rs - r * cp.kw;
+    // Padded coordinates; a pixel is inside when pad ≤ coordinate < pad + size.
+    let ih = oh * cp.stride + r;
+    let row_ok = ih >= cp.pad_top && ih < cp.pad_top + cp.h;
+    let src_row = ((cp.n0 + b) * cp.cin + ci) * cp.h + select(0u, ih - cp.pad_top, row_ok);
+    var iw = s;
+    for (var ow = 0u; ow < cp.wo; ow++) {
+        let inside = row_ok && iw >= cp.pad_left && iw < cp.pad_left + cp.w;
+        let src = src_row * cp.w + select(0u, iw - cp.pad_left, inside);
+        g_o2[dst + ow] = select(0.0, g_a[src], inside);
+        iw += cp.stride;
+    }
+}
+
+// g_a = dcol [nb, Kp, Ho·Wo], g_o2 = dx (images n0..n0+nb written). A workgroup covers 256
+// consecutive pixels of one (b, ci) plane of dx.
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let plane = cp.h * cp.w;
+    let chunks = (plane + 255u) / 256u;
+    let t = wg.x + wg.y * nwg.x;
+    let bc = fdiv(t, chunks);
+    if (bc >= cp.nb * cp.cin) {
+        return;
+    }
+    let q = (t - bc * chunks) * 256u + lid;
+    if (q >= plane) {
+        return;
+    }
+    let b = fdiv(bc, cp.cin);
+    let ci = bc - b * cp.cin;
+    let y = fdiv(q, cp.w);
+    let ih = y + cp.pad_top;
+    let iw = q - y * cp.w + cp.pad_left;
+    let pix = cp.ho * cp.wo;
+    let base = (b * cp.kp + ci * cp.kh * cp.kw) * pix;
+    var acc = 0.0;
+    for (var r = 0u; r < cp.kh; r++) {
+        // oh·st = ih − r and ow·st = iw − s (padded coordinates), both in range
+        let th = ih - r;
+        let oh = fdiv(th, cp.stride);
+        let row_ok = ih >= r && oh * cp.stride == th && oh < cp.ho;
+        for (var s = 0u; s < cp.kw; s++) {
+            let tw = iw - s;
+            let ow = fdiv(tw, cp.stride);
+            let ok = row_ok && iw >= s && ow * cp.stride == tw && ow < cp.wo;
+            let src = base + (r * cp.kw + s) * pix + select(0u, oh * cp.wo + ow, ok);
+            acc += select(0.0, g_a[src], ok);
+        }
+    }
+    g_o2[(cp.n0 + b) * cp.cin * plane + ci * plane + q] = acc;
+}
+
+// g_a = w [Cout, K], g_b = bias [Cout] (ignored unless has_bias), g_o3 = packed [Cout, Kp].
+@compute @workgroup_size(256)
+fn pack_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= cp.cout * cp.kp) {
+        return;
+    }
+    let co = i / cp.kp;
+    let kk = i % cp.kp;
+    var v = 0.0;
+    if (kk < cp.k) {
+        v = g_a[co * cp.k + kk];
+    } else if (kk == cp.k && cp.has_bias != 0u) {
+        v = g_b[co];
+    }
+    g_o3[i] = v;
+}
+
+// g_a = packed grad [Cout, Kp], g_o2 = dw [Cout, K], g_o3 = db [Cout].
+@compute @workgroup_size(256)
+fn unpack_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= cp.cout * cp.kp) {
+        return;
+    }
+    let co = i / cp.kp;
+    let kk = i % cp.kp;
+    if (kk < cp.k) {
+        g_o2[co * cp.k + kk] = g_a[i];
+    } else if (kk == cp.k) {
+        g_o3[co] = g_a[i];
+    }
+}

@@ -30,6 +30,13 @@ struct Params {
     tiles_n: u32,
     alpha: f32,
     beta: f32,
+    // 1: every batch uses the same A (batch stride 0), e.g. the weights of a convolution.
+    a_shared: u32,
+    // Offsets, in vec4s, of the first element of A, B and out in their buffers (a batch of
+    // convolution images is a window of a larger tensor).
+    a_off: u32,
+    b_off: u32,
+    out_off: u32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -86,8 +93,8 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let m4 = p.m / 4u;
     let n4 = p.n / 4u;
     // Base offsets in vec4s (every per-batch size is a multiple of 4 by the requirements).
-    let a_base = bat * p.m * k4;
-    let b_base = bat * p.k * n4;
+    let a_base = p.a_off + select(bat * p.m * k4, 0u, p.a_shared != 0u);
+    let b_base = p.b_off + bat * p.k * n4;
     let cl = min(col, p.n - 4u);
 
     // A rows this lane loads: !TA: rows r0 + l and r0 + 8 + l (all of K's 4 values);
@@ -169,7 +176,7 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (col >= p.n) {
         return;
     }
-    let o_base = bat * p.m * n4 + col / 4u;
+    let o_base = p.out_off + bat * p.m * n4 + col / 4u;
     for (var r = 0u; r < ROWS; r++) {
         let row = r0 + r;
         if (row >= p.m) {

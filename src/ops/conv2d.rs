@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
+use crate::ops::matmul;
 use crate::tensor::Tensor;
 
 static SHADER: Shader = crate::shader!("conv2d");
@@ -230,12 +231,28 @@ fn grid(ctx: &Context, op: &'static str, columns: usize, z: usize) -> Result<[u3
     Ok([x, y, groups_1d(ctx, op, z)?])
 }
 
-/// x [N,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout] -> y [N,Cout,Ho,Wo]
+/// x [N,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout] -> y [N,Cout,Ho,Wo], with the algorithm
+/// [`Algo::Auto`] picks for this adapter and shape.
 pub fn conv2d(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    conv2d_with(ctx, Algo::Auto, x, w, bias, p)
+}
+
+/// [`conv2d`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
+pub fn conv2d_with(
+    ctx: &Context,
+    algo: Algo,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let g = Geometry::new(OP, x, w, p)?;
     if let Some(b) = bias {
         b.expect_shape(OP, "bias", &[g.cout])?;
+    }
+    if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
+        return im2col_forward(ctx, &g, x, w, bias, window);
     }
     let y = ctx.empty(&[g.n, g.cout, g.ho, g.wo], "conv2d.y")?;
     let params = g.params(g.channel_chunk(), bias.is_some(), 0);
@@ -252,9 +269,23 @@ pub fn conv2d(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: C
     Ok(y)
 }
 
-/// gradients for dy [N,Cout,Ho,Wo]; dx computed only if need_dx (the first conv of a net needs none)
+/// gradients for dy [N,Cout,Ho,Wo]; dx computed only if need_dx (the first conv of a net needs
+/// none), with the algorithm [`Algo::Auto`] picks.
 pub fn conv2d_backward(
     ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    p: Conv2dParams,
+    need_dx: bool,
+) -> Result<Conv2dGrads> {
+    conv2d_backward_with(ctx, Algo::Auto, x, w, dy, p, need_dx)
+}
+
+/// [`conv2d_backward`] with a chosen algorithm; errors if `algo` cannot run this problem.
+pub fn conv2d_backward_with(
+    ctx: &Context,
+    algo: Algo,
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
@@ -264,25 +295,20 @@ pub fn conv2d_backward(
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
+    if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
+        // The input grad's GEMM has K = Cout, which the subgroup kernel needs in multiples of 4;
+        // otherwise that half runs on the implicit-GEMM kernel.
+        let dx_im2col = need_dx && resolve(ctx, Algo::Auto, &g, true)? != Algo::Direct;
+        let (dx, dw, db) = im2col_backward(ctx, &g, x, w, dy, dx_im2col, window)?;
+        let dx = match (need_dx, dx) {
+            (true, None) => Some(direct_backward_input(ctx, &g, w, dy)?),
+            (_, dx) => dx,
+        };
+        return Ok(Conv2dGrads { dx, dw, db });
+    }
 
     let dx = if need_dx {
-        let dx = ctx.empty(x.shape(), "conv2d.dx")?;
-        let params = g.params(g.channel_chunk(), false, 0);
-        let s = g.p.stride;
-        ctx.dispatch(Dispatch {
-            shader: &SHADER,
-            entry: "conv2d_backward_input",
-            constants: &[("WG", WG as f64)],
-            params: bytemuck::bytes_of(&params),
-            buffers: &[dy.buffer(), w.buffer(), dx.buffer()],
-            workgroups: grid(
-                ctx,
-                OP,
-                g.n * g.h.div_ceil(s) * g.w.div_ceil(s),
-                g.cin.div_ceil(CH_TILE) * s * s,
-            )?,
-        })?;
-        Some(dx)
+        Some(direct_backward_input(ctx, &g, w, dy)?)
     } else {
         None
     };
@@ -324,4 +350,294 @@ pub fn conv2d_backward(
         workgroups: grid(ctx, OP, g.cout * (taps + 1), 1)?,
     })?;
     Ok(Conv2dGrads { dx, dw, db })
+}
+
+/// Input gradient with the implicit-GEMM kernel.
+fn direct_backward_input(ctx: &Context, g: &Geometry, w: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward";
+    let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
+    let params = g.params(g.channel_chunk(), false, 0);
+    let s = g.p.stride;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "conv2d_backward_input",
+        constants: &[("WG", WG as f64)],
+        params: bytemuck::bytes_of(&params),
+        buffers: &[dy.buffer(), w.buffer(), dx.buffer()],
+        workgroups: grid(
+            ctx,
+            OP,
+            g.n * g.h.div_ceil(s) * g.w.div_ceil(s),
+            g.cin.div_ceil(CH_TILE) * s * s,
+        )?,
+    })?;
+    Ok(dx)
+}
+
+/// How a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algo {
+    /// [`Algo::Im2col`] where it applies and is faster (CPU adapters with 8-wide subgroups),
+    /// [`Algo::Direct`] otherwise.
+    Auto,
+    /// Implicit GEMM with no column matrix in memory: any adapter, any shape.
+    Direct,
+    /// Column matrix of a batch window (at most [`IM2COL_BUDGET_BYTES`]) multiplied by the
+    /// subgroup GEMM of `shaders/matmul_subgroup.wgsl`. Needs 8-wide subgroups and Ho·Wo a
+    /// multiple of 4.
+    Im2col {
+        /// Images per column-matrix window; 0 = as many as fit in [`IM2COL_BUDGET_BYTES`].
+        window: usize,
+    },
+}
+
+/// The im2col algorithm with automatic windows.
+pub const IM2COL: Algo = Algo::Im2col { window: 0 };
+
+/// Largest column matrix the im2col path materialises at once; batches are split to fit.
+pub const IM2COL_BUDGET_BYTES: u64 = 32 << 20;
+
+/// Which algorithm runs `g` (for the input grad when `input_grad`, whose GEMM also needs
+/// Cout % 4 == 0).
+fn resolve(ctx: &Context, algo: Algo, g: &Geometry, input_grad: bool) -> Result<Algo> {
+    let kp = (g.cin * g.kh * g.kw + 1).next_multiple_of(4);
+    let pix = g.ho * g.wo;
+    let k_ok = !input_grad || g.cout.is_multiple_of(4);
+    let possible = matmul::supports(ctx, matmul::Kernel::Subgroup { wg: matmul::SG_WG }, kp, 4, pix, true)
+        && k_ok
+        && (kp * pix * 4) as u64 <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
+    match algo {
+        Algo::Direct => Ok(Algo::Direct),
+        Algo::Im2col { .. } if possible => Ok(algo),
+        Algo::Im2col { .. } => Err(Error::arg(
+            "algo",
+            format!(
+                "the im2col convolution needs 8-wide subgroups and Ho·Wo = {pix} a multiple of 4{} (adapter {})",
+                if input_grad {
+                    format!(", and Cout = {} a multiple of 4 for the input grad", g.cout)
+                } else {
+                    String::new()
+                },
+                ctx.adapter_name()
+            ),
+        )),
+        Algo::Auto if possible && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu => Ok(IM2COL),
+        Algo::Auto => Ok(Algo::Direct),
+    }
+}
+
+/// Mirrors `ColParams` in shaders/conv2d.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ColParams {
+    n0: u32,
+    nb: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    kp: u32,
+    cout: u32,
+    has_bias: u32,
+}
+
+impl Geometry {
+    fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+    /// K padded with the bias row to a multiple of 4.
+    fn kp(&self) -> usize {
+        (self.k() + 1).next_multiple_of(4)
+    }
+    fn col_params(&self, n0: usize, nb: usize, has_bias: bool) -> ColParams {
+        ColParams {
+            n0: n0 as u32,
+            nb: nb as u32,
+            cin: self.cin as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            stride: self.p.stride as u32,
+            pad_top: self.p.pad[0] as u32,
+            pad_left: self.p.pad[2] as u32,
+            ho: self.ho as u32,
+            wo: self.wo as u32,
+            k: self.k() as u32,
+            kp: self.kp() as u32,
+            cout: self.cout as u32,
+            has_bias: has_bias as u32,
+        }
+    }
+    /// Images per column-matrix window (`requested`, or as many as fit when 0).
+    fn window(&self, ctx: &Context, requested: usize) -> usize {
+        if requested > 0 {
+            return requested.min(self.n);
+        }
+        let per_image = (self.kp() * self.ho * self.wo * 4) as u64;
+        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
+        ((budget / per_image.max(1)) as usize).clamp(1, self.n)
+    }
+}
+
+fn col_dispatch(
+    ctx: &Context,
+    entry: &'static str,
+    params: &ColParams,
+    total: usize,
+    buffers: &[&wgpu::Buffer],
+) -> Result<()> {
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(params),
+        buffers,
+        workgroups: ctx.grid((total as u32).div_ceil(256)),
+    })
+}
+
+/// w [Cout, Cin, kh, kw] (+ bias) → [Cout, Kp] with the bias in column K.
+fn pack_weight(ctx: &Context, g: &Geometry, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let wp = ctx.empty(&[g.cout, g.kp()], "conv2d.w_packed")?;
+    let params = g.col_params(0, 0, bias.is_some());
+    // Without a bias the kernel never reads binding 2; the packed output cannot stand in (it
+    // is bound writable), so w does.
+    let b = bias.map_or(w.buffer(), |b| b.buffer());
+    col_dispatch(
+        ctx,
+        "pack_weight",
+        &params,
+        g.cout * g.kp(),
+        &[w.buffer(), b, wp.buffer()],
+    )?;
+    Ok(wp)
+}
+
+fn im2col_forward(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    window: usize,
+) -> Result<Tensor> {
+    let y = ctx.empty(&[g.n, g.cout, g.ho, g.wo], "conv2d.y")?;
+    let wp = pack_weight(ctx, g, w, bias)?;
+    let (kp, pix) = (g.kp(), g.ho * g.wo);
+    let window = g.window(ctx, window);
+    let col = ctx.empty(&[window, kp, pix], "conv2d.col")?;
+    for n0 in (0..g.n).step_by(window) {
+        let nb = window.min(g.n - n0);
+        let params = g.col_params(n0, nb, bias.is_some());
+        col_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        // y[n0 + b] = Wp · col[b]
+        let gemm = matmul::SgGemm {
+            m: g.cout,
+            k: kp,
+            n: pix,
+            batch: nb,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            a_shared: true,
+            a_off: 0,
+            b_off: 0,
+            out_off: n0 * g.cout * pix,
+        };
+        matmul::gemm_sg_raw(ctx, gemm, wp.buffer(), col.buffer(), y.buffer())?;
+    }
+    Ok(y)
+}
+
+/// (dx if `need_dx`, dw, db) on the im2col path.
+fn im2col_backward(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+    window: usize,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let (kp, pix) = (g.kp(), g.ho * g.wo);
+    let window = g.window(ctx, window);
+    let col = ctx.empty(&[window, kp, pix], "conv2d.col")?;
+    let dwp = ctx.empty(&[g.cout, kp], "conv2d.dw_packed")?;
+    let (wp, dcol, dx) = if need_dx {
+        (
+            Some(pack_weight(ctx, g, w, None)?),
+            Some(ctx.empty(&[window, kp, pix], "conv2d.dcol")?),
+            Some(ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?),
+        )
+    } else {
+        (None, None, None)
+    };
+    for n0 in (0..g.n).step_by(window) {
+        let nb = window.min(g.n - n0);
+        let params = g.col_params(n0, nb, false);
+        col_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        // dWp += dy[n] · col[b]ᵀ, one image at a time so that the sum over images accumulates.
+        for b in 0..nb {
+            let gemm = matmul::SgGemm {
+                m: g.cout,
+                k: pix,
+                n: kp,
+                batch: 1,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+                beta: if n0 + b == 0 { 0.0 } else { 1.0 },
+                a_shared: false,
+                a_off: (n0 + b) * g.cout * pix,
+                b_off: b * kp * pix,
+                out_off: 0,
+            };
+            matmul::gemm_sg_raw(ctx, gemm, dy.buffer(), col.buffer(), dwp.buffer())?;
+        }
+        if let (Some(wp), Some(dcol), Some(dx)) = (&wp, &dcol, &dx) {
+            // dcol[b] = Wpᵀ · dy[n0 + b]
+            let gemm = matmul::SgGemm {
+                m: kp,
+                k: g.cout,
+                n: pix,
+                batch: nb,
+                trans_a: true,
+                trans_b: false,
+                alpha: 1.0,
+                beta: 0.0,
+                a_shared: true,
+                a_off: 0,
+                b_off: n0 * g.cout * pix,
+                out_off: 0,
+            };
+            matmul::gemm_sg_raw(ctx, gemm, wp.buffer(), dy.buffer(), dcol.buffer())?;
+            col_dispatch(
+                ctx,
+                "col2im",
+                &params,
+                nb * g.cin * g.h * g.w,
+                &[dcol.buffer(), dx.buffer()],
+            )?;
+        }
+    }
+    let dw = ctx.empty(&[g.cout, g.cin, g.kh, g.kw], "conv2d.dw")?;
+    let db = ctx.empty(&[g.cout], "conv2d.db")?;
+    let params = g.col_params(0, 0, false);
+    col_dispatch(
+        ctx,
+        "unpack_weight_grad",
+        &params,
+        g.cout * kp,
+        &[dwp.buffer(), dw.buffer(), db.buffer()],
+    )?;
+    Ok((dx, dw, db))
 }

@@ -59,6 +59,11 @@ struct Params {
     tiles_n: u32,
     alpha: f32,
     beta: f32,
+    // Only read by gemm_sg (the tiled kernel's struct ends before them).
+    a_shared: u32,
+    a_off: u32,
+    b_off: u32,
+    out_off: u32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -219,6 +224,10 @@ pub fn gemm_with(
         tiles_n,
         alpha,
         beta,
+        a_shared: 0,
+        a_off: 0,
+        b_off: 0,
+        out_off: 0,
         _pad0: 0,
         _pad1: 0,
     };
@@ -338,5 +347,78 @@ fn broadcast_rows(ctx: &Context, x: &Tensor, y: &Tensor, rows: usize, cols: usiz
         params: bytemuck::bytes_of(&params),
         buffers: &[x.buffer(), y.buffer()],
         workgroups: ctx.grid(((rows * cols) as u32).div_ceil(256)),
+    })
+}
+
+/// One `gemm_sg` launch on raw buffers, for ops that run a GEMM over windows of their own
+/// tensors (the im2col convolution). Offsets are in f32 elements and must be multiples of 4;
+/// `a_shared` gives every batch the same A. Sizes must satisfy [`supports`] for the subgroup
+/// kernel (the caller checks).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SgGemm {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+    pub a_shared: bool,
+    pub a_off: usize,
+    pub b_off: usize,
+    pub out_off: usize,
+}
+
+/// Workgroup size of the subgroup kernel when ops call it directly.
+pub(crate) const SG_WG: u32 = 32;
+
+pub(crate) fn gemm_sg_raw(
+    ctx: &Context,
+    g: SgGemm,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    debug_assert!(g.a_off % 4 == 0 && g.b_off % 4 == 0 && g.out_off % 4 == 0);
+    let rows = SG_ROWS * (SG_WG / 8);
+    let tiles_m = (g.m as u32).div_ceil(rows);
+    let tiles_n = (g.n as u32).div_ceil(SG_COLS);
+    let total = tiles_m as u64 * tiles_n as u64 * g.batch as u64;
+    let total = u32::try_from(total).map_err(|_| {
+        Error::shape(
+            "gemm",
+            format!("{total} output tiles is more than one dispatch can address"),
+        )
+    })?;
+    let params = Params {
+        m: g.m as u32,
+        n: g.n as u32,
+        k: g.k as u32,
+        batch: g.batch as u32,
+        trans_a: g.trans_a as u32,
+        trans_b: g.trans_b as u32,
+        tiles_m,
+        tiles_n,
+        alpha: g.alpha,
+        beta: g.beta,
+        a_shared: g.a_shared as u32,
+        a_off: (g.a_off / 4) as u32,
+        b_off: (g.b_off / 4) as u32,
+        out_off: (g.out_off / 4) as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER_SG,
+        entry: "gemm_sg",
+        constants: &[
+            ("WG", SG_WG as f64),
+            ("TA", g.trans_a as u8 as f64),
+            ("TB", g.trans_b as u8 as f64),
+        ],
+        params: bytemuck::bytes_of(&params),
+        buffers: &[a, b, out],
+        workgroups: ctx.grid(total),
     })
 }

@@ -1,6 +1,6 @@
 // GPU conv2d kernels vs the CPU reference.
 
-use ddpm_wgpu::ops::conv2d::{conv2d, conv2d_backward, Conv2dParams};
+use ddpm_wgpu::ops::conv2d::{conv2d, conv2d_backward, conv2d_backward_with, conv2d_with, Algo, Conv2dParams};
 use ddpm_wgpu::reference::conv2d as cref;
 use ddpm_wgpu::reference::conv2d::Conv2dDims;
 use ddpm_wgpu::Error;
@@ -22,7 +22,31 @@ fn dims(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: (usize, usize)
 }
 
 /// Forward and full backward of one case on the GPU against the f64 reference.
+/// Forward and backward of one case with every algorithm: the implicit GEMM, and the im2col
+/// path where its shape condition (Ho·Wo % 4 == 0) holds; where it does not, asking for it must
+/// be a typed error.
 fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
+    check_algo(name, d, with_bias, seed, Algo::Direct);
+    let (ho, wo) = d.out_hw();
+    if (ho * wo) % 4 == 0 {
+        check_algo(name, d, with_bias, seed, Algo::Im2col { window: 0 });
+        // Windows of one image, so that batches are split and dw accumulates across windows.
+        check_algo(name, d, with_bias, seed, Algo::Im2col { window: 1 });
+    } else {
+        let ctx = ctx();
+        let x = ctx.zeros(&[d.n, d.cin, d.h, d.w], "x").unwrap();
+        let w = ctx.zeros(&[d.cout, d.cin, d.kh, d.kw], "w").unwrap();
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let err = conv2d_with(ctx, Algo::Im2col { window: 0 }, &x, &w, None, p).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("multiple of 4"),
+            "{name}: {err}"
+        );
+    }
+}
+
+fn check_algo(name: &str, d: Conv2dDims, with_bias: bool, seed: u64, algo: Algo) {
+    let name = &format!("{name} {algo:?}");
     let ctx = ctx();
     let p = Conv2dParams::asymmetric(d.stride, d.pad);
     let (ho, wo) = d.out_hw();
@@ -40,13 +64,13 @@ fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
     let dy = ctx.upload(&ys, &dyh).unwrap();
     let (x64, w64, b64, dy64) = (to_f64(&xh), to_f64(&wh), to_f64(&bh), to_f64(&dyh));
 
-    let y = conv2d(ctx, &x, &w, with_bias.then_some(&b), p).unwrap();
+    let y = conv2d_with(ctx, algo, &x, &w, with_bias.then_some(&b), p).unwrap();
     assert_eq!(y.shape(), &ys, "{name}: y shape");
     let want = cref::conv2d(&x64, &w64, with_bias.then_some(&b64[..]), &d);
     // f32 sums of at most a few hundred products of values in [-1, 1]: rounding stays < 1e-4.
     assert_close(&format!("{name} forward"), &ctx.read(&y).unwrap(), &want, 1e-4, 1e-4);
 
-    let g = conv2d_backward(ctx, &x, &w, &dy, p, true).unwrap();
+    let g = conv2d_backward_with(ctx, algo, &x, &w, &dy, p, true).unwrap();
     let dx = g.dx.expect("need_dx = true returns dx");
     assert_eq!(dx.shape(), &xs, "{name}: dx shape");
     assert_eq!(g.dw.shape(), &ws, "{name}: dw shape");
@@ -75,8 +99,15 @@ fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
         rtol,
     );
 
-    let g = conv2d_backward(ctx, &x, &w, &dy, p, false).unwrap();
+    let g = conv2d_backward_with(ctx, algo, &x, &w, &dy, p, false).unwrap();
     assert!(g.dx.is_none(), "{name}: need_dx = false must not compute dx");
+    assert_close(
+        &format!("{name} dw without dx"),
+        &ctx.read(&g.dw).unwrap(),
+        &cref::conv2d_backward_weight(&x64, &dy64, &d),
+        atol,
+        rtol,
+    );
 }
 
 #[test]
@@ -97,6 +128,22 @@ fn conv2d_primes_stride2_odd_sizes() {
     check_case("3x7x13x11 k3 s2 p1", d, true, 30);
     let d = dims(1, 5, (9, 7), 13, (3, 3), Conv2dParams::new(2, 0));
     check_case("1x5x9x7 k3 s2 p0", d, true, 31);
+}
+
+/// Shapes the im2col path takes (Ho·Wo % 4 == 0) with awkward channel counts: K = Cin·9 + 1
+/// not a multiple of 4, Cout not a multiple of 4 (input grad on the implicit GEMM) and a
+/// multiple of 4 (input grad on the subgroup GEMM), more rows than one GEMM tile, stride 2 with
+/// diffusers' asymmetric padding.
+#[test]
+fn conv2d_im2col_shapes() {
+    let d = dims(3, 1, (8, 6), 5, (3, 3), Conv2dParams::new(1, 1));
+    check_case("3x1x8x6 -> 5 k3", d, true, 80);
+    let d = dims(2, 7, (4, 4), 12, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x7x4x4 -> 12 k3", d, true, 81);
+    let d = dims(5, 6, (8, 8), 70, (3, 3), Conv2dParams::asymmetric(2, [0, 1, 0, 1]));
+    check_case("5x6x8x8 -> 70 k3 s2 pad(0,1,0,1)", d, false, 82);
+    let d = dims(2, 9, (6, 2), 8, (1, 1), Conv2dParams::new(1, 0));
+    check_case("2x9x6x2 -> 8 k1", d, true, 83);
 }
 
 #[test]
