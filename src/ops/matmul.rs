@@ -380,7 +380,7 @@ pub(crate) fn gemm_sg_raw(
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    debug_assert!(g.a_off % 4 == 0 && g.b_off % 4 == 0 && g.out_off % 4 == 0);
+    debug_assert!(g.a_off.is_multiple_of(4) && g.b_off.is_multiple_of(4) && g.out_off.is_multiple_of(4));
     let rows = SG_ROWS * (SG_WG / 8);
     let tiles_m = (g.m as u32).div_ceil(rows);
     let tiles_n = (g.n as u32).div_ceil(SG_COLS);
