@@ -35,6 +35,8 @@ enum Cmd {
     Train(TrainArgs),
     /// Draw samples from a diffusers UNet2DModel folder and write a PNG grid.
     Sample(SampleArgs),
+    /// Evaluate a model on a dataset: --bpd gives the variational bound in bits/dim.
+    Eval(EvalArgs),
     /// Run ε_θ on tensors from a safetensors file (`sample`, `timestep`, optional `class_labels`).
     Predict {
         /// A diffusers model folder (config.json + diffusion_pytorch_model.safetensors).
@@ -98,6 +100,32 @@ struct SampleArgs {
     /// <out>_strip_<i>.png.
     #[arg(long)]
     strip: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Compute the negative log-likelihood bound in bits/dim (L_T + Σ L_{t−1} + L_0, one model
+    /// call per timestep per batch).
+    #[arg(long)]
+    bpd: bool,
+    /// A diffusers UNet2DModel folder (as for `ddpm sample`). Default: assets/default-model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Dataset (as for `ddpm train`): PNG folder, IDX file or CIFAR-10 binary batches.
+    #[arg(long)]
+    data: PathBuf,
+    /// IDX label file (unused by --bpd; only for reading IDX pairs).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Number of images (the first N of the dataset).
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// Images per model call.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Seed of the forward-process noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -181,6 +209,7 @@ fn main() {
         Cmd::Info => info(&opts),
         Cmd::Train(args) => train(&opts, args),
         Cmd::Sample(args) => sample(&opts, args),
+        Cmd::Eval(args) => eval(&opts, args),
         Cmd::Predict { model, input, output } => predict(&opts, &model, &input, &output),
     };
     if let Err(e) = res {
@@ -233,8 +262,13 @@ fn info(opts: &ContextOptions) -> Result<()> {
     Ok(())
 }
 
-fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
-    let p = &args.data;
+fn load_dataset(
+    p: &Path,
+    labels: Option<&Path>,
+    channels: usize,
+    unconditional: bool,
+    image_size: Option<usize>,
+) -> Result<Dataset> {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -251,24 +285,24 @@ fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
             v
         };
         if bins.is_empty() {
-            Dataset::from_png_folder(p, args.channels)?
+            Dataset::from_png_folder(p, channels)?
         } else {
             Dataset::from_cifar10(&bins)?
         }
     } else if name.ends_with(".bin") {
-        Dataset::from_cifar10(std::slice::from_ref(p))?
+        Dataset::from_cifar10(&[p.to_path_buf()])?
     } else {
-        let labels = args.labels.clone().or_else(|| {
+        let labels = labels.map(Path::to_path_buf).or_else(|| {
             let guess = p.with_file_name(name.replace("images", "labels").replace("idx3", "idx1"));
-            (guess != *p && guess.exists()).then_some(guess)
+            (guess != p && guess.exists()).then_some(guess)
         });
         Dataset::from_idx(p, labels.as_deref())?
     };
-    if args.unconditional {
+    if unconditional {
         ds.labels.clear();
         ds.num_classes = 0;
     }
-    if let Some(s) = args.image_size {
+    if let Some(s) = image_size {
         ds.pad_to(s)?;
     }
     Ok(ds)
@@ -276,7 +310,13 @@ fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
 
 fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
     let ctx = Context::with_options(opts)?;
-    let data = load_dataset(&args)?;
+    let data = load_dataset(
+        &args.data,
+        args.labels.as_deref(),
+        args.channels,
+        args.unconditional,
+        args.image_size,
+    )?;
     eprintln!(
         "dataset: {} images of {}×{}×{}, {} classes",
         data.len(),
@@ -465,6 +505,86 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
+    if !args.bpd {
+        return Err(Error::arg("--bpd", "nothing to evaluate: pass --bpd"));
+    }
+    let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    if args.model.is_none() && !model_dir.exists() {
+        return Err(Error::arg(
+            "--model",
+            format!(
+                "no model at {} (the default); pass --model DIR with a diffusers UNet2DModel folder",
+                model_dir.display()
+            ),
+        ));
+    }
+    if args.n == 0 || args.batch_size == 0 {
+        return Err(Error::arg("--n / --batch-size", "must be at least 1"));
+    }
+    let ctx = Context::with_options(opts)?;
+    let model = generate::load_model(&ctx, &model_dir)?;
+    let cfg = model.unet.config();
+    let data = load_dataset(
+        &args.data,
+        args.labels.as_deref(),
+        cfg.in_channels,
+        true,
+        Some(cfg.sample_size),
+    )?;
+    if data.channels != cfg.in_channels {
+        return Err(Error::arg(
+            "--data",
+            format!("{} channels; the model takes {}", data.channels, cfg.in_channels),
+        ));
+    }
+    let n = args.n.min(data.len());
+    let per = data.image_size();
+    let schedule = model.scheduler.schedule()?;
+    let t = schedule.len();
+    let batches = n.div_ceil(args.batch_size);
+    let bar = indicatif::ProgressBar::new((batches * t) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} model calls [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
+    );
+    let (mut totals, mut priors) = (Vec::new(), Vec::new());
+    let mut terms = vec![0.0; t];
+    for b in 0..batches {
+        let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
+        let r = ddpm_wgpu::diffusion::bpd::eval_bpd(
+            &ctx,
+            &model.unet,
+            &schedule,
+            model.scheduler.variance,
+            model.scheduler.clip_sample,
+            &data.images[lo * per..hi * per],
+            hi - lo,
+            args.seed.wrapping_add(b as u64),
+            |i, _| bar.set_position((b * t + i) as u64),
+        )?;
+        for (acc, v) in terms.iter_mut().zip(&r.terms) {
+            *acc += v * (hi - lo) as f64 / n as f64;
+        }
+        totals.extend(r.total);
+        priors.extend(r.prior);
+    }
+    bar.finish();
+    let mean = totals.iter().sum::<f64>() / n as f64;
+    let var = totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+    println!(
+        "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t})",
+        (var / n as f64).sqrt()
+    );
+    println!(
+        "  L_T (prior) {:.5}  L_0 (decoder) {:.4}  Σ L_t-1 {:.4}",
+        priors.iter().sum::<f64>() / n as f64,
+        terms[0],
+        terms[1..].iter().sum::<f64>()
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Diffusion maths: schedules, the forward process, training (Algorithm 1) and samplers.
 
+pub mod bpd;
 pub mod generate;
 pub mod sample;
 pub mod schedule;

@@ -1,0 +1,187 @@
+//! The variational bound in bits per dimension (Ho et al. 2020 eq. 5; Nichol & Dhariwal 2021,
+//! `improved-diffusion`'s `calc_bpd_loop`):
+//!
+//! L = L_T + Σ_{t>1} L_{t−1} + L_0, with
+//! - L_T = KL(q(x_T | x_0) ‖ N(0, I)) (the prior term),
+//! - L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), both Gaussians,
+//! - L_0 = −log p_θ(x_0 | x_1) under the discretized Gaussian decoder (256 bins on [−1, 1]),
+//!
+//! each averaged over dimensions and divided by ln 2. p_θ's mean is the posterior mean at the
+//! model's x̂₀ (clipped to [−1, 1] when `clip`), its variance fixed (β̃_t or β_t, with
+//! improved-diffusion's convention of using β̃_1 at t = 1 for both). The model runs on the GPU;
+//! the terms are computed on the host in f64 from the read-back ε̂.
+
+use crate::diffusion::sample::Variance;
+use crate::diffusion::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::nn::UNet;
+use crate::ops::ddpm;
+
+/// KL(N(μ₁, e^{lv₁}) ‖ N(μ₂, e^{lv₂})) per element.
+pub fn normal_kl(mean1: f64, logvar1: f64, mean2: f64, logvar2: f64) -> f64 {
+    0.5 * (-1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2).powi(2) * (-logvar2).exp())
+}
+
+/// improved-diffusion's tanh approximation of the standard normal CDF.
+pub fn approx_standard_normal_cdf(x: f64) -> f64 {
+    0.5 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+}
+
+/// log-probability of the 8-bit pixel `x` ∈ [−1, 1] under a Gaussian of `mean` and
+/// log-std `log_scale` discretized to bins of width 2/255 (edge bins extend to ±∞).
+pub fn discretized_gaussian_log_likelihood(x: f64, mean: f64, log_scale: f64) -> f64 {
+    let centered = x - mean;
+    let inv_stdv = (-log_scale).exp();
+    let cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0));
+    let cdf_min = approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0));
+    if x < -0.999 {
+        cdf_plus.max(1e-12).ln()
+    } else if x > 0.999 {
+        (1.0 - cdf_min).max(1e-12).ln()
+    } else {
+        (cdf_plus - cdf_min).max(1e-12).ln()
+    }
+}
+
+/// Posterior q(x_{t−1} | x_t, x_0) mean coefficients (of x₀, of x_t) and clipped log-variance
+/// at index t (β̃ at t = 0 is 0; its log uses β̃ at index 1, as improved-diffusion).
+fn posterior(schedule: &Schedule, t: usize) -> (f64, f64, f64) {
+    let ab = schedule.alphas_cumprod[t];
+    let ab_prev = schedule.alpha_cumprod_prev(t);
+    let beta = schedule.betas[t];
+    let c0 = beta * ab_prev.sqrt() / (1.0 - ab);
+    let ct = (1.0 - ab_prev) * schedule.alphas[t].sqrt() / (1.0 - ab);
+    let var_idx = if t == 0 && schedule.len() > 1 { 1 } else { t };
+    (c0, ct, schedule.posterior_variance(var_idx).ln())
+}
+
+/// The model's log-variance at index t: β̃ (fixed_small, clipped at t = 0 as the posterior) or
+/// β (fixed_large, with β̃_1 at t = 0).
+fn model_log_variance(schedule: &Schedule, variance: Variance, t: usize) -> f64 {
+    match variance {
+        Variance::FixedSmall => posterior(schedule, t).2,
+        Variance::FixedLarge if t == 0 && schedule.len() > 1 => schedule.posterior_variance(1).ln(),
+        Variance::FixedLarge => schedule.betas[t].ln(),
+    }
+}
+
+/// L_{t} in bits/dim for each of the `n` images (`x0`, `x_t`, `eps` hold n equal-sized images):
+/// the decoder NLL at t = 0, the Gaussian KL otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn vb_term_bpd(
+    schedule: &Schedule,
+    variance: Variance,
+    clip: bool,
+    t: usize,
+    x0: &[f64],
+    x_t: &[f64],
+    eps: &[f64],
+    n: usize,
+) -> Vec<f64> {
+    let per = x0.len() / n;
+    let ab = schedule.alphas_cumprod[t];
+    let (c0, ct, true_logvar) = posterior(schedule, t);
+    let model_logvar = model_log_variance(schedule, variance, t);
+    (0..n)
+        .map(|b| {
+            let mut acc = 0.0;
+            for i in b * per..(b + 1) * per {
+                let mut x0_pred = (x_t[i] - (1.0 - ab).sqrt() * eps[i]) / ab.sqrt();
+                if clip {
+                    x0_pred = x0_pred.clamp(-1.0, 1.0);
+                }
+                let model_mean = c0 * x0_pred + ct * x_t[i];
+                acc += if t == 0 {
+                    -discretized_gaussian_log_likelihood(x0[i], model_mean, 0.5 * model_logvar)
+                } else {
+                    normal_kl(c0 * x0[i] + ct * x_t[i], true_logvar, model_mean, model_logvar)
+                };
+            }
+            acc / per as f64 / std::f64::consts::LN_2
+        })
+        .collect()
+}
+
+/// L_T = KL(q(x_T | x_0) ‖ N(0, I)) in bits/dim for each of the `n` images.
+pub fn prior_bpd(schedule: &Schedule, x0: &[f64], n: usize) -> Vec<f64> {
+    let per = x0.len() / n;
+    let ab = schedule.alphas_cumprod[schedule.len() - 1];
+    (0..n)
+        .map(|b| {
+            let kl: f64 = x0[b * per..(b + 1) * per]
+                .iter()
+                .map(|&x| normal_kl(ab.sqrt() * x, (1.0 - ab).ln(), 0.0, 0.0))
+                .sum();
+            kl / per as f64 / std::f64::consts::LN_2
+        })
+        .collect()
+}
+
+/// The bound for a batch of images.
+#[derive(Clone, Debug)]
+pub struct Bpd {
+    /// Total bits/dim of each image.
+    pub total: Vec<f64>,
+    /// L_T of each image.
+    pub prior: Vec<f64>,
+    /// Per timestep index t (0 = the decoder term), the mean over images.
+    pub terms: Vec<f64>,
+}
+
+/// Evaluate the bound for `images` ([n, C, H, W] in [−1, 1], 8-bit levels) with one model call
+/// per timestep. The noise of x_t is Philox stream t of `seed`. `progress(done, T)` after each t.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_bpd(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    variance: Variance,
+    clip: bool,
+    images: &[f32],
+    n: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Bpd> {
+    let cfg = unet.config();
+    let s = cfg.sample_size;
+    let shape = [n, cfg.in_channels, s, s];
+    if n == 0 || images.len() != shape.iter().product::<usize>() {
+        return Err(Error::arg(
+            "--data",
+            format!(
+                "{} values are not {n} images of {}×{s}×{s} (the model's in_channels × sample_size²)",
+                images.len(),
+                cfg.in_channels
+            ),
+        ));
+    }
+    if cfg.num_class_embeds.is_some() {
+        return Err(Error::arg(
+            "--model",
+            "bits/dim is implemented for unconditional models only",
+        ));
+    }
+    let steps = schedule.len();
+    let x0 = ctx.upload(&shape, images)?;
+    let x0_host: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    let sab = ctx.upload(&[steps], &schedule.sqrt_alphas_cumprod())?;
+    let somab = ctx.upload(&[steps], &schedule.sqrt_one_minus_alphas_cumprod())?;
+    let prior = prior_bpd(schedule, &x0_host, n);
+    let mut total = prior.clone();
+    let mut terms = Vec::with_capacity(steps);
+    for t in 0..steps {
+        let tt = ctx.upload(&[n], &vec![t as f32; n])?;
+        let (x_t, _) = ddpm::q_sample(ctx, &x0, &tt, &sab, &somab, seed, t as u32)?;
+        let eps = unet.forward(ctx, &x_t, &tt, None)?;
+        let to64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        let (x_t, eps) = (to64(ctx.read(&x_t)?), to64(ctx.read(&eps)?));
+        let vb = vb_term_bpd(schedule, variance, clip, t, &x0_host, &x_t, &eps, n);
+        for (tot, v) in total.iter_mut().zip(&vb) {
+            *tot += v;
+        }
+        terms.push(vb.iter().sum::<f64>() / n as f64);
+        progress(t + 1, steps);
+    }
+    Ok(Bpd { total, prior, terms })
+}

@@ -1,0 +1,188 @@
+//! The variational bound in bits/dim: the host terms against a plain-Python transcription of
+//! improved-diffusion (tests/fixtures/make_bpd_fixture.py → bpd.json), then the GPU evaluation
+//! loop on a fixture U-Net.
+
+#[path = "kernels/common.rs"]
+mod common;
+
+use std::path::Path;
+
+use common::ctx;
+use ddpm_wgpu::diffusion::bpd::{self, eval_bpd, prior_bpd, vb_term_bpd};
+use ddpm_wgpu::diffusion::sample::Variance;
+use ddpm_wgpu::diffusion::{BetaSchedule, Schedule};
+use ddpm_wgpu::UNet;
+use serde_json::Value;
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Same f64 formulas in the same order up to a few operations: relative 1e-12.
+fn close(name: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+            "{name}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn bound_terms_match_improved_diffusion() {
+    let text = std::fs::read_to_string(fixtures().join("bpd.json")).unwrap();
+    let f: Value = serde_json::from_str(&text).unwrap();
+    let t_max = f["T"].as_u64().unwrap() as usize;
+    let n = f["n"].as_u64().unwrap() as usize;
+    let s = Schedule::new(
+        BetaSchedule::Linear,
+        t_max,
+        f["beta_start"].as_f64().unwrap(),
+        f["beta_end"].as_f64().unwrap(),
+    )
+    .unwrap();
+    let x0 = floats(&f["x0"]);
+    let mut seen = 0;
+    for (name, case) in f["cases"].as_object().unwrap() {
+        let variance = if name.starts_with("fixed_small") {
+            Variance::FixedSmall
+        } else {
+            Variance::FixedLarge
+        };
+        let clip = name.ends_with("clip1");
+        let mut total = prior_bpd(&s, &x0, n);
+        close(&format!("{name} prior"), &total, &floats(&case["prior"]));
+        for t in 0..t_max {
+            let got = vb_term_bpd(
+                &s,
+                variance,
+                clip,
+                t,
+                &x0,
+                &floats(&f["x_t"][t]),
+                &floats(&f["eps"][t]),
+                n,
+            );
+            close(&format!("{name} L_{t}"), &got, &floats(&case["terms"][t]));
+            assert!(got.iter().all(|&v| v >= 0.0), "{name} t={t}: a KL or NLL below 0");
+            for (tot, v) in total.iter_mut().zip(&got) {
+                *tot += v;
+            }
+        }
+        close(&format!("{name} total"), &total, &floats(&case["total"]));
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+}
+
+#[test]
+fn helper_functions() {
+    // KL of a distribution with itself is 0; KL(N(1, 1) ‖ N(0, 1)) = 1/2.
+    assert!(bpd::normal_kl(0.3, -1.2, 0.3, -1.2).abs() < 1e-15);
+    assert!((bpd::normal_kl(1.0, 0.0, 0.0, 0.0) - 0.5).abs() < 1e-15);
+    assert!((bpd::approx_standard_normal_cdf(0.0) - 0.5).abs() < 1e-15);
+    // A narrow decoder centred on the pixel puts ~all mass in its bin; edges use open bins.
+    assert!(bpd::discretized_gaussian_log_likelihood(0.2, 0.2, -8.0).abs() < 1e-9);
+    assert!(bpd::discretized_gaussian_log_likelihood(1.0, 3.0, 0.0) > -0.05);
+    assert!(bpd::discretized_gaussian_log_likelihood(-1.0, 1.0, -8.0) == (1e-12f64).ln());
+}
+
+#[test]
+fn gpu_bound_is_deterministic_and_adds_up() {
+    let ctx = ctx();
+    let unet = UNet::from_pretrained(ctx, fixtures().join("unet_a_basic")).unwrap();
+    let s = Schedule::new(BetaSchedule::Linear, 12, 1e-4, 0.2).unwrap();
+    let n = 2;
+    // 8-bit levels in [−1, 1]
+    let images: Vec<f32> = (0..n * 3 * 64).map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0).collect();
+    let run = |seed| {
+        let mut calls = 0;
+        let r = eval_bpd(ctx, &unet, &s, Variance::FixedSmall, true, &images, n, seed, |i, t| {
+            calls += 1;
+            assert_eq!((i, t), (calls, 12));
+        })
+        .unwrap();
+        assert_eq!(calls, 12);
+        r
+    };
+    let a = run(5);
+    let b = run(5);
+    let c = run(6);
+    assert_eq!(a.total, b.total);
+    assert_ne!(a.total, c.total);
+    let x0: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    assert_eq!(a.prior, prior_bpd(&s, &x0, n));
+    let mean_total = a.total.iter().sum::<f64>() / n as f64;
+    let mean_prior = a.prior.iter().sum::<f64>() / n as f64;
+    let sum_terms: f64 = a.terms.iter().sum();
+    assert!((mean_total - mean_prior - sum_terms).abs() < 1e-9 * mean_total);
+    assert!(a.terms.iter().all(|&v| v.is_finite() && v >= 0.0), "{:?}", a.terms);
+    // wrong image count / shape
+    assert!(eval_bpd(
+        ctx,
+        &unet,
+        &s,
+        Variance::FixedSmall,
+        true,
+        &images[1..],
+        n,
+        0,
+        |_, _| {}
+    )
+    .is_err());
+}
+
+#[test]
+fn cli_eval_bpd() {
+    let dir = std::env::temp_dir().join(format!("ddpm-bpd-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&model).unwrap();
+    for k in 0..3u8 {
+        let px: Vec<u8> = (0..8 * 8 * 3)
+            .map(|i| (i as u8).wrapping_mul(29).wrapping_add(k * 50))
+            .collect();
+        let file = std::fs::File::create(data.join(format!("{k}.png"))).unwrap();
+        let mut enc = png::Encoder::new(file, 8, 8);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&px).unwrap();
+    }
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixtures().join("unet_a_basic").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("scheduler_config.json"), r#"{"num_train_timesteps": 8}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args([
+            "eval",
+            "--bpd",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--n", "3", "--batch-size", "2"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let bpd: f64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bits/dim in {stdout:?}"));
+    assert!(
+        stdout.starts_with("bits/dim:") && stdout.contains("3 images, T = 8"),
+        "{stdout}"
+    );
+    assert!(bpd.is_finite() && bpd > 0.0, "{stdout}");
+}
