@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ddpm_wgpu::ops::conv2d::{conv2d, conv2d_backward, Conv2dParams};
+use ddpm_wgpu::ops::conv2d::{conv2d_backward_with, conv2d_with, Algo, Conv2dParams};
 
 fn bench(c: &mut Criterion) {
     let ctx = common::ctx();
@@ -23,34 +23,44 @@ fn bench(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(5));
 
-    let forward = || {
-        conv2d(&ctx, &x, &wt, Some(&b), p).unwrap();
-    };
-    let t = common::timed(&ctx, 3, forward);
-    common::report(&ctx, "conv2d forward 8x64x32x32 k3", t / 3, gemm, 0.0);
-    g.bench_function("forward 8x64x32x32 k3", |bch| {
-        bch.iter_custom(|iters| common::timed(&ctx, iters, forward))
-    });
+    // The implicit GEMM (every adapter) and what Auto picks here (im2col + subgroup GEMM on
+    // CPU adapters with 8-wide subgroups), side by side in one run.
+    for (tag, algo) in [("direct", Algo::Direct), ("auto", Algo::Auto)] {
+        let forward = || {
+            conv2d_with(&ctx, algo, &x, &wt, Some(&b), p).unwrap();
+        };
+        let t = common::timed(&ctx, 3, forward);
+        common::report(&ctx, &format!("conv2d {tag} forward 8x64x32x32 k3"), t / 3, gemm, 0.0);
+        g.bench_function(format!("{tag} forward 8x64x32x32 k3"), |bch| {
+            bch.iter_custom(|iters| common::timed(&ctx, iters, forward))
+        });
 
-    let train = || {
-        let _y = conv2d(&ctx, &x, &wt, Some(&b), p).unwrap();
-        conv2d_backward(&ctx, &x, &wt, &dy, p, true).unwrap();
-    };
-    let t = common::timed(&ctx, 3, train);
-    common::report(&ctx, "conv2d forward+backward 8x64x32x32 k3", t / 3, 3.0 * gemm, 0.0);
-    g.bench_function("forward+backward 8x64x32x32 k3", |bch| {
-        bch.iter_custom(|iters| common::timed(&ctx, iters, train))
-    });
+        let train = || {
+            let _y = conv2d_with(&ctx, algo, &x, &wt, Some(&b), p).unwrap();
+            conv2d_backward_with(&ctx, algo, &x, &wt, &dy, p, true).unwrap();
+        };
+        let t = common::timed(&ctx, 3, train);
+        common::report(
+            &ctx,
+            &format!("conv2d {tag} forward+backward 8x64x32x32 k3"),
+            t / 3,
+            3.0 * gemm,
+            0.0,
+        );
+        g.bench_function(format!("{tag} forward+backward 8x64x32x32 k3"), |bch| {
+            bch.iter_custom(|iters| common::timed(&ctx, iters, train))
+        });
 
-    // The backward's parts, for the record: dw + db alone, then with dx.
-    let t = common::timed(&ctx, 3, || {
-        conv2d_backward(&ctx, &x, &wt, &dy, p, false).unwrap();
-    });
-    common::report(&ctx, "conv2d backward dw+db", t / 3, gemm, 0.0);
-    let t = common::timed(&ctx, 3, || {
-        conv2d_backward(&ctx, &x, &wt, &dy, p, true).unwrap();
-    });
-    common::report(&ctx, "conv2d backward dx+dw+db", t / 3, 2.0 * gemm, 0.0);
+        // The backward's parts, for the record: dw + db alone, then with dx.
+        let t = common::timed(&ctx, 3, || {
+            conv2d_backward_with(&ctx, algo, &x, &wt, &dy, p, false).unwrap();
+        });
+        common::report(&ctx, &format!("conv2d {tag} backward dw+db"), t / 3, gemm, 0.0);
+        let t = common::timed(&ctx, 3, || {
+            conv2d_backward_with(&ctx, algo, &x, &wt, &dy, p, true).unwrap();
+        });
+        common::report(&ctx, &format!("conv2d {tag} backward dx+dw+db"), t / 3, 2.0 * gemm, 0.0);
+    }
     g.finish();
 }
 
