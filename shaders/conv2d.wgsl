@@ -351,13 +351,6 @@ fn col_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * 256u + lid;
 }
 
-// Integer division of small non-negative integers (< 2^22) through f32, which SIMD CPU adapters
-// vectorise (u32 division is done lane by lane there): exact because (a + 0.5) / b is at least
-// 0.5 / b away from the next integer, far more than the f32 rounding error.
-fn fdiv(a: u32, b: u32) -> u32 {
-    return u32((f32(a) + 0.5) / f32(b));
-}
-
 // g_a = x, g_o2 = col [nb, Kp, Ho·Wo]. One invocation per (b, kk, oh) writes one output row, so
 // the index arithmetic is done once per row (measured faster on llvmpipe than one invocation
 // per element with consecutive lanes on consecutive addresses).
@@ -368,10 +361,10 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (i >= cp.nb * cp.kp * cp.ho) {
         return;
     }
-    let row = fdiv(i, cp.ho);
-    let oh = i - row * cp.ho;
-    let b = fdiv(row, cp.kp);
-    let kk = row - b * cp.kp;
+    let row = i / cp.ho;
+    let oh = i % cp.ho;
+    let b = row / cp.kp;
+    let kk = row % cp.kp;
     let dst = (row * cp.ho + oh) * cp.wo;
     if (kk >= cp.k) {
         let v = select(0.0, 1.0, kk == cp.k);
@@ -381,10 +374,9 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         return;
     }
     let taps = cp.kh * cp.kw;
-    let ci = fdiv(kk, taps);
-    let rs = kk - ci * taps;
-    let r = fdiv(rs, cp.kw);
-    let s = rs - r * cp.kw;
+    let ci = kk / taps;
+    let r = (kk % taps) / cp.kw;
+    let s = kk % cp.kw;
     // Padded coordinates; a pixel is inside when pad ≤ coordinate < pad + size.
     let ih = oh * cp.stride + r;
     let row_ok = ih >= cp.pad_top && ih < cp.pad_top + cp.h;
@@ -406,31 +398,40 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let plane = cp.h * cp.w;
     let chunks = (plane + 255u) / 256u;
     let t = wg.x + wg.y * nwg.x;
-    let bc = fdiv(t, chunks);
+    let bc = t / chunks;
     if (bc >= cp.nb * cp.cin) {
         return;
     }
-    let q = (t - bc * chunks) * 256u + lid;
+    let q = (t % chunks) * 256u + lid;
     if (q >= plane) {
         return;
     }
-    let b = fdiv(bc, cp.cin);
-    let ci = bc - b * cp.cin;
-    let y = fdiv(q, cp.w);
-    let ih = y + cp.pad_top;
-    let iw = q - y * cp.w + cp.pad_left;
+    let b = bc / cp.cin;
+    let ci = bc % cp.cin;
+    let ih = q / cp.w + cp.pad_top;
+    let iw = q % cp.w + cp.pad_left;
     let pix = cp.ho * cp.wo;
     let base = (b * cp.kp + ci * cp.kh * cp.kw) * pix;
     var acc = 0.0;
     for (var r = 0u; r < cp.kh; r++) {
         // oh·st = ih − r and ow·st = iw − s (padded coordinates), both in range
         let th = ih - r;
-        let oh = fdiv(th, cp.stride);
-        let row_ok = ih >= r && oh * cp.stride == th && oh < cp.ho;
+        var oh = th;
+        var row_ok = ih >= r;
+        if (cp.stride != 1u) {
+            oh = th / cp.stride;
+            row_ok = row_ok && th % cp.stride == 0u;
+        }
+        row_ok = row_ok && oh < cp.ho;
         for (var s = 0u; s < cp.kw; s++) {
             let tw = iw - s;
-            let ow = fdiv(tw, cp.stride);
-            let ok = row_ok && iw >= s && ow * cp.stride == tw && ow < cp.wo;
+            var ow = tw;
+            var col_ok = iw >= s;
+            if (cp.stride != 1u) {
+                ow = tw / cp.stride;
+                col_ok = col_ok && tw % cp.stride == 0u;
+            }
+            let ok = row_ok && col_ok && ow < cp.wo;
             let src = base + (r * cp.kw + s) * pix + select(0u, oh * cp.wo + ow, ok);
             acc += select(0.0, g_a[src], ok);
         }

@@ -144,6 +144,17 @@ fn conv2d_im2col_shapes() {
     check_case("5x6x8x8 -> 70 k3 s2 pad(0,1,0,1)", d, false, 82);
     let d = dims(2, 9, (6, 2), 8, (1, 1), Conv2dParams::new(1, 0));
     check_case("2x9x6x2 -> 8 k1", d, true, 83);
+    // conv_out and conv_in of a small U-Net
+    let d = dims(2, 8, (8, 8), 3, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x8x8x8 -> 3 k3", d, true, 84);
+    let d = dims(2, 3, (8, 8), 8, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x3x8x8 -> 8 k3", d, true, 85);
+    let d = dims(2, 16, (4, 4), 16, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x16x4x4 -> 16 k3", d, true, 86);
+    let d = dims(2, 8, (8, 8), 8, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x8x8x8 -> 8 k3", d, true, 87);
+    let d = dims(2, 16, (8, 8), 8, (3, 3), Conv2dParams::new(1, 1));
+    check_case("2x16x8x8 -> 8 k3", d, true, 88);
 }
 
 #[test]
