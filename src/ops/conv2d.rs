@@ -298,7 +298,7 @@ pub fn conv2d_backward_with(
     if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
         // The input grad's GEMM has K = Cout, which the subgroup kernel needs in multiples of 4;
         // otherwise that half runs on the implicit-GEMM kernel.
-        let dx_im2col = need_dx && IM2COL_INPUT_GRAD && resolve(ctx, Algo::Auto, &g, true)? != Algo::Direct;
+        let dx_im2col = need_dx && resolve(ctx, Algo::Auto, &g, true)? != Algo::Direct;
         let (dx, dw, db) = im2col_backward(ctx, &g, x, w, dy, dx_im2col, window)?;
         let dx = match (need_dx, dx) {
             (true, None) => Some(direct_backward_input(ctx, &g, w, dy)?),
@@ -625,7 +625,8 @@ fn im2col_backward(
                 ctx,
                 "col2im",
                 &params,
-                nb * g.cin * g.h * g.w,
+                // One workgroup per 256-pixel chunk of each (b, ci) plane.
+                nb * g.cin * (g.h * g.w).div_ceil(256) * 256,
                 &[dcol.buffer(), dx.buffer()],
             )?;
         }
@@ -642,8 +643,3 @@ fn im2col_backward(
     )?;
     Ok((dx, dw, db))
 }
-
-/// Whether the im2col path also computes the input grad (dcol = Wpᵀ·dy, then col2im). Off: it
-/// passes every kernel test but gives wrong input grads inside the U-Net backward (under
-/// investigation), so the input grad runs on the implicit-GEMM kernel.
-const IM2COL_INPUT_GRAD: bool = false;
