@@ -153,7 +153,7 @@ pub fn supports(ctx: &Context, kernel: Kernel, m: usize, k: usize, n: usize, tra
 /// applies (CPU adapters with 8-wide subgroups; it beats the tiled kernel there, see
 /// `benches/matmul.rs`), the tiled kernel otherwise.
 pub fn kernel_for(ctx: &Context, m: usize, k: usize, n: usize, trans_a: bool) -> Kernel {
-    let sg = Kernel::Subgroup { wg: 32 };
+    let sg = Kernel::Subgroup { wg: sg_wg_for(m) };
     if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && supports(ctx, sg, m, k, n, trans_a) {
         sg
     } else {
@@ -370,8 +370,14 @@ pub(crate) struct SgGemm {
     pub out_off: usize,
 }
 
-/// Workgroup size of the subgroup kernel when ops call it directly.
+/// Largest workgroup size of the subgroup kernel when ops call it directly.
 pub(crate) const SG_WG: u32 = 32;
+
+/// Workgroup size for M rows: WG / 8 subgroups of 16 rows each, no more than M needs (a
+/// workgroup taller than M computes clamped rows it never stores), at most [`SG_WG`].
+pub(crate) fn sg_wg_for(m: usize) -> u32 {
+    8 * (m.div_ceil(SG_ROWS as usize) as u32).clamp(1, SG_WG / 8)
+}
 
 pub(crate) fn gemm_sg_raw(
     ctx: &Context,
@@ -381,7 +387,8 @@ pub(crate) fn gemm_sg_raw(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     debug_assert!(g.a_off.is_multiple_of(4) && g.b_off.is_multiple_of(4) && g.out_off.is_multiple_of(4));
-    let rows = SG_ROWS * (SG_WG / 8);
+    let wg = sg_wg_for(g.m);
+    let rows = SG_ROWS * (wg / 8);
     let tiles_m = (g.m as u32).div_ceil(rows);
     let tiles_n = (g.n as u32).div_ceil(SG_COLS);
     let total = tiles_m as u64 * tiles_n as u64 * g.batch as u64;
@@ -413,7 +420,7 @@ pub(crate) fn gemm_sg_raw(
         shader: &SHADER_SG,
         entry: "gemm_sg",
         constants: &[
-            ("WG", SG_WG as f64),
+            ("WG", wg as f64),
             ("TA", g.trans_a as u8 as f64),
             ("TB", g.trans_b as u8 as f64),
         ],
