@@ -200,6 +200,13 @@ struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Write a PNG grid of EMA-model samples (DDIM, 20 steps) as <out>/samples_<step>.png every
+    /// N steps; 0 disables.
+    #[arg(long, default_value_t = 500)]
+    sample_every: u64,
+    /// Images per sample grid: per class (one row each) for a class-conditional model.
+    #[arg(long, default_value_t = 8)]
+    sample_n: usize,
 }
 
 fn main() {
@@ -309,6 +316,12 @@ fn load_dataset(
 }
 
 fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
+    if args.save_every == 0 {
+        return Err(Error::arg("--save-every", "must be at least 1"));
+    }
+    if args.sample_every > 0 && args.sample_n == 0 {
+        return Err(Error::arg("--sample-n", "must be at least 1 (or --sample-every 0)"));
+    }
     let ctx = Context::with_options(opts)?;
     let data = load_dataset(
         &args.data,
@@ -371,6 +384,9 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let metrics_path = args.out.join("metrics.jsonl");
+    if args.resume {
+        forget_metrics_after(&metrics_path, trainer.step)?;
+    }
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -437,9 +453,35 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
         if s.step % args.save_every == 0 || s.step == args.steps {
             trainer.save(&ctx, &args.out)?;
         }
+        if args.sample_every > 0 && s.step % args.sample_every == 0 {
+            let path = args.out.join(format!("samples_{:06}.png", s.step));
+            trainer.write_sample_grid(&ctx, &path, args.sample_n, 20, trainer.config.seed)?;
+            bar.println(format!("step {}: wrote {}", s.step, path.display()));
+        }
     }
     bar.finish();
     eprintln!("done: step {}; checkpoint in {}", trainer.step, args.out.display());
+    Ok(())
+}
+
+/// Drop the metrics.jsonl lines of steps after `step`: a run that stopped after its last
+/// checkpoint (a NaN, a crash) logged steps that the resumed run trains again.
+fn forget_metrics_after(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let keep = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["step"].as_u64())
+            .is_none_or(|s| s <= step)
+    };
+    let kept: String = text.lines().filter(|l| keep(l)).map(|l| format!("{l}\n")).collect();
+    if kept.len() != text.len() {
+        checkpoint::write_atomic(path, kept.as_bytes())?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, TensorFile};
 use crate::data::Dataset;
+use crate::diffusion::generate::{self, Format, Model, SampleRequest, SchedulerConfig};
 use crate::diffusion::schedule::{BetaSchedule, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -169,18 +170,19 @@ impl Trainer {
         })
     }
 
-    /// Build the host-side micro-batch `micro` of the current step: images (flipped), timesteps
-    /// and labels, all drawn from (seed, step).
-    fn micro_batch(&self, data: &Dataset, micro: u64, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// Build the host-side images (flipped), timesteps and labels of batch items
+    /// `first..first + n` of the current step, each drawn from (seed, step, item): a batch split
+    /// into micro-batches draws exactly what the whole batch would.
+    fn micro_batch(&self, data: &Dataset, first: u64, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (c, h, w) = (data.channels, data.height, data.width);
         let mut x = Vec::with_capacity(n * c * h * w);
         let mut t = Vec::with_capacity(n);
         let mut y = Vec::with_capacity(n);
         let s = self.config.seed;
-        for i in 0..n as u64 {
-            let idx = (key(s, self.step, micro, i, 1) % data.len() as u64) as usize;
+        for i in first..first + n as u64 {
+            let idx = (key(s, self.step, 0, i, 1) % data.len() as u64) as usize;
             let img = data.image(idx);
-            let flip = self.config.hflip && key(s, self.step, micro, i, 2) & 1 == 1;
+            let flip = self.config.hflip && key(s, self.step, 0, i, 2) & 1 == 1;
             for row in img.chunks_exact(w) {
                 if flip {
                     x.extend(row.iter().rev());
@@ -188,9 +190,9 @@ impl Trainer {
                     x.extend_from_slice(row);
                 }
             }
-            t.push((key(s, self.step, micro, i, 3) % self.schedule.len() as u64) as f32);
+            t.push((key(s, self.step, 0, i, 3) % self.schedule.len() as u64) as f32);
             if !data.labels.is_empty() {
-                let drop_u = (key(s, self.step, micro, i, 4) >> 11) as f64 / (1u64 << 53) as f64;
+                let drop_u = (key(s, self.step, 0, i, 4) >> 11) as f64 / (1u64 << 53) as f64;
                 let label = match self.null_class {
                     Some(null) if drop_u < self.config.label_dropout as f64 => null,
                     _ => data.labels[idx],
@@ -235,7 +237,8 @@ impl Trainer {
         let mut grads = Grads::new(self.unet.params.len());
         let mut losses = Vec::new();
         for micro in 0..self.config.grad_accum as u64 {
-            let (x0, t, y) = self.micro_batch(data, micro, micro_n);
+            let first = micro * micro_n as u64;
+            let (x0, t, y) = self.micro_batch(data, first, micro_n);
             let x0 = ctx.upload(&[micro_n, c, h, w], &x0)?;
             let t = ctx.upload(&[micro_n], &t)?;
             let y = if conditional {
@@ -243,8 +246,20 @@ impl Trainer {
             } else {
                 None
             };
-            let noise_seed = key(self.config.seed, self.step, micro, 0, 5);
-            let (x_t, eps) = ddpm::q_sample(ctx, &x0, &t, &self.sqrt_ab, &self.sqrt_1m_ab, noise_seed, 0)?;
+            // ε of the whole batch, this micro-batch's elements of it.
+            let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
+            let (x_t, eps) = ddpm::q_sample_at(
+                ctx,
+                &x0,
+                &t,
+                &self.sqrt_ab,
+                &self.sqrt_1m_ab,
+                noise_seed,
+                0,
+                first * (c * h * w) as u64,
+            )?;
+            // Dropout masks are drawn per micro-batch (they are indexed by tensor element, and
+            // the activations' layout depends on the micro-batch size).
             let mode = Mode {
                 train: true,
                 seed: key(self.config.seed, self.step, micro, 0, 6),
@@ -395,6 +410,37 @@ impl Trainer {
         checkpoint::load_params(ctx, &mut t.v, &file, "adam_v.")?;
         t.step = step;
         Ok(t)
+    }
+
+    /// The EMA model with this run's scheduler, as [`generate::load_model`] would load it from
+    /// the checkpoint's `model/` folder (`dir` is only used in messages).
+    pub fn ema_model(&self, ctx: &Context, dir: &Path) -> Result<Model> {
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            unet: self.ema_unet(ctx)?,
+            scheduler: SchedulerConfig::from_json(&self.scheduler_config())?,
+            scheduler_path: None,
+        })
+    }
+
+    /// Sample the EMA model with DDIM (η = 0, `steps` steps, at most T) from a fixed `seed`, and
+    /// write a PNG grid to `path`: for a class-conditional model one row of `n` per class, else
+    /// `n` images. With the same seed every grid of a run starts from the same noise, so grids
+    /// from successive steps show the model's progress on equal terms.
+    pub fn write_sample_grid(&self, ctx: &Context, path: &Path, n: usize, steps: usize, seed: u64) -> Result<()> {
+        let model = self.ema_model(ctx, path)?;
+        let conditional = self.unet.config().num_class_embeds.is_some();
+        let req = SampleRequest {
+            sampler: "ddim".into(),
+            steps: Some(steps.clamp(1, self.schedule.len())),
+            n,
+            seed,
+            per_class: conditional.then_some(n),
+            ..SampleRequest::default()
+        };
+        let out = generate::sample_model(ctx, &model, &req, |_, _| {})?;
+        out.save(path, Format::Png)?;
+        Ok(())
     }
 
     /// The EMA model (what gets sampled from and shipped).

@@ -8,6 +8,8 @@
 //!   eps[i] = normal(seed, stream, i); x_t[i] = sab[t_b]·x0[i] + somab[t_b]·eps[i], with b the
 //!   batch item of element i and t_b = t[b] read on the GPU (f32 holding an integer timestep;
 //!   values outside [0, T−1] are clamped to it, fractions truncated).
+//! - `q_sample_at(…, seed, stream, first)`: the same with eps[i] = normal(seed, stream, first + i),
+//!   so a batch drawn in pieces (gradient accumulation) gets the noise of the whole batch.
 //! - `axpbz(x, e, a, b, sigma, seed, stream)`: x, e equal shapes → out (=) = a·x + b·e + σ·z with
 //!   z[i] = normal(seed, stream, i); no noise is drawn when σ = 0.
 //! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x, e (and x0_prev if given) equal
@@ -45,6 +47,21 @@ pub fn q_sample(
     seed: u64,
     stream: u32,
 ) -> Result<(Tensor, Tensor)> {
+    q_sample_at(ctx, x0, t, sqrt_alpha_bar, sqrt_one_minus_alpha_bar, seed, stream, 0)
+}
+
+/// [`q_sample`] with the noise of element i at counter index `first + i`.
+#[allow(clippy::too_many_arguments)]
+pub fn q_sample_at(
+    ctx: &Context,
+    x0: &Tensor,
+    t: &Tensor,
+    sqrt_alpha_bar: &Tensor,
+    sqrt_one_minus_alpha_bar: &Tensor,
+    seed: u64,
+    stream: u32,
+    first: u64,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "q_sample";
     let batch = *x0
         .shape()
@@ -66,7 +83,7 @@ pub fn q_sample(
         n: x0.numel(),
         seed,
         stream,
-        first: 0,
+        first,
         extra: RngParams {
             per_sample: (x0.numel() / batch) as u32,
             steps: steps as u32,
