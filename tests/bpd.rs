@@ -102,10 +102,21 @@ fn gpu_bound_is_deterministic_and_adds_up() {
     let images: Vec<f32> = (0..n * 3 * 64).map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0).collect();
     let run = |seed| {
         let mut calls = 0;
-        let r = eval_bpd(ctx, &unet, &s, Variance::FixedSmall, true, &images, n, seed, |i, t| {
-            calls += 1;
-            assert_eq!((i, t), (calls, 12));
-        })
+        let r = eval_bpd(
+            ctx,
+            &unet,
+            &s,
+            Variance::FixedSmall,
+            true,
+            &images,
+            None,
+            n,
+            seed,
+            |i, t| {
+                calls += 1;
+                assert_eq!((i, t), (calls, 12));
+            },
+        )
         .unwrap();
         assert_eq!(calls, 12);
         r
@@ -130,6 +141,7 @@ fn gpu_bound_is_deterministic_and_adds_up() {
         Variance::FixedSmall,
         true,
         &images[1..],
+        None,
         n,
         0,
         |_, _| {}

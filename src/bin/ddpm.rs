@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use ddpm_wgpu::checkpoint::{self, TensorFile};
 use ddpm_wgpu::data::Dataset;
+use ddpm_wgpu::diffusion::eval;
 use ddpm_wgpu::diffusion::generate::{self, Format, SampleRequest};
 use ddpm_wgpu::diffusion::sample::Spacing;
 use ddpm_wgpu::diffusion::train::{preset_for, TrainConfig, Trainer};
@@ -35,7 +36,8 @@ enum Cmd {
     Train(TrainArgs),
     /// Draw samples from a diffusers UNet2DModel folder and write a PNG grid.
     Sample(SampleArgs),
-    /// Evaluate a model on a dataset: --bpd gives the variational bound in bits/dim.
+    /// Evaluate a model on a dataset: --bpd gives the variational bound in bits/dim,
+    /// --loss-buckets K the training loss per timestep bucket.
     Eval(EvalArgs),
     /// Run ε_θ on tensors from a safetensors file (`sample`, `timestep`, optional `class_labels`).
     Predict {
@@ -108,13 +110,21 @@ struct EvalArgs {
     /// call per timestep per batch).
     #[arg(long)]
     bpd: bool,
+    /// Split the timesteps into K equal buckets and report the mean L_simple ‖ε − ε_θ(x_t, t)‖²
+    /// per bucket (t uniform inside the bucket, one draw per image; K model calls per batch).
+    #[arg(long, default_value_t = 0)]
+    loss_buckets: usize,
+    /// Class-conditional models: evaluate with the null class of label dropout (the
+    /// unconditional model) instead of the dataset's labels.
+    #[arg(long)]
+    null_class: bool,
     /// A diffusers UNet2DModel folder (as for `ddpm sample`). Default: assets/default-model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Dataset (as for `ddpm train`): PNG folder, IDX file or CIFAR-10 binary batches.
     #[arg(long)]
     data: PathBuf,
-    /// IDX label file (unused by --bpd; only for reading IDX pairs).
+    /// IDX label file (for a class-conditional model on IDX images).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// Number of images (the first N of the dataset).
@@ -123,7 +133,7 @@ struct EvalArgs {
     /// Images per model call.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Seed of the forward-process noise.
+    /// Seed of the forward-process noise (and of the bucket timesteps).
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -552,8 +562,11 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
 }
 
 fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
-    if !args.bpd {
-        return Err(Error::arg("--bpd", "nothing to evaluate: pass --bpd"));
+    if !args.bpd && args.loss_buckets == 0 {
+        return Err(Error::arg(
+            "--bpd / --loss-buckets",
+            "nothing to evaluate: pass --bpd and/or --loss-buckets K",
+        ));
     }
     let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     if args.model.is_none() && !model_dir.exists() {
@@ -575,7 +588,7 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
         &args.data,
         args.labels.as_deref(),
         cfg.in_channels,
-        true,
+        cfg.num_class_embeds.is_none(),
         Some(cfg.sample_size),
     )?;
     if data.channels != cfg.in_channels {
@@ -585,49 +598,88 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
         ));
     }
     let n = args.n.min(data.len());
+    let labels = eval::eval_labels(&model.unet, &model.scheduler, &data.labels, n, args.null_class)?;
+    let label_note = match (&labels, args.null_class) {
+        (None, _) => String::new(),
+        (Some(_), true) => ", null class".into(),
+        (Some(_), false) => ", the dataset's labels".into(),
+    };
     let per = data.image_size();
     let schedule = model.scheduler.schedule()?;
     let t = schedule.len();
     let batches = n.div_ceil(args.batch_size);
-    let bar = indicatif::ProgressBar::new((batches * t) as u64);
-    bar.set_style(
+    // Argument errors before the (slow) bound.
+    let ranges = if args.loss_buckets > 0 {
+        eval::bucket_ranges(t, args.loss_buckets)?
+    } else {
+        Vec::new()
+    };
+    let bar_style =
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} model calls [{elapsed_precise}<{eta_precise}]")
-            .expect("valid template"),
-    );
-    let (mut totals, mut priors) = (Vec::new(), Vec::new());
-    let mut terms = vec![0.0; t];
-    for b in 0..batches {
-        let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
-        let r = ddpm_wgpu::diffusion::bpd::eval_bpd(
+            .expect("valid template");
+    if args.bpd {
+        let bar = indicatif::ProgressBar::new((batches * t) as u64);
+        bar.set_style(bar_style.clone());
+        let (mut totals, mut priors) = (Vec::new(), Vec::new());
+        let mut terms = vec![0.0; t];
+        for b in 0..batches {
+            let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
+            let r = ddpm_wgpu::diffusion::bpd::eval_bpd(
+                &ctx,
+                &model.unet,
+                &schedule,
+                model.scheduler.variance,
+                model.scheduler.clip_sample,
+                &data.images[lo * per..hi * per],
+                labels.as_ref().map(|l| &l[lo..hi]),
+                hi - lo,
+                args.seed.wrapping_add(b as u64),
+                |i, _| bar.set_position((b * t + i) as u64),
+            )?;
+            for (acc, v) in terms.iter_mut().zip(&r.terms) {
+                *acc += v * (hi - lo) as f64 / n as f64;
+            }
+            totals.extend(r.total);
+            priors.extend(r.prior);
+        }
+        bar.finish_and_clear();
+        let mean = totals.iter().sum::<f64>() / n as f64;
+        let var = totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+        println!(
+            "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t}{label_note})",
+            (var / n as f64).sqrt()
+        );
+        println!(
+            "  L_T (prior) {:.5}  L_0 (decoder) {:.4}  Σ L_t-1 {:.4}",
+            priors.iter().sum::<f64>() / n as f64,
+            terms[0],
+            terms[1..].iter().sum::<f64>()
+        );
+    }
+    if args.loss_buckets > 0 {
+        let bar = indicatif::ProgressBar::new((batches * ranges.len()) as u64);
+        bar.set_style(bar_style);
+        let r = eval::loss_buckets(
             &ctx,
             &model.unet,
             &schedule,
-            model.scheduler.variance,
-            model.scheduler.clip_sample,
-            &data.images[lo * per..hi * per],
-            hi - lo,
-            args.seed.wrapping_add(b as u64),
-            |i, _| bar.set_position((b * t + i) as u64),
+            &data.images[..n * per],
+            labels.as_deref(),
+            n,
+            args.loss_buckets,
+            args.batch_size,
+            args.seed,
+            |i, _| bar.set_position(i as u64),
         )?;
-        for (acc, v) in terms.iter_mut().zip(&r.terms) {
-            *acc += v * (hi - lo) as f64 / n as f64;
+        bar.finish_and_clear();
+        println!(
+            "L_simple per timestep bucket ({n} images, T = {t}, seed {}{label_note}):",
+            args.seed
+        );
+        for ((lo, hi), m) in r.ranges.iter().zip(&r.mean) {
+            println!("  t {lo:>5}..{:<5} {m:.5}", hi - 1);
         }
-        totals.extend(r.total);
-        priors.extend(r.prior);
     }
-    bar.finish();
-    let mean = totals.iter().sum::<f64>() / n as f64;
-    let var = totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-    println!(
-        "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t})",
-        (var / n as f64).sqrt()
-    );
-    println!(
-        "  L_T (prior) {:.5}  L_0 (decoder) {:.4}  Σ L_t-1 {:.4}",
-        priors.iter().sum::<f64>() / n as f64,
-        terms[0],
-        terms[1..].iter().sum::<f64>()
-    );
     Ok(())
 }
 

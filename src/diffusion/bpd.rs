@@ -130,7 +130,9 @@ pub struct Bpd {
 }
 
 /// Evaluate the bound for `images` ([n, C, H, W] in [−1, 1], 8-bit levels) with one model call
-/// per timestep. The noise of x_t is Philox stream t of `seed`. `progress(done, T)` after each t.
+/// per timestep; `labels` (one per image) for a class-conditional model, which gives the bound
+/// of log p(x | y) (see [`crate::diffusion::eval::eval_labels`] for which labels to pass).
+/// The noise of x_t is Philox stream t of `seed`. `progress(done, T)` after each t.
 #[allow(clippy::too_many_arguments)]
 pub fn eval_bpd(
     ctx: &Context,
@@ -139,6 +141,7 @@ pub fn eval_bpd(
     variance: Variance,
     clip: bool,
     images: &[f32],
+    labels: Option<&[u32]>,
     n: usize,
     seed: u64,
     mut progress: impl FnMut(usize, usize),
@@ -156,12 +159,11 @@ pub fn eval_bpd(
             ),
         ));
     }
-    if cfg.num_class_embeds.is_some() {
-        return Err(Error::arg(
-            "--model",
-            "bits/dim is implemented for unconditional models only",
-        ));
-    }
+    crate::diffusion::eval::check_labels(unet, labels, n)?;
+    let labels = match labels {
+        Some(l) => Some(ctx.upload(&[n], &l.iter().map(|&c| c as f32).collect::<Vec<_>>())?),
+        None => None,
+    };
     let steps = schedule.len();
     let x0 = ctx.upload(&shape, images)?;
     let x0_host: Vec<f64> = images.iter().map(|&v| v as f64).collect();
@@ -173,7 +175,7 @@ pub fn eval_bpd(
     for t in 0..steps {
         let tt = ctx.upload(&[n], &vec![t as f32; n])?;
         let (x_t, _) = ddpm::q_sample(ctx, &x0, &tt, &sab, &somab, seed, t as u32)?;
-        let eps = unet.forward(ctx, &x_t, &tt, None)?;
+        let eps = unet.forward(ctx, &x_t, &tt, labels.as_ref())?;
         let to64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
         let (x_t, eps) = (to64(ctx.read(&x_t)?), to64(ctx.read(&eps)?));
         let vb = vb_term_bpd(schedule, variance, clip, t, &x0_host, &x_t, &eps, n);

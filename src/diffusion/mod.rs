@@ -1,6 +1,7 @@
 //! Diffusion maths: schedules, the forward process, training (Algorithm 1) and samplers.
 
 pub mod bpd;
+pub mod eval;
 pub mod generate;
 pub mod sample;
 pub mod schedule;

@@ -103,7 +103,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn key(seed: u64, step: u64, micro: u64, item: u64, what: u64) -> u64 {
+pub(crate) fn key(seed: u64, step: u64, micro: u64, item: u64, what: u64) -> u64 {
     mix(mix(mix(mix(seed ^ what) ^ step) ^ micro) ^ item)
 }
 
