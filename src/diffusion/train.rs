@@ -376,9 +376,8 @@ impl Trainer {
         .expect("serialises")
     }
 
-    /// Resume from a checkpoint folder written by [`Trainer::save`]. The stored options are
-    /// used; `override_config` (if given) may change only options that do not affect the
-    /// random stream (lr, warmup, clipping, EMA).
+    /// Resume from a checkpoint folder written by [`Trainer::save`], with the stored options:
+    /// the next [`Trainer::train_step`] is the one an uninterrupted run would have taken.
     pub fn resume(ctx: &Context, dir: &Path) -> Result<Self> {
         let state_path: PathBuf = dir.join("training_state.safetensors");
         let bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
