@@ -189,9 +189,41 @@ pub fn gemm_with(
             ),
         ));
     }
+    let g = SgGemm {
+        m: d.m,
+        k: d.k,
+        n: d.n,
+        batch: d.batch,
+        trans_a,
+        trans_b,
+        alpha,
+        beta,
+        a_shared: false,
+        a_off: 0,
+        b_off: 0,
+        out_off: 0,
+    };
+    launch(ctx, kernel, g, a.buffer(), b.buffer(), out.buffer())
+}
+
+/// Build the uniform block of `g` for `kernel` and record the dispatch (sizes already checked).
+fn launch(
+    ctx: &Context,
+    kernel: Kernel,
+    g: SgGemm,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
     // Output tile of one workgroup (rows, columns).
     let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) = match kernel {
-        Kernel::Tiled => (TILED_TILE, TILED_TILE, "gemm_tiled", &SHADER, vec![]),
+        Kernel::Tiled => {
+            debug_assert!(
+                !g.a_shared && g.a_off == 0 && g.b_off == 0 && g.out_off == 0,
+                "gemm_tiled has no offsets"
+            );
+            (TILED_TILE, TILED_TILE, "gemm_tiled", &SHADER, vec![])
+        }
         Kernel::Subgroup { wg } => (
             SG_ROWS * (wg / 8),
             SG_COLS,
@@ -199,14 +231,14 @@ pub fn gemm_with(
             &SHADER_SG,
             vec![
                 ("WG", wg as f64),
-                ("TA", trans_a as u8 as f64),
-                ("TB", trans_b as u8 as f64),
+                ("TA", g.trans_a as u8 as f64),
+                ("TB", g.trans_b as u8 as f64),
             ],
         ),
     };
-    let tiles_m = (d.m as u32).div_ceil(rows);
-    let tiles_n = (d.n as u32).div_ceil(cols);
-    let total = tiles_m as u64 * tiles_n as u64 * d.batch as u64;
+    let tiles_m = (g.m as u32).div_ceil(rows);
+    let tiles_n = (g.n as u32).div_ceil(cols);
+    let total = tiles_m as u64 * tiles_n as u64 * g.batch as u64;
     let total = u32::try_from(total).map_err(|_| {
         Error::shape(
             "gemm",
@@ -214,20 +246,20 @@ pub fn gemm_with(
         )
     })?;
     let params = Params {
-        m: d.m as u32,
-        n: d.n as u32,
-        k: d.k as u32,
-        batch: d.batch as u32,
-        trans_a: trans_a as u32,
-        trans_b: trans_b as u32,
+        m: g.m as u32,
+        n: g.n as u32,
+        k: g.k as u32,
+        batch: g.batch as u32,
+        trans_a: g.trans_a as u32,
+        trans_b: g.trans_b as u32,
         tiles_m,
         tiles_n,
-        alpha,
-        beta,
-        a_shared: 0,
-        a_off: 0,
-        b_off: 0,
-        out_off: 0,
+        alpha: g.alpha,
+        beta: g.beta,
+        a_shared: g.a_shared as u32,
+        a_off: (g.a_off / 4) as u32,
+        b_off: (g.b_off / 4) as u32,
+        out_off: (g.out_off / 4) as u32,
         _pad0: 0,
         _pad1: 0,
     };
@@ -236,7 +268,7 @@ pub fn gemm_with(
         entry,
         constants: &constants,
         params: bytemuck::bytes_of(&params),
-        buffers: &[a.buffer(), b.buffer(), out.buffer()],
+        buffers: &[a, b, out],
         workgroups: ctx.grid(total),
     })
 }
@@ -350,7 +382,7 @@ fn broadcast_rows(ctx: &Context, x: &Tensor, y: &Tensor, rows: usize, cols: usiz
     })
 }
 
-/// One `gemm_sg` launch on raw buffers, for ops that run a GEMM over windows of their own
+/// One GEMM launch (also what [`gemm_with`] builds): raw buffers, for ops that run a GEMM over windows of their own
 /// tensors (the im2col convolution). Offsets are in f32 elements and must be multiples of 4;
 /// `a_shared` gives every batch the same A. Sizes must satisfy [`supports`] for the subgroup
 /// kernel (the caller checks).
@@ -387,45 +419,5 @@ pub(crate) fn gemm_sg_raw(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     debug_assert!(g.a_off.is_multiple_of(4) && g.b_off.is_multiple_of(4) && g.out_off.is_multiple_of(4));
-    let wg = sg_wg_for(g.m);
-    let rows = SG_ROWS * (wg / 8);
-    let tiles_m = (g.m as u32).div_ceil(rows);
-    let tiles_n = (g.n as u32).div_ceil(SG_COLS);
-    let total = tiles_m as u64 * tiles_n as u64 * g.batch as u64;
-    let total = u32::try_from(total).map_err(|_| {
-        Error::shape(
-            "gemm",
-            format!("{total} output tiles is more than one dispatch can address"),
-        )
-    })?;
-    let params = Params {
-        m: g.m as u32,
-        n: g.n as u32,
-        k: g.k as u32,
-        batch: g.batch as u32,
-        trans_a: g.trans_a as u32,
-        trans_b: g.trans_b as u32,
-        tiles_m,
-        tiles_n,
-        alpha: g.alpha,
-        beta: g.beta,
-        a_shared: g.a_shared as u32,
-        a_off: (g.a_off / 4) as u32,
-        b_off: (g.b_off / 4) as u32,
-        out_off: (g.out_off / 4) as u32,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    ctx.dispatch(Dispatch {
-        shader: &SHADER_SG,
-        entry: "gemm_sg",
-        constants: &[
-            ("WG", wg as f64),
-            ("TA", g.trans_a as u8 as f64),
-            ("TB", g.trans_b as u8 as f64),
-        ],
-        params: bytemuck::bytes_of(&params),
-        buffers: &[a, b, out],
-        workgroups: ctx.grid(total),
-    })
+    launch(ctx, Kernel::Subgroup { wg: sg_wg_for(g.m) }, g, a, b, out)
 }
