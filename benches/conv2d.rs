@@ -23,9 +23,14 @@ fn bench(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(5));
 
-    // The implicit GEMM (every adapter) and what Auto picks here (im2col + subgroup GEMM on
-    // CPU adapters with 8-wide subgroups), side by side in one run.
-    for (tag, algo) in [("direct", Algo::Direct), ("auto", Algo::Auto)] {
+    // The implicit GEMM (every adapter), im2col + subgroup GEMM, and what Auto picks here
+    // (Winograd F(2×2, 3×3) forward and im2col backward on CPU adapters with 8-wide subgroups),
+    // side by side in one run. GFLOP/s count the direct convolution's FLOPs for all three.
+    for (tag, algo) in [
+        ("direct", Algo::Direct),
+        ("im2col", Algo::Im2col { window: 0 }),
+        ("auto", Algo::Auto),
+    ] {
         let forward = || {
             conv2d_with(&ctx, algo, &x, &wt, Some(&b), p).unwrap();
         };

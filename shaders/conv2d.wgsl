@@ -474,3 +474,158 @@ fn unpack_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         g_o3[co] = g_a[i];
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(2×2, 3×3) for 3×3, stride 1, padding 1 (Lavin & Gray 2016), the correlation form:
+//   Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A
+// for each 2×2 output tile, with d the 4×4 input tile starting one pixel above-left of it.
+// U[ξ, co, ci] = (G g Gᵀ)[ξ], V[ξ, ci, n] = (Bᵀ d B)[ξ] for column n = b·T + tile, then 16
+// GEMMs M[ξ] = U[ξ]·V[ξ] (the subgroup GEMM, batch 16) and the output transform. 16 products per
+// 4 outputs instead of 36.
+
+struct WinoParams {
+    n0: u32,
+    nb: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    // Tiles per image: th × tw.
+    th: u32,
+    tw: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> wq: WinoParams;
+
+// g_a = w [Cout, Cin, 3, 3], g_o2 = U [16, Cout, Cin].
+@compute @workgroup_size(256)
+fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let pairs = wq.cout * wq.cin;
+    if (i >= pairs) {
+        return;
+    }
+    var g: array<f32, 9>;
+    for (var j = 0u; j < 9u; j++) {
+        g[j] = g_a[i * 9u + j];
+    }
+    // t = G g (4×3), then u = t Gᵀ (4×4); G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
+    var t: array<f32, 12>;
+    for (var c = 0u; c < 3u; c++) {
+        let g0 = g[c];
+        let g1 = g[3u + c];
+        let g2 = g[6u + c];
+        t[c] = g0;
+        t[3u + c] = 0.5 * (g0 + g1 + g2);
+        t[6u + c] = 0.5 * (g0 - g1 + g2);
+        t[9u + c] = g2;
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let a = t[r * 3u];
+        let b = t[r * 3u + 1u];
+        let c = t[r * 3u + 2u];
+        g_o2[(r * 4u) * pairs + i] = a;
+        g_o2[(r * 4u + 1u) * pairs + i] = 0.5 * (a + b + c);
+        g_o2[(r * 4u + 2u) * pairs + i] = 0.5 * (a - b + c);
+        g_o2[(r * 4u + 3u) * pairs + i] = c;
+    }
+}
+
+// g_a = x, g_o2 = V [16, Cin, nb·T] for images n0..n0+nb.
+@compute @workgroup_size(256)
+fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    if (i >= wq.cin * cols) {
+        return;
+    }
+    // i = ci·cols + n, n = b·T + tile: consecutive invocations write consecutive columns.
+    let ci = i / cols;
+    let n = i % cols;
+    let b = n / tiles;
+    let tile = n % tiles;
+    let y0 = i32((tile / wq.tw) * 2u) - 1;
+    let x0 = i32((tile % wq.tw) * 2u) - 1;
+    let base = ((wq.n0 + b) * wq.cin + ci) * wq.h * wq.w;
+    var d: array<f32, 16>;
+    for (var r = 0; r < 4; r++) {
+        let yy = y0 + r;
+        let row_ok = yy >= 0 && yy < i32(wq.h);
+        for (var c = 0; c < 4; c++) {
+            let xx = x0 + c;
+            let ok = row_ok && xx >= 0 && xx < i32(wq.w);
+            let src = base + select(0u, u32(yy) * wq.w + u32(xx), ok);
+            d[r * 4 + c] = select(0.0, g_a[src], ok);
+        }
+    }
+    // t = Bᵀ d, then v = t B; Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
+    var t: array<f32, 16>;
+    for (var c = 0; c < 4; c++) {
+        t[c] = d[c] - d[8 + c];
+        t[4 + c] = d[4 + c] + d[8 + c];
+        t[8 + c] = d[8 + c] - d[4 + c];
+        t[12 + c] = d[4 + c] - d[12 + c];
+    }
+    let plane = wq.cin * cols;
+    for (var r = 0u; r < 4u; r++) {
+        let a = t[r * 4u];
+        let b1 = t[r * 4u + 1u];
+        let c = t[r * 4u + 2u];
+        let e = t[r * 4u + 3u];
+        g_o2[(r * 4u) * plane + i] = a - c;
+        g_o2[(r * 4u + 1u) * plane + i] = b1 + c;
+        g_o2[(r * 4u + 2u) * plane + i] = c - b1;
+        g_o2[(r * 4u + 3u) * plane + i] = b1 - e;
+    }
+}
+
+// g_a = M [16, Cout, nb·T], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb).
+@compute @workgroup_size(256)
+fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    if (i >= wq.cout * cols) {
+        return;
+    }
+    let co = i / cols;
+    let n = i % cols;
+    let b = n / tiles;
+    let tile = n % tiles;
+    let plane = wq.cout * cols;
+    var m: array<f32, 16>;
+    for (var j = 0u; j < 16u; j++) {
+        m[j] = g_a[j * plane + i];
+    }
+    // t = Aᵀ m (2×4), y = t A (2×2); Aᵀ = [1 1 1 0; 0 1 −1 −1].
+    var t: array<f32, 8>;
+    for (var c = 0u; c < 4u; c++) {
+        t[c] = m[c] + m[4u + c] + m[8u + c];
+        t[4u + c] = m[4u + c] - m[8u + c] - m[12u + c];
+    }
+    var bias_v = 0.0;
+    if (wq.has_bias != 0u) {
+        bias_v = g_b[co];
+    }
+    let oy = (tile / wq.tw) * 2u;
+    let ox = (tile % wq.tw) * 2u;
+    let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
+    for (var r = 0u; r < 2u; r++) {
+        let y = t[r * 4u] + t[r * 4u + 1u] + t[r * 4u + 2u] + bias_v;
+        let z = t[r * 4u + 1u] - t[r * 4u + 2u] - t[r * 4u + 3u] + bias_v;
+        if (oy + r < wq.h) {
+            g_o3[base + (oy + r) * wq.w + ox] = y;
+            if (ox + 1u < wq.w) {
+                g_o3[base + (oy + r) * wq.w + ox + 1u] = z;
+            }
+        }
+    }
+}

@@ -251,8 +251,10 @@ pub fn conv2d_with(
     if let Some(b) = bias {
         b.expect_shape(OP, "bias", &[g.cout])?;
     }
-    if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
-        return im2col_forward(ctx, &g, x, w, bias, window);
+    match resolve_forward(ctx, algo, &g)? {
+        Algo::Im2col { window } => return im2col_forward(ctx, &g, x, w, bias, window),
+        Algo::Winograd { window } => return winograd_forward(ctx, &g, x, w, bias, window),
+        _ => {}
     }
     let y = ctx.empty(&[g.n, g.cout, g.ho, g.wo], "conv2d.y")?;
     let params = g.params(g.channel_chunk(), bias.is_some(), 0);
@@ -295,6 +297,11 @@ pub fn conv2d_backward_with(
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
+    // Winograd is a forward algorithm: its backward is whatever Auto picks.
+    let algo = match algo {
+        Algo::Winograd { .. } => Algo::Auto,
+        other => other,
+    };
     if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
         // The input grad's GEMM has K = Cout, which the subgroup kernel needs in multiples of 4;
         // otherwise that half runs on the implicit-GEMM kernel.
@@ -389,13 +396,68 @@ pub enum Algo {
         /// Images per column-matrix window; 0 = as many as fit in [`IM2COL_BUDGET_BYTES`].
         window: usize,
     },
+    /// Forward only: Winograd F(2×2, 3×3) (16 products per 4 outputs instead of 36) for 3×3
+    /// kernels with stride 1 and padding 1, input and output transforms around 16 subgroup
+    /// GEMMs. Needs 8-wide subgroups, Cin % 4 == 0 and ⌈H/2⌉·⌈W/2⌉ % 4 == 0; the backward
+    /// runs what [`Algo::Auto`] picks.
+    Winograd {
+        /// Images per window; 0 = as many as fit in [`IM2COL_BUDGET_BYTES`].
+        window: usize,
+    },
 }
 
 /// The im2col algorithm with automatic windows.
 pub const IM2COL: Algo = Algo::Im2col { window: 0 };
 
+/// Winograd F(2×2, 3×3) forward with automatic windows (the backward of this algorithm runs
+/// what [`Algo::Auto`] picks).
+pub const WINOGRAD: Algo = Algo::Winograd { window: 0 };
+
 /// Largest column matrix the im2col path materialises at once; batches are split to fit.
 pub const IM2COL_BUDGET_BYTES: u64 = 32 << 20;
+
+/// Whether Winograd F(2×2, 3×3) can run the forward of `g` on `ctx`.
+fn winograd_possible(ctx: &Context, g: &Geometry) -> bool {
+    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
+    g.kh == 3
+        && g.kw == 3
+        && g.p.stride == 1
+        && g.p.pad == [1; 4]
+        && tiles.is_multiple_of(4)
+        && matmul::supports(
+            ctx,
+            matmul::Kernel::Subgroup { wg: matmul::SG_WG },
+            g.cout,
+            g.cin,
+            tiles,
+            false,
+        )
+        && g.wino_bytes_per_image() <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes())
+}
+
+/// The forward's algorithm: [`resolve`], plus Winograd where asked for or (Auto) possible.
+fn resolve_forward(ctx: &Context, algo: Algo, g: &Geometry) -> Result<Algo> {
+    match algo {
+        Algo::Winograd { .. } if winograd_possible(ctx, g) => Ok(algo),
+        Algo::Winograd { .. } => Err(Error::arg(
+            "algo",
+            format!(
+                "Winograd needs a 3×3 kernel with stride 1 and padding 1, Cin = {} a multiple of 4, \
+                 ⌈H/2⌉·⌈W/2⌉ = {} a multiple of 4 and 8-wide subgroups (adapter {})",
+                g.cin,
+                g.h.div_ceil(2) * g.w.div_ceil(2),
+                ctx.adapter_name()
+            ),
+        )),
+        Algo::Auto => match resolve(ctx, algo, g, false)? {
+            Algo::Im2col { .. } if winograd_possible(ctx, g) && std::env::var_os("DDPM_NO_WINOGRAD").is_none() => {
+                Ok(WINOGRAD)
+            }
+            other => Ok(other),
+        },
+        other => resolve(ctx, other, g, false),
+    }
+}
 
 /// Which algorithm runs `g` (for the input grad when `input_grad`, whose GEMM also needs
 /// Cout % 4 == 0).
@@ -408,6 +470,7 @@ fn resolve(ctx: &Context, algo: Algo, g: &Geometry, input_grad: bool) -> Result<
         && (kp * pix * 4) as u64 <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
     match algo {
         Algo::Direct => Ok(Algo::Direct),
+        Algo::Winograd { window } => resolve(ctx, Algo::Im2col { window }, g, input_grad),
         Algo::Im2col { .. } if possible => Ok(algo),
         Algo::Im2col { .. } => Err(Error::arg(
             "algo",
@@ -642,4 +705,123 @@ fn im2col_backward(
         &[dwp.buffer(), dw.buffer(), db.buffer()],
     )?;
     Ok((dx, dw, db))
+}
+
+/// Mirrors `WinoParams` in shaders/conv2d.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WinoParams {
+    n0: u32,
+    nb: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    th: u32,
+    tw: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+impl Geometry {
+    /// Bytes of the transformed input or product (the larger) per image.
+    fn wino_bytes_per_image(&self) -> u64 {
+        (16 * self.cin.max(self.cout) * self.h.div_ceil(2) * self.w.div_ceil(2) * 4) as u64
+    }
+    fn wino_params(&self, n0: usize, nb: usize, has_bias: bool) -> WinoParams {
+        WinoParams {
+            n0: n0 as u32,
+            nb: nb as u32,
+            cin: self.cin as u32,
+            cout: self.cout as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            th: self.h.div_ceil(2) as u32,
+            tw: self.w.div_ceil(2) as u32,
+            has_bias: has_bias as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        }
+    }
+}
+
+fn wino_dispatch(
+    ctx: &Context,
+    entry: &'static str,
+    params: &WinoParams,
+    total: usize,
+    buffers: &[&wgpu::Buffer],
+) -> Result<()> {
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(params),
+        buffers,
+        workgroups: ctx.grid((total as u32).div_ceil(256)),
+    })
+}
+
+/// Winograd F(2×2, 3×3) forward (see `shaders/conv2d.wgsl`).
+fn winograd_forward(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    window: usize,
+) -> Result<Tensor> {
+    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
+    let window = if window > 0 {
+        window.min(g.n)
+    } else {
+        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
+        ((budget / g.wino_bytes_per_image()) as usize).clamp(1, g.n)
+    };
+    let params = g.wino_params(0, 0, bias.is_some());
+    let u = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_u")?;
+    wino_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
+    let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
+    let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
+    let m = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_m")?;
+    for n0 in (0..g.n).step_by(window) {
+        let nb = window.min(g.n - n0);
+        let params = g.wino_params(n0, nb, bias.is_some());
+        wino_dispatch(
+            ctx,
+            "wino_input",
+            &params,
+            g.cin * nb * tiles,
+            &[x.buffer(), v.buffer()],
+        )?;
+        // M[ξ] = U[ξ] · V[ξ] for the 16 points ξ.
+        let gemm = matmul::SgGemm {
+            m: g.cout,
+            k: g.cin,
+            n: nb * tiles,
+            batch: 16,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            a_shared: false,
+            a_off: 0,
+            b_off: 0,
+            out_off: 0,
+        };
+        matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
+        // Without a bias the kernel never reads binding 2; M stands in for it.
+        let b = bias.map_or(m.buffer(), |b| b.buffer());
+        wino_dispatch(
+            ctx,
+            "wino_output",
+            &params,
+            g.cout * nb * tiles,
+            &[m.buffer(), b, y.buffer()],
+        )?;
+    }
+    Ok(y)
 }

@@ -27,6 +27,12 @@ fn dims(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: (usize, usize)
 /// be a typed error.
 fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
     check_algo(name, d, with_bias, seed, Algo::Direct);
+    let tiles = d.h.div_ceil(2) * d.w.div_ceil(2);
+    let winograd = d.kh == 3 && d.kw == 3 && d.stride == 1 && d.pad == [1; 4] && d.cin % 4 == 0 && tiles % 4 == 0;
+    if winograd {
+        check_algo(name, d, with_bias, seed, Algo::Winograd { window: 0 });
+        check_algo(name, d, with_bias, seed, Algo::Winograd { window: 1 });
+    }
     let (ho, wo) = d.out_hw();
     if (ho * wo) % 4 == 0 {
         check_algo(name, d, with_bias, seed, Algo::Im2col { window: 0 });
@@ -158,6 +164,31 @@ fn conv2d_im2col_shapes() {
     check_case("2x8x8x8 -> 8 k3", d, true, 87);
     let d = dims(2, 16, (8, 8), 8, (3, 3), Conv2dParams::new(1, 1));
     check_case("2x16x8x8 -> 8 k3", d, true, 88);
+}
+
+/// Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, Cin % 4 == 0, tiles % 4 == 0): images with
+/// odd sides (partial tiles at the right and bottom edges), one tile row, Cout not a multiple of
+/// 4, more output channels than one GEMM tile; and the typed error where it cannot run.
+#[test]
+fn conv2d_winograd_shapes() {
+    let p = Conv2dParams::new(1, 1);
+    check_case("2x8x8x8 -> 12 k3 winograd", dims(2, 8, (8, 8), 12, (3, 3), p), true, 90);
+    check_case("3x4x7x9 -> 5 k3 winograd", dims(3, 4, (7, 9), 5, (3, 3), p), true, 91);
+    check_case(
+        "1x12x2x15 -> 70 k3 winograd",
+        dims(1, 12, (2, 15), 70, (3, 3), p),
+        false,
+        92,
+    );
+    check_case("2x16x4x4 -> 3 k3 winograd", dims(2, 16, (4, 4), 3, (3, 3), p), true, 93);
+    let ctx = ctx();
+    let x = ctx.zeros(&[1, 6, 8, 8], "x").unwrap();
+    let w = ctx.zeros(&[4, 6, 3, 3], "w").unwrap();
+    let err = conv2d_with(ctx, Algo::Winograd { window: 0 }, &x, &w, None, p).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("Cin = 6"),
+        "{err}"
+    );
 }
 
 #[test]
