@@ -1,5 +1,8 @@
 //! The `ddpm` command-line tool: a thin client of the library.
 
+// The doc comments below are clap's --help text, where `<out>` reads as a placeholder.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use ddpm_wgpu::data::Dataset;
 use ddpm_wgpu::diffusion::eval;
 use ddpm_wgpu::diffusion::generate::{self, Format, SampleRequest};
 use ddpm_wgpu::diffusion::sample::Spacing;
-use ddpm_wgpu::diffusion::train::{preset_for, TrainConfig, Trainer};
+use ddpm_wgpu::diffusion::train::{preset_for, Control, FitEnd, FitOptions, Progress, TrainConfig, Trainer};
 use ddpm_wgpu::gpu::adapter;
 use ddpm_wgpu::{Context, ContextOptions, Error, Result, UNet, UNetConfig};
 
@@ -286,38 +289,9 @@ fn load_dataset(
     unconditional: bool,
     image_size: Option<usize>,
 ) -> Result<Dataset> {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let mut ds = if p.is_dir() {
-        let bins: Vec<PathBuf> = {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|e| e == "bin"))
-                .filter(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test")))
-                .collect();
-            v.sort();
-            v
-        };
-        if bins.is_empty() {
-            Dataset::from_png_folder(p, channels)?
-        } else {
-            Dataset::from_cifar10(&bins)?
-        }
-    } else if name.ends_with(".bin") {
-        Dataset::from_cifar10(&[p.to_path_buf()])?
-    } else {
-        let labels = labels.map(Path::to_path_buf).or_else(|| {
-            let guess = p.with_file_name(name.replace("images", "labels").replace("idx3", "idx1"));
-            (guess != p && guess.exists()).then_some(guess)
-        });
-        Dataset::from_idx(p, labels.as_deref())?
-    };
+    let mut ds = Dataset::open(p, labels, channels)?;
     if unconditional {
-        ds.labels.clear();
-        ds.num_classes = 0;
+        ds.drop_labels();
     }
     if let Some(s) = image_size {
         ds.pad_to(s)?;
@@ -409,69 +383,86 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
     );
     bar.set_position(trainer.step);
     let mut smoothed: Option<f32> = None;
-    let batch = trainer.config.batch_size;
-    let started = Instant::now();
-    let first_step = trainer.step;
-    while trainer.step < args.steps {
+    let opts = FitOptions {
+        steps: args.steps,
+        out: Some(args.out.clone()),
+        save_every: args.save_every,
+        sample_every: args.sample_every,
+        sample_n: args.sample_n,
+        sample_steps: 20,
+    };
+    let end = trainer.fit(&ctx, &data, &opts, |p| {
+        match *p {
+            Progress::Step {
+                stats: s,
+                images_per_s,
+                elapsed,
+            } => {
+                print_profile(&ctx, s.step);
+                smoothed = Some(smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
+                bar.set_position(s.step);
+                bar.set_message(format!(
+                    "loss {:.4} (avg {:.4}) {:.1} img/s",
+                    s.loss,
+                    smoothed.unwrap_or(s.loss),
+                    images_per_s
+                ));
+                use std::io::Write;
+                let _ = writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr,
+                        "images_per_s": images_per_s, "wall_s": elapsed.as_secs_f64()})
+                );
+            }
+            Progress::SampleGrid { path, step } => bar.println(format!("step {step}: wrote {}", path.display())),
+            _ => {}
+        }
         if stop.load(Ordering::SeqCst) {
-            bar.abandon_with_message("interrupted: saving checkpoint");
-            trainer.save(&ctx, &args.out)?;
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    });
+    match end {
+        Ok(FitEnd::Finished) => {
+            bar.finish();
+            eprintln!("done: step {}; checkpoint in {}", trainer.step, args.out.display());
+            Ok(())
+        }
+        Ok(FitEnd::Stopped) => {
+            bar.abandon_with_message("interrupted");
             eprintln!(
                 "saved {} at step {}; continue with --resume",
                 args.out.display(),
                 trainer.step
             );
-            return Err(Error::Interrupted);
+            Err(Error::Interrupted)
         }
-        let s = match trainer.train_step(&ctx, &data) {
-            Ok(s) => s,
-            Err(e @ (Error::NonFinite { .. } | Error::OutOfMemory { .. })) => {
-                bar.abandon();
-                eprintln!("stopping: the last good checkpoint in {} is kept", args.out.display());
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        let prof = ctx.take_profile();
-        if !prof.is_empty() {
-            let total: f64 = prof.iter().map(|p| p.2).sum();
-            eprintln!("step {}: kernel wall time {total:.3} s (DDPM_PROFILE)", s.step);
-            for (name, calls, secs) in prof.iter().take(25) {
-                eprintln!(
-                    "  {:>7.1} ms {:>5.1}% {calls:>5}x {name}",
-                    secs * 1e3,
-                    100.0 * secs / total
-                );
-            }
+        Err(e @ (Error::NonFinite { .. } | Error::OutOfMemory { .. })) => {
+            bar.abandon();
+            eprintln!("stopping: the last good checkpoint in {} is kept", args.out.display());
+            Err(e)
         }
-        smoothed = Some(smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
-        let secs = started.elapsed().as_secs_f64();
-        let ips = (s.step - first_step) as f64 * batch as f64 / secs.max(1e-9);
-        bar.set_position(s.step);
-        bar.set_message(format!(
-            "loss {:.4} (avg {:.4}) {:.1} img/s",
-            s.loss,
-            smoothed.unwrap_or(s.loss),
-            ips
-        ));
-        use std::io::Write;
-        let _ = writeln!(
-            metrics,
-            "{}",
-            serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "images_per_s": ips, "wall_s": secs})
-        );
-        if s.step % args.save_every == 0 || s.step == args.steps {
-            trainer.save(&ctx, &args.out)?;
-        }
-        if args.sample_every > 0 && s.step % args.sample_every == 0 {
-            let path = args.out.join(format!("samples_{:06}.png", s.step));
-            trainer.write_sample_grid(&ctx, &path, args.sample_n, 20, trainer.config.seed)?;
-            bar.println(format!("step {}: wrote {}", s.step, path.display()));
-        }
+        Err(e) => Err(e),
     }
-    bar.finish();
-    eprintln!("done: step {}; checkpoint in {}", trainer.step, args.out.display());
-    Ok(())
+}
+
+/// Per-kernel wall times of the last step, when `DDPM_PROFILE` is set.
+fn print_profile(ctx: &Context, step: u64) {
+    let prof = ctx.take_profile();
+    if prof.is_empty() {
+        return;
+    }
+    let total: f64 = prof.iter().map(|p| p.2).sum();
+    eprintln!("step {step}: kernel wall time {total:.3} s (DDPM_PROFILE)");
+    for (name, calls, secs) in prof.iter().take(25) {
+        eprintln!(
+            "  {:>7.1} ms {:>5.1}% {calls:>5}x {name}",
+            secs * 1e3,
+            100.0 * secs / total
+        );
+    }
 }
 
 /// Drop the metrics.jsonl lines of steps after `step`: a run that stopped after its last

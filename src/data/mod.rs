@@ -76,6 +76,53 @@ impl Dataset {
         &self.images[i * n..(i + 1) * n]
     }
 
+    /// Open a dataset by what `path` is: a folder of CIFAR-10 binary batches (`*.bin`, test
+    /// batches skipped) or a single `.bin` batch; otherwise a folder of PNGs (read as `channels`
+    /// channels); otherwise an IDX image file, with `labels` or, when that is `None`, the file
+    /// beside it named with `images` → `labels` / `idx3` → `idx1` if it exists.
+    ///
+    /// ```no_run
+    /// # fn main() -> ddpm_wgpu::Result<()> {
+    /// let data = ddpm_wgpu::Dataset::open("my_pngs/".as_ref(), None, 3)?;
+    /// println!("{} images of {}×{}", data.len(), data.height, data.width);
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: &Path, labels: Option<&Path>, channels: usize) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if path.is_dir() {
+            let mut bins: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "bin"))
+                .filter(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test")))
+                .collect();
+            bins.sort();
+            if bins.is_empty() {
+                Self::from_png_folder(path, channels)
+            } else {
+                Self::from_cifar10(&bins)
+            }
+        } else if name.ends_with(".bin") {
+            Self::from_cifar10(&[path.to_path_buf()])
+        } else {
+            let labels = labels.map(Path::to_path_buf).or_else(|| {
+                let guess = path.with_file_name(name.replace("images", "labels").replace("idx3", "idx1"));
+                (guess != path && guess.exists()).then_some(guess)
+            });
+            Self::from_idx(path, labels.as_deref())
+        }
+    }
+
+    /// Forget the labels: train or evaluate unconditionally on a labelled dataset.
+    pub fn drop_labels(&mut self) {
+        self.labels.clear();
+        self.num_classes = 0;
+        self.class_names.clear();
+    }
+
     /// Read MNIST-style IDX files: `images` (magic 0x803, u8 N×H×W) and optional `labels`
     /// (magic 0x801, u8 N). Either may be gzipped.
     pub fn from_idx(images: &Path, labels: Option<&Path>) -> Result<Self> {

@@ -4,7 +4,7 @@
 //!
 //! Bucket b of K covers the 0-based timesteps [⌊bT/K⌋, ⌊(b+1)T/K⌋). Each image i gets one
 //! timestep t uniform in its bucket (a keyed hash of (seed, b, i)) and the noise
-//! ε[j] = Philox normal(seed, stream b, i·(C·H·W) + j); the bucket's value is the mean over
+//! ε\[j\] = Philox normal(seed, stream b, i·(C·H·W) + j); the bucket's value is the mean over
 //! images of ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖² / (C·H·W), the training loss of Ho et al.
 //! (2020, eq. 14) restricted to the bucket. The same seed gives the same numbers whatever the
 //! batch size.

@@ -495,7 +495,7 @@ pub fn sample_model(
 pub enum Format {
     /// One PNG grid.
     Png,
-    /// safetensors: `images` [n, C, H, W] f32 in [−1, 1] (unclamped), `labels` [n] if any.
+    /// safetensors: `images` [n, C, H, W] f32 in [−1, 1] (unclamped), `labels` \[n\] if any.
     Safetensors,
 }
 

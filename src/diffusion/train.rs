@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{self, TensorFile};
 use crate::data::Dataset;
@@ -93,6 +94,84 @@ pub struct StepStats {
     pub grad_norm: f32,
     /// Learning rate used.
     pub lr: f32,
+}
+
+/// What [`Trainer::fit`] does besides taking steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FitOptions {
+    /// Step count to reach: a resumed trainer continues to this total.
+    pub steps: u64,
+    /// Checkpoint folder ([`Trainer::save`]); `None` writes nothing.
+    pub out: Option<PathBuf>,
+    /// Save every N steps; 0 saves only at the end and when stopped.
+    pub save_every: u64,
+    /// Write an EMA sample grid `<out>/samples_<step>.png` every N steps; 0 disables.
+    pub sample_every: u64,
+    /// Images per sample grid (per class for a class-conditional model).
+    pub sample_n: usize,
+    /// DDIM steps of each sample grid.
+    pub sample_steps: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            steps: 1000,
+            out: None,
+            save_every: 500,
+            sample_every: 0,
+            sample_n: 8,
+            sample_steps: 20,
+        }
+    }
+}
+
+/// What happened during [`Trainer::fit`], for the caller's progress display.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Progress<'a> {
+    /// An optimizer step finished.
+    Step {
+        /// Loss, gradient norm and learning rate of the step.
+        stats: StepStats,
+        /// Training throughput since `fit` started.
+        images_per_s: f64,
+        /// Wall time since `fit` started.
+        elapsed: Duration,
+    },
+    /// A checkpoint was written to `dir` at `step`.
+    Saved {
+        /// The checkpoint folder.
+        dir: &'a Path,
+        /// The step it holds.
+        step: u64,
+    },
+    /// A sample grid of the EMA model was written.
+    SampleGrid {
+        /// The PNG file.
+        path: &'a Path,
+        /// The step it shows.
+        step: u64,
+    },
+}
+
+/// The progress callback's answer: go on, or stop (after saving a checkpoint when
+/// [`FitOptions::out`] is set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep training.
+    Continue,
+    /// Stop now.
+    Stop,
+}
+
+/// How [`Trainer::fit`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FitEnd {
+    /// [`FitOptions::steps`] was reached.
+    Finished,
+    /// The callback answered [`Control::Stop`].
+    Stopped,
 }
 
 /// SplitMix64 finaliser: a keyed hash used for every host-side random choice.
@@ -326,6 +405,79 @@ impl Trainer {
             grad_norm,
             lr,
         })
+    }
+
+    /// Train until [`FitOptions::steps`], saving and sampling as `opts` asks, and call
+    /// `on_progress` after every step, save and sample grid; the callback draws the caller's
+    /// own progress display and may stop the run ([`Control::Stop`]). A step that fails (a
+    /// non-finite loss, out of memory) returns its error without saving: the last checkpoint
+    /// stays the last good one.
+    ///
+    /// ```no_run
+    /// use ddpm_wgpu::{Context, Control, Dataset, FitOptions, Progress, TrainConfig, Trainer, UNet};
+    /// # fn main() -> ddpm_wgpu::Result<()> {
+    /// let ctx = Context::new()?;
+    /// let data = Dataset::open("my_pngs/".as_ref(), None, 3)?;
+    /// let mut unet = UNet::new(ddpm_wgpu::diffusion::train::preset_for("small", &data, 0.0)?)?;
+    /// unet.init_random(&ctx, 0)?;
+    /// let mut trainer = Trainer::new(&ctx, unet, TrainConfig::default())?;
+    /// let opts = FitOptions { steps: 100, out: Some("run".into()), ..FitOptions::default() };
+    /// trainer.fit(&ctx, &data, &opts, |p| {
+    ///     if let Progress::Step { stats, .. } = p {
+    ///         println!("step {} loss {:.4}", stats.step, stats.loss);
+    ///     }
+    ///     Control::Continue
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fit(
+        &mut self,
+        ctx: &Context,
+        data: &Dataset,
+        opts: &FitOptions,
+        mut on_progress: impl FnMut(&Progress<'_>) -> Control,
+    ) -> Result<FitEnd> {
+        if opts.sample_every > 0 && (opts.out.is_none() || opts.sample_n == 0) {
+            return Err(Error::arg(
+                "sample_every",
+                "sample grids need an output folder and sample_n ≥ 1",
+            ));
+        }
+        let started = Instant::now();
+        let first_step = self.step;
+        while self.step < opts.steps {
+            let stats = self.train_step(ctx, data)?;
+            let elapsed = started.elapsed();
+            let images_per_s =
+                (stats.step - first_step) as f64 * self.config.batch_size as f64 / elapsed.as_secs_f64().max(1e-9);
+            let mut stop = on_progress(&Progress::Step {
+                stats,
+                images_per_s,
+                elapsed,
+            }) == Control::Stop;
+            if let Some(out) = &opts.out {
+                let step = stats.step;
+                let mut saved = false;
+                if stop || step == opts.steps || (opts.save_every > 0 && step % opts.save_every == 0) {
+                    self.save(ctx, out)?;
+                    saved = true;
+                    stop |= on_progress(&Progress::Saved { dir: out, step }) == Control::Stop;
+                }
+                if !stop && opts.sample_every > 0 && step % opts.sample_every == 0 {
+                    let path = out.join(format!("samples_{step:06}.png"));
+                    self.write_sample_grid(ctx, &path, opts.sample_n, opts.sample_steps, self.config.seed)?;
+                    stop |= on_progress(&Progress::SampleGrid { path: &path, step }) == Control::Stop;
+                    if stop && !saved {
+                        self.save(ctx, out)?;
+                        on_progress(&Progress::Saved { dir: out, step });
+                    }
+                }
+            }
+            if stop {
+                return Ok(FitEnd::Stopped);
+            }
+        }
+        Ok(FitEnd::Finished)
     }
 
     /// Write a resumable checkpoint into `dir`: `model/` (diffusers folder with the EMA weights

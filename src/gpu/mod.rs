@@ -6,6 +6,7 @@ mod pipeline;
 mod pool;
 
 pub use adapter::{AdapterSummary, ContextOptions};
+pub use pipeline::WgslKernel;
 pub(crate) use pipeline::{Dispatch, Shader};
 pub(crate) use pool::BufferPool as BufferPoolHandle;
 pub use pool::MemoryStats;
@@ -248,6 +249,125 @@ impl Context {
                 d.shader.name, d.entry, d.workgroups, max
             )));
         }
+        self.record(&pipeline, &bind_group, uniform, d.workgroups, d.entry, || {
+            format!("{}::{}", d.shader.name, d.entry)
+        });
+        Ok(())
+    }
+
+    /// Run a WGSL compute kernel written outside the crate: the way to add an op without
+    /// forking it. `params` (a multiple of 4 bytes, e.g. `bytemuck::bytes_of` of a `#[repr(C)]`
+    /// struct) goes to the uniform at `@binding(0)` (omitted when empty), `tensors` to the storage
+    /// buffers at `@binding(1)`, `@binding(2)`, ... in order; outputs are tensors the kernel
+    /// writes (make them with [`Context::empty`] or [`Context::zeros`]). The dispatch is recorded
+    /// like a built-in op's and runs with the next submit; the pipeline is built once and cached
+    /// under (`kernel.name`, `kernel.entry`), apart from the built-in shaders.
+    ///
+    /// Everything that can be checked before recording is, and comes back as an error that
+    /// leaves the context usable: WGSL errors (with the line), bindings outside group 0 or not
+    /// matching `params`/`tensors`, the same tensor passed twice, a grid over the adapter's limit
+    /// ([`Context::grid`] splits long 1-D grids). Out-of-bounds indices inside the kernel are the
+    /// kernel's business: WGSL clamps them, so they give wrong values, never memory errors.
+    ///
+    /// ```
+    /// use ddpm_wgpu::{Context, WgslKernel};
+    /// # fn main() -> ddpm_wgpu::Result<()> {
+    /// const SQUARE: &str = "
+    ///     struct Params { n: u32 }
+    ///     @group(0) @binding(0) var<uniform> p: Params;
+    ///     @group(0) @binding(1) var<storage, read> x: array<f32>;
+    ///     @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+    ///     @compute @workgroup_size(64)
+    ///     fn square(@builtin(global_invocation_id) id: vec3<u32>) {
+    ///         if id.x < p.n { y[id.x] = x[id.x] * x[id.x]; }
+    ///     }";
+    /// let ctx = Context::new()?;
+    /// let x = ctx.upload(&[3], &[1.0, -2.0, 3.0])?;
+    /// let y = ctx.empty(&[3], "y")?;
+    /// let kernel = WgslKernel { name: "doc_square", source: SQUARE, entry: "square" };
+    /// ctx.run_wgsl(&kernel, &3u32.to_le_bytes(), &[&x, &y], [1, 1, 1])?;
+    /// assert_eq!(ctx.read(&y)?, vec![1.0, 4.0, 9.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn run_wgsl(
+        &self,
+        kernel: &WgslKernel<'_>,
+        params: &[u8],
+        tensors: &[&crate::Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let what = format!("{}::{}", kernel.name, kernel.entry);
+        let bad = |msg: String| Error::arg("run_wgsl", format!("{what}: {msg}"));
+        if !params.len().is_multiple_of(4) {
+            return Err(bad(format!("params are {} bytes, not a multiple of 4", params.len())));
+        }
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(bad(format!(
+                "grid {workgroups:?} exceeds {max} workgroups per dimension (Context::grid splits it)"
+            )));
+        }
+        for (i, a) in tensors.iter().enumerate() {
+            if let Some(j) = tensors[..i].iter().position(|b| b.same_storage(a)) {
+                return Err(bad(format!("tensors {j} and {i} share one buffer")));
+            }
+        }
+        let pipeline = self.pipelines.get_user(&self.device, kernel)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let uniform = if params.is_empty() {
+            None
+        } else {
+            let u = self.pool.take_uniform(params.len() as u64)?;
+            self.queue.write_buffer(&u, 0, params);
+            Some(u)
+        };
+        let mut entries = Vec::with_capacity(tensors.len() + 1);
+        if let Some(u) = &uniform {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            });
+        }
+        for (i, t) in tensors.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: t.buffer().as_entire_binding(),
+            });
+        }
+        // A bad bind group would poison the shared encoder: validate it on its own first.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&what),
+            layout: &layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            if let Some(u) = uniform {
+                self.pool.give_back_uniform(u);
+            }
+            return Err(bad(format!(
+                "the kernel's bindings do not match {} params bytes and {} tensors: {e}",
+                params.len(),
+                tensors.len()
+            )));
+        }
+        self.record(&pipeline, &bind_group, uniform, workgroups, kernel.entry, || {
+            what.clone()
+        });
+        Ok(())
+    }
+
+    /// Record one compute pass (pipeline, bind group, grid) into the pending encoder.
+    fn record(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        uniform: Option<wgpu::Buffer>,
+        workgroups: [u32; 3],
+        pass_label: &str,
+        name: impl FnOnce() -> String,
+    ) {
+        let [x, y, z] = workgroups;
         let mut pending = self.lock_pending();
         let encoder = pending.encoder.get_or_insert_with(|| {
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -256,11 +376,11 @@ impl Context {
         });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.entry),
+                label: Some(pass_label),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
             if x > 0 && y > 0 && z > 0 {
                 pass.dispatch_workgroups(x, y, z);
             }
@@ -279,7 +399,7 @@ impl Context {
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
             let secs = start.elapsed().as_secs_f64();
             let mut map = prof.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = map.entry(format!("{}::{}", d.shader.name, d.entry)).or_insert((0, 0.0));
+            let slot = map.entry(name()).or_insert((0, 0.0));
             slot.0 += 1;
             slot.1 += secs;
         }
@@ -287,7 +407,6 @@ impl Context {
         if pending.dispatches >= 4096 {
             self.submit_locked(&mut pending);
         }
-        Ok(())
     }
 
     /// Record a buffer-to-buffer copy into the pending encoder.

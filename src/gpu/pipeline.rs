@@ -40,13 +40,106 @@ pub(crate) struct Dispatch<'a> {
 
 type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
+/// A WGSL compute kernel written outside the crate, run with [`crate::Context::run_wgsl`].
+///
+/// Binding rules as for the built-in kernels: everything in `@group(0)`; `@binding(0)` a
+/// uniform holding the params (only when params are passed), then one storage buffer per tensor
+/// at `@binding(1)`, `@binding(2)`, ... in the order given.
+#[derive(Clone, Copy, Debug)]
+pub struct WgslKernel<'a> {
+    /// Name of the module: its pipelines are cached under it, apart from the built-in shaders.
+    /// One name, one source: a second source under the same name is refused.
+    pub name: &'a str,
+    /// WGSL text.
+    pub source: &'a str,
+    /// Entry point (a `@compute` function of `source`).
+    pub entry: &'a str,
+}
+
+/// A compiled user module and its source (to refuse a second source under the same name).
+struct UserModule {
+    source: String,
+    module: wgpu::ShaderModule,
+}
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    user_modules: Mutex<HashMap<String, UserModule>>,
+    user_pipelines: Mutex<HashMap<(String, String), Arc<wgpu::ComputePipeline>>>,
 }
 
 impl PipelineCache {
+    /// The pipeline of a user kernel, built on first use and cached by (name, entry point).
+    pub fn get_user(&self, device: &wgpu::Device, k: &WgslKernel<'_>) -> Result<Arc<wgpu::ComputePipeline>> {
+        let bad = |msg: String| Error::arg("WgslKernel", format!("{}::{}: {msg}", k.name, k.entry));
+        let key = (k.name.to_string(), k.entry.to_string());
+        let module = {
+            let mut modules = self.user_modules.lock().unwrap_or_else(|p| p.into_inner());
+            match modules.get(k.name) {
+                Some(m) if m.source != k.source => {
+                    return Err(bad("another source was already compiled under this name".into()))
+                }
+                Some(m) => m.module.clone(),
+                None => {
+                    // Parse with naga first: errors name the line, and a binding outside group 0
+                    // (which the engine never binds) is refused before anything is recorded.
+                    let parsed = naga::front::wgsl::parse_str(k.source).map_err(|e| bad(e.emit_to_string(k.source)))?;
+                    if let Some(b) = parsed
+                        .global_variables
+                        .iter()
+                        .filter_map(|(_, g)| g.binding.as_ref())
+                        .find(|b| b.group != 0)
+                    {
+                        return Err(bad(format!(
+                            "@group({}) @binding({}): only group 0 is bound",
+                            b.group, b.binding
+                        )));
+                    }
+                    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(k.name),
+                        source: wgpu::ShaderSource::Wgsl(k.source.into()),
+                    });
+                    if let Some(e) = pollster::block_on(scope.pop()) {
+                        return Err(bad(e.to_string()));
+                    }
+                    modules.insert(
+                        k.name.to_string(),
+                        UserModule {
+                            source: k.source.to_string(),
+                            module: m.clone(),
+                        },
+                    );
+                    m
+                }
+            }
+        };
+        if let Some(p) = self.user_pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let label = format!("{}::{}", k.name, k.entry);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(bad(e.to_string()));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.user_pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
     pub fn get(
         &self,
         device: &wgpu::Device,

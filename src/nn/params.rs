@@ -135,7 +135,7 @@ impl Grads {
         }
     }
 
-    /// grad[id] += g (takes `g` as the gradient if none was recorded yet).
+    /// grad\[id\] += g (takes `g` as the gradient if none was recorded yet).
     pub fn accumulate(&mut self, ctx: &Context, id: ParamId, g: Tensor) -> Result<()> {
         match &self.slots[id] {
             None => self.slots[id] = Some(g),

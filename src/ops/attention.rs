@@ -113,7 +113,7 @@ pub fn attention(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize
     Ok((o, lse))
 }
 
-/// dq, dk, dv given dout [B,T,C], recomputing the probabilities from q, k and lse (flash
+/// dq, dk, dv given dout \[B,T,C\], recomputing the probabilities from q, k and lse (flash
 /// attention style backward: nothing of size T×T is stored). `o` and `lse` are the outputs of
 /// [`attention`] on the same q, k, v.
 #[allow(clippy::too_many_arguments)]

@@ -5,18 +5,18 @@
 //! # Contracts
 //! - `q_sample(x0 [B, ...], t [B], sqrt_alpha_bar [T], sqrt_one_minus_alpha_bar [T], seed,
 //!   stream)` → `(x_t, eps)`, both new tensors of x0's shape (=):
-//!   eps[i] = normal(seed, stream, i); x_t[i] = sab[t_b]·x0[i] + somab[t_b]·eps[i], with b the
-//!   batch item of element i and t_b = t[b] read on the GPU (f32 holding an integer timestep;
+//!   eps\[i\] = normal(seed, stream, i); x_t\[i\] = sab\[t_b\]·x0\[i\] + somab\[t_b\]·eps\[i\], with b the
+//!   batch item of element i and t_b = t\[b\] read on the GPU (f32 holding an integer timestep;
 //!   values outside [0, T−1] are clamped to it, fractions truncated).
-//! - `q_sample_at(…, seed, stream, first)`: the same with eps[i] = normal(seed, stream, first + i),
+//! - `q_sample_at(…, seed, stream, first)`: the same with eps\[i\] = normal(seed, stream, first + i),
 //!   so a batch drawn in pieces (gradient accumulation) gets the noise of the whole batch.
 //! - `axpbz(x, e, a, b, sigma, seed, stream)`: x, e equal shapes → out (=) = a·x + b·e + σ·z with
-//!   z[i] = normal(seed, stream, i); no noise is drawn when σ = 0.
+//!   z\[i\] = normal(seed, stream, i); no noise is drawn when σ = 0.
 //! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x, e (and x0_prev if given) equal
 //!   shapes → (out, x0), both new (=): x0 = s_x·x − s_e·e, clamped to [−1, 1] if `clip`;
 //!   out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·z. One step of DDPM, DDIM or
 //!   DPM-Solver++ (coefficients from `diffusion::sample::plan`).
-//! - `sampler_update_with_noise(x, e, x0_prev, coefs, noise)`: the same with z = noise[i] given
+//! - `sampler_update_with_noise(x, e, x0_prev, coefs, noise)`: the same with z = noise\[i\] given
 //!   (noise shaped like x), for parity with diffusers' recorded noise.
 //! - `ddpm_step(x_t, eps_pred, step, seed, stream)`: x_t, eps_pred equal shapes → x_{t−1} (=) =
 //!   coef_x·x_t − coef_eps·eps_pred + σ·z (Ho et al. 2020, Algorithm 2), via `axpbz`.

@@ -2,9 +2,9 @@
 //!
 //! # Contracts
 //! - `dropout(x, p, seed, stream)`: x any shape → out (= new tensor, shape of x):
-//!   out[i] = x[i] / (1 − p) if uniform(seed, stream, i) ≥ p, else 0.
+//!   out\[i\] = x\[i\] / (1 − p) if uniform(seed, stream, i) ≥ p, else 0.
 //! - `dropout_backward(dy, p, seed, stream)`: dy (shape of the forward output) → dx (= new
-//!   tensor): dx[i] = dy[i] / (1 − p) where the forward kept element i, else 0. The mask is
+//!   tensor): dx\[i\] = dy\[i\] / (1 − p) where the forward kept element i, else 0. The mask is
 //!   recomputed from the counter-based generator, so nothing is stored between the passes.
 //!
 //! `uniform` is [`crate::reference::random::uniform`]: P(keep) = 1 − ⌈p·2²⁴⌉·2⁻²⁴. p = 0 is the

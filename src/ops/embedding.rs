@@ -7,10 +7,10 @@
 //!   emb = [sin(t·freq), cos(t·freq)] (or [cos, sin] when flipped), a zero column when dim is odd.
 //!   Computed in f32 like diffusers; arguments are range-reduced before sin/cos.
 //! - `embedding_lookup(table, labels)`: table `[K, D]`, labels `[B]` (f32 holding class indices,
-//!   rounded to the nearest integer) → out (= new) `[B, D]` = table[label]; a label outside
+//!   rounded to the nearest integer) → out (= new) `[B, D]` = table\[label\]; a label outside
 //!   0..K-1 (or NaN) gives a zero row.
 //! - `embedding_backward(labels, dy, num_classes)`: labels `[B]`, dy `[B, D]` → dtable (= new)
-//!   `[K, D]` = Σ over the rows b with label b = k of dy[b] (out-of-range labels contribute
+//!   `[K, D]` = Σ over the rows b with label b = k of dy\[b\] (out-of-range labels contribute
 //!   nothing). Deterministic: no atomics.
 
 use crate::error::{Error, Result};

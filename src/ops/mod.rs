@@ -3,6 +3,8 @@
 //! accumulated (`+=`).
 
 pub mod attention;
+// Shapes in these two files' docs are written `[N,Cin,H,W]`, which rustdoc reads as links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod conv2d;
 pub mod ddpm;
 pub mod dropout;
@@ -11,6 +13,7 @@ pub mod embedding;
 pub mod groupnorm;
 pub mod layout;
 pub mod loss;
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod matmul;
 pub mod optim;
 pub mod random;

@@ -4,7 +4,7 @@
 //! - `adam_step(param, grad, m, v, p, grad_scale)`: param, grad, m, v all the same shape;
 //!   grad_scale `[1]` or `None`. In place: m =, v =, param = (torch.optim.Adam / AdamW with
 //!   decoupled weight decay, bias-corrected, eps outside the square root):
-//!   g = grad·grad_scale[0]; param ·= 1 − lr·wd; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+//!   g = grad·grad_scale\[0\]; param ·= 1 − lr·wd; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
 //!   param −= lr/(1−β1^step) · m / (√v/√(1−β2^step) + eps). grad is read only.
 //! - `grad_norm_sq(grads)`: any number ≥ 1 of tensors of any shapes → out `[1]` (=) = Σ over
 //!   all elements of all tensors of g².

@@ -11,7 +11,7 @@
 //! Values are bit-identical to [`crate::reference::random::uniform`] /
 //! [`crate::reference::random::normal`] on every adapter (integer arithmetic only; the reference
 //! module documents the layout and the normal transform). The same shader also holds the dropout
-//! and DDPM kernels, which draw these values in-line through [`RngLaunch`].
+//! and DDPM kernels, which draw these values in-line through `RngLaunch` (crate-internal).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};

@@ -23,7 +23,7 @@ fn scores(q: &[f64], k: &[f64], b: usize, h: usize, t: usize, c: usize, d: usize
     s
 }
 
-/// Forward: returns (o [B,T,C], lse [B,heads,T]) with
+/// Forward: returns (o \[B,T,C\], lse \[B,heads,T\]) with
 /// o[b,t,h·d+j] = Σ_s softmax_s(q_t·k_s/√d) v[b,s,h·d+j] and lse = logsumexp_s(q_t·k_s/√d).
 pub fn attention(q: &[f64], k: &[f64], v: &[f64], b: usize, t: usize, c: usize, heads: usize) -> (Vec<f64>, Vec<f64>) {
     let d = c / heads;
@@ -49,7 +49,7 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], b: usize, t: usize, c: usize, 
     (o, lse)
 }
 
-/// Backward of [`attention`]: returns (dq, dk, dv), each [B,T,C], for upstream gradient dout.
+/// Backward of [`attention`]: returns (dq, dk, dv), each \[B,T,C\], for upstream gradient dout.
 /// With P = softmax(S), dV = Pᵀ dout, dP = dout Vᵀ, dS = P ∘ (dP - rowsum(dP ∘ P)),
 /// dQ = dS K / √d, dK = dSᵀ Q / √d.
 #[allow(clippy::too_many_arguments)]

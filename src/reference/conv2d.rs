@@ -1,7 +1,7 @@
 //! CPU f64 reference for the conv2d ops: plain loops, no tiling, the definition written out.
 //!
-//! Layouts: x [N,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout], y [N,Cout,Ho,Wo], all row-major.
-//! y[n,co,oh,ow] = bias[co] + Σ_{ci,r,s} w[co,ci,r,s] · x[n, ci, oh·stride − pad_top + r,
+//! Layouts: x \[N,Cin,H,W\], w \[Cout,Cin,kh,kw\], bias \[Cout\], y \[N,Cout,Ho,Wo\], all row-major.
+//! y\[n,co,oh,ow\] = bias\[co\] + Σ_{ci,r,s} w\[co,ci,r,s\] · x[n, ci, oh·stride − pad_top + r,
 //! ow·stride − pad_left + s], with x read as 0 outside the image.
 
 /// Sizes of one convolution.
@@ -45,7 +45,7 @@ impl Conv2dDims {
     }
 }
 
-/// One output element y[n,co,oh,ow] with `at` = [n, co, oh, ow] (used by tests that check a
+/// One output element y\[n,co,oh,ow\] with `at` = [n, co, oh, ow] (used by tests that check a
 /// sample of a large output).
 pub fn conv2d_at(x: &[f64], w: &[f64], bias: Option<&[f64]>, d: &Conv2dDims, at: [usize; 4]) -> f64 {
     let [n, co, oh, ow] = at;
@@ -66,7 +66,7 @@ pub fn conv2d_at(x: &[f64], w: &[f64], bias: Option<&[f64]>, d: &Conv2dDims, at:
     acc
 }
 
-/// Forward: y [N,Cout,Ho,Wo] = conv(x, w) + bias.
+/// Forward: y \[N,Cout,Ho,Wo\] = conv(x, w) + bias.
 pub fn conv2d(x: &[f64], w: &[f64], bias: Option<&[f64]>, d: &Conv2dDims) -> Vec<f64> {
     let (ho, wo) = d.out_hw();
     let mut y = Vec::with_capacity(d.n * d.cout * ho * wo);
@@ -82,7 +82,7 @@ pub fn conv2d(x: &[f64], w: &[f64], bias: Option<&[f64]>, d: &Conv2dDims) -> Vec
     y
 }
 
-/// dx [N,Cin,H,W] = Σ over every output that read x[n,ci,ih,iw] of dy · w (scatter form of the
+/// dx \[N,Cin,H,W\] = Σ over every output that read x\[n,ci,ih,iw\] of dy · w (scatter form of the
 /// transposed convolution, written as the adjoint of [`conv2d`]).
 pub fn conv2d_backward_input(dy: &[f64], w: &[f64], d: &Conv2dDims) -> Vec<f64> {
     let (ho, wo) = d.out_hw();
@@ -113,7 +113,7 @@ pub fn conv2d_backward_input(dy: &[f64], w: &[f64], d: &Conv2dDims) -> Vec<f64> 
     dx
 }
 
-/// dw [Cout,Cin,kh,kw] = Σ_{n,oh,ow} dy[n,co,oh,ow] · x[n, ci, oh·stride − pad_top + r, ...].
+/// dw \[Cout,Cin,kh,kw\] = Σ_{n,oh,ow} dy\[n,co,oh,ow\] · x[n, ci, oh·stride − pad_top + r, ...].
 pub fn conv2d_backward_weight(x: &[f64], dy: &[f64], d: &Conv2dDims) -> Vec<f64> {
     let (ho, wo) = d.out_hw();
     let mut dw = vec![0.0; d.cout * d.cin * d.kh * d.kw];
@@ -143,7 +143,7 @@ pub fn conv2d_backward_weight(x: &[f64], dy: &[f64], d: &Conv2dDims) -> Vec<f64>
     dw
 }
 
-/// db [Cout] = Σ_{n,oh,ow} dy[n,co,oh,ow].
+/// db \[Cout\] = Σ_{n,oh,ow} dy\[n,co,oh,ow\].
 pub fn conv2d_backward_bias(dy: &[f64], d: &Conv2dDims) -> Vec<f64> {
     let (ho, wo) = d.out_hw();
     let plane = ho * wo;

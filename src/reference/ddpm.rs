@@ -3,8 +3,8 @@
 
 use crate::reference::random::normal;
 
-/// (x_t, eps): eps[i] = normal(seed, stream, i), x_t[i] = sab[t_b]·x0[i] + somab[t_b]·eps[i] with
-/// b = i / per_sample and t_b = t[b] clamped to [0, T−1] and truncated.
+/// (x_t, eps): eps\[i\] = normal(seed, stream, i), x_t\[i\] = sab\[t_b\]·x0\[i\] + somab\[t_b\]·eps\[i\] with
+/// b = i / per_sample and t_b = t\[b\] clamped to [0, T−1] and truncated.
 pub fn q_sample(
     x0: &[f64],
     t: &[f64],
@@ -25,7 +25,7 @@ pub fn q_sample(
     (xt, eps)
 }
 
-/// a·x + b·e + σ·z, z[i] = normal(seed, stream, i).
+/// a·x + b·e + σ·z, z\[i\] = normal(seed, stream, i).
 pub fn axpbz(x: &[f64], e: &[f64], a: f64, b: f64, sigma: f64, seed: u64, stream: u32) -> Vec<f64> {
     (0..x.len())
         .map(|i| a * x[i] + b * e[i] + sigma * normal(seed, stream, i as u64) as f64)

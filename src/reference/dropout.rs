@@ -13,12 +13,12 @@ fn mask(n: usize, p: f64, seed: u64, stream: u32) -> impl Iterator<Item = f64> {
     })
 }
 
-/// out[i] = x[i]/(1 − p) if uniform(seed, stream, i) ≥ p, else 0.
+/// out\[i\] = x\[i\]/(1 − p) if uniform(seed, stream, i) ≥ p, else 0.
 pub fn dropout(x: &[f64], p: f64, seed: u64, stream: u32) -> Vec<f64> {
     mask(x.len(), p, seed, stream).zip(x).map(|(m, &v)| m * v).collect()
 }
 
-/// dx[i] = dy[i]/(1 − p) where the forward kept element i, else 0.
+/// dx\[i\] = dy\[i\]/(1 − p) where the forward kept element i, else 0.
 pub fn dropout_backward(dy: &[f64], p: f64, seed: u64, stream: u32) -> Vec<f64> {
     mask(dy.len(), p, seed, stream).zip(dy).map(|(m, &g)| m * g).collect()
 }

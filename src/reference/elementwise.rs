@@ -35,12 +35,12 @@ pub fn silu_backward(x: &[f64], dy: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// out[r·hw + s] = x[r·hw + s] + b[r] for each of the N·C rows r of length hw.
+/// out[r·hw + s] = x[r·hw + s] + b\[r\] for each of the N·C rows r of length hw.
 pub fn add_channel_bias(x: &[f64], b: &[f64], hw: usize) -> Vec<f64> {
     x.iter().enumerate().map(|(i, v)| v + b[i / hw]).collect()
 }
 
-/// out[r] = Σ_s dy[r·hw + s]: the gradient of [`add_channel_bias`] with respect to b.
+/// out\[r\] = Σ_s dy[r·hw + s]: the gradient of [`add_channel_bias`] with respect to b.
 pub fn channel_sum(dy: &[f64], hw: usize) -> Vec<f64> {
     dy.chunks(hw).map(|row| row.iter().sum()).collect()
 }

@@ -9,8 +9,8 @@ fn at(x: &[f64], cols: usize, trans: bool, i: usize, j: usize) -> f64 {
     }
 }
 
-/// out[b] = op(a[b])·op(b[b]) for `batch` products: a [M,K] (or [K,M] if trans_a), b [K,N]
-/// (or [N,K] if trans_b) per batch → [batch, M, N].
+/// out\[b\] = op(a\[b\])·op(b\[b\]) for `batch` products: a \[M,K\] (or \[K,M\] if trans_a), b \[K,N\]
+/// (or \[N,K\] if trans_b) per batch → [batch, M, N].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     a: &[f64],
@@ -63,7 +63,7 @@ pub fn gemm(
         .collect()
 }
 
-/// y = x·wᵀ + bias: x [M,K], w [N,K], bias [N] → [M,N].
+/// y = x·wᵀ + bias: x \[M,K\], w \[N,K\], bias \[N\] → \[M,N\].
 pub fn linear(x: &[f64], w: &[f64], bias: Option<&[f64]>, m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut y = matmul(x, w, 1, m, k, n, false, true);
     if let Some(bias) = bias {
@@ -76,7 +76,7 @@ pub fn linear(x: &[f64], w: &[f64], bias: Option<&[f64]>, m: usize, k: usize, n:
     y
 }
 
-/// Gradients of [`linear`] given dy [M,N]: (dx = dy·w [M,K], dw = dyᵀ·x [N,K], db = Σ_m dy [N]).
+/// Gradients of [`linear`] given dy \[M,N\]: (dx = dy·w \[M,K\], dw = dyᵀ·x \[N,K\], db = Σ_m dy \[N\]).
 pub fn linear_backward(
     x: &[f64],
     w: &[f64],
@@ -99,7 +99,7 @@ pub fn linear_backward(
     (dx, dw, sum_rows(dy, m, n))
 }
 
-/// Column sums: x [M,N] → [N].
+/// Column sums: x \[M,N\] → \[N\].
 pub fn sum_rows(x: &[f64], m: usize, n: usize) -> Vec<f64> {
     let mut y = vec![0.0; n];
     for i in 0..m {
