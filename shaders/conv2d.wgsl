@@ -494,7 +494,9 @@ struct WinoParams {
     th: u32,
     tw: u32,
     has_bias: u32,
-    _pad0: u32,
+    // 1: the weights are those of the input grad, w[ci', co', 2−r, 2−s] read from the forward's
+    // w [Cout', Cin', 3, 3] with Cout' = cin and Cin' = cout here (dx = conv(dy, rotated wᵀ)).
+    flip: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -511,8 +513,16 @@ fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     var g: array<f32, 9>;
-    for (var j = 0u; j < 9u; j++) {
-        g[j] = g_a[i * 9u + j];
+    if (wq.flip != 0u) {
+        let o = i / wq.cin;
+        let c = i % wq.cin;
+        for (var j = 0u; j < 9u; j++) {
+            g[j] = g_a[(c * wq.cout + o) * 9u + 8u - j];
+        }
+    } else {
+        for (var j = 0u; j < 9u; j++) {
+            g[j] = g_a[i * 9u + j];
+        }
     }
     // t = G g (4×3), then u = t Gᵀ (4×4); G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
     var t: array<f32, 12>;

@@ -253,7 +253,7 @@ pub fn conv2d_with(
     }
     match resolve_forward(ctx, algo, &g)? {
         Algo::Im2col { window } => return im2col_forward(ctx, &g, x, w, bias, window),
-        Algo::Winograd { window } => return winograd_forward(ctx, &g, x, w, bias, window),
+        Algo::Winograd { window } => return winograd_forward(ctx, &g, x, w, bias, window, false),
         _ => {}
     }
     let y = ctx.empty(&[g.n, g.cout, g.ho, g.wo], "conv2d.y")?;
@@ -297,7 +297,20 @@ pub fn conv2d_backward_with(
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
-    // Winograd is a forward algorithm: its backward is whatever Auto picks.
+    // For a 3×3, stride 1, padding 1 convolution the input grad is the same kind of
+    // convolution of dy with the transposed, rotated weights: Winograd runs it where it can
+    // (Auto, or Winograd asked for); the weight grad runs what Auto picks.
+    let dx_geometry = Geometry {
+        cin: g.cout,
+        cout: g.cin,
+        ..g
+    };
+    let dx_winograd = need_dx
+        && matches!(algo, Algo::Auto | Algo::Winograd { .. })
+        && matches!(
+            resolve_forward(ctx, Algo::Auto, &dx_geometry),
+            Ok(Algo::Winograd { .. })
+        );
     let algo = match algo {
         Algo::Winograd { .. } => Algo::Auto,
         other => other,
@@ -305,8 +318,12 @@ pub fn conv2d_backward_with(
     if let Algo::Im2col { window } = resolve(ctx, algo, &g, false)? {
         // The input grad's GEMM has K = Cout, which the subgroup kernel needs in multiples of 4;
         // otherwise that half runs on the implicit-GEMM kernel.
-        let dx_im2col = need_dx && resolve(ctx, Algo::Auto, &g, true)? != Algo::Direct;
+        let dx_im2col = need_dx && !dx_winograd && resolve(ctx, Algo::Auto, &g, true)? != Algo::Direct;
         let (dx, dw, db) = im2col_backward(ctx, &g, x, w, dy, dx_im2col, window)?;
+        let dx = match dx_winograd {
+            true => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, 0, true)?),
+            false => dx,
+        };
         let dx = match (need_dx, dx) {
             (true, None) => Some(direct_backward_input(ctx, &g, w, dy)?),
             (_, dx) => dx,
@@ -720,7 +737,7 @@ struct WinoParams {
     th: u32,
     tw: u32,
     has_bias: u32,
-    _pad0: u32,
+    flip: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -741,7 +758,7 @@ impl Geometry {
             th: self.h.div_ceil(2) as u32,
             tw: self.w.div_ceil(2) as u32,
             has_bias: has_bias as u32,
-            _pad0: 0,
+            flip: 0,
             _pad1: 0,
             _pad2: 0,
         }
@@ -765,7 +782,9 @@ fn wino_dispatch(
     })
 }
 
-/// Winograd F(2×2, 3×3) forward (see `shaders/conv2d.wgsl`).
+/// Winograd F(2×2, 3×3) forward (see `shaders/conv2d.wgsl`); with `flip`, `w` is the weight
+/// of the convolution whose input grad this is ([Cin, Cout, 3, 3] in `g`'s terms) and is
+/// transposed and rotated on the fly.
 fn winograd_forward(
     ctx: &Context,
     g: &Geometry,
@@ -773,6 +792,7 @@ fn winograd_forward(
     w: &Tensor,
     bias: Option<&Tensor>,
     window: usize,
+    flip: bool,
 ) -> Result<Tensor> {
     let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
     let window = if window > 0 {
@@ -781,7 +801,10 @@ fn winograd_forward(
         let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
         ((budget / g.wino_bytes_per_image()) as usize).clamp(1, g.n)
     };
-    let params = g.wino_params(0, 0, bias.is_some());
+    let params = WinoParams {
+        flip: flip as u32,
+        ..g.wino_params(0, 0, bias.is_some())
+    };
     let u = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_u")?;
     wino_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;

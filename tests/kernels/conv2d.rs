@@ -168,7 +168,8 @@ fn conv2d_im2col_shapes() {
 
 /// Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, Cin % 4 == 0, tiles % 4 == 0): images with
 /// odd sides (partial tiles at the right and bottom edges), one tile row, Cout not a multiple of
-/// 4, more output channels than one GEMM tile; and the typed error where it cannot run.
+/// 4, more output channels than one GEMM tile, input grads through Winograd (Cout % 4 == 0);
+/// and the typed error where it cannot run.
 #[test]
 fn conv2d_winograd_shapes() {
     let p = Conv2dParams::new(1, 1);
@@ -181,6 +182,19 @@ fn conv2d_winograd_shapes() {
         92,
     );
     check_case("2x16x4x4 -> 3 k3 winograd", dims(2, 16, (4, 4), 3, (3, 3), p), true, 93);
+    // Cout % 4 == 0: the input grad runs Winograd too (rotated, transposed weights).
+    check_case(
+        "3x4x7x9 -> 8 k3 winograd dx",
+        dims(3, 4, (7, 9), 8, (3, 3), p),
+        true,
+        94,
+    );
+    check_case(
+        "2x8x6x6 -> 12 k3 winograd dx",
+        dims(2, 8, (6, 6), 12, (3, 3), p),
+        false,
+        95,
+    );
     let ctx = ctx();
     let x = ctx.zeros(&[1, 6, 8, 8], "x").unwrap();
     let w = ctx.zeros(&[4, 6, 3, 3], "w").unwrap();
