@@ -24,7 +24,7 @@ struct Params {
     // q_sample: number of timesteps T (t is clamped to [0, T-1])
     steps: u32,
     // sampler_update: x0 = s_x·x − s_e·e (clamped to [−1, 1] when clip ≠ 0);
-    // out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + sigma·z
+    // out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + sigma·exp(sigma_v·v)·z
     s_x: f32,
     s_e: f32,
     clip: u32,
@@ -32,7 +32,13 @@ struct Params {
     c_x0: f32,
     c_e: f32,
     c_prev: f32,
-    _pad: u32,
+    // sampler_update: 1 when the model output has 2·C channels per item (e then v, learned
+    // variance); per_sample is then C·H·W, the elements of x per item
+    split: u32,
+    sigma_v: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -227,6 +233,20 @@ fn q_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     qs_xt[i] = qs_sab[t] * qs_x0[i] + qs_somab[t] * eps;
 }
 
+// The same x_t (same noise), and in place of eps the v target of Salimans & Ho (2022):
+// v = sqrt(abar_t)·eps - sqrt(1 - abar_t)·x0.
+@compute @workgroup_size(256)
+fn q_sample_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let t = u32(clamp(qs_t[i / p.per_sample], 0.0, f32(p.steps - 1u)));
+    let eps = normal_from_bits(block(i).y);
+    let x0 = qs_x0[i];
+    qs_eps[i] = qs_sab[t] * eps - qs_somab[t] * x0;
+    qs_xt[i] = qs_sab[t] * x0 + qs_somab[t] * eps;
+}
+
 // ---- fused sampler update -------------------------------------------------------------------
 
 @group(0) @binding(1) var<storage, read> ax_x: array<f32>;
@@ -254,12 +274,33 @@ fn axpbz(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(4) var<storage, read_write> su_out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> su_x0: array<f32>;
 
-// Predicted x0 = (x_t - sqrt(1 - abar_t)·eps) / sqrt(abar_t) as s_x·x - s_e·e, optionally
-// clipped; then the sampler's linear combination of x_t, x0, eps and the previous x0. Returns
-// the noiseless part of x_{t-1} and writes x0.
+// Index of element i's model output: with a split output (learned variance, 2·C channels per
+// item) the first C channels of each item; the variance channel v is per_sample further on.
+fn sampler_e_index(i: u32) -> u32 {
+    if (p.split == 0u) {
+        return i;
+    }
+    let b = i / p.per_sample;
+    return i + b * p.per_sample;
+}
+
+// Noise scale of element i: sigma, or with a learned variance sigma·exp(sigma_v·v), i.e.
+// exp(½(frac·log beta + (1 - frac)·log beta~)) with frac = (v + 1)/2 folded into the two
+// coefficients on the host (Nichol & Dhariwal 2021, eq. 15).
+fn sampler_sigma(i: u32) -> f32 {
+    if (p.split == 0u || p.sigma_v == 0.0) {
+        return p.sigma;
+    }
+    return p.sigma * exp(p.sigma_v * su_e[sampler_e_index(i) + p.per_sample]);
+}
+
+// Predicted x0 = s_x·x - s_e·e, optionally clipped (for an eps model (x_t - sqrt(1 -
+// abar_t)·eps) / sqrt(abar_t); x0 and v models only change s_x, s_e, and the eps they imply is
+// linear in x and e, folded into c_x and c_e); then the sampler's linear combination of x_t,
+// x0, eps and the previous x0. Returns the noiseless part of x_{t-1} and writes x0.
 fn sampler_mean(i: u32) -> f32 {
     let x = su_x[i];
-    let e = su_e[i];
+    let e = su_e[sampler_e_index(i)];
     var x0 = p.s_x * x - p.s_e * e;
     if (p.clip != 0u) {
         x0 = clamp(x0, -1.0, 1.0);
@@ -280,7 +321,7 @@ fn sampler_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (i >= p.n) { return; }
     var y = sampler_mean(i);
     if (p.sigma != 0.0) {
-        y += p.sigma * normal_from_bits(block(i).y);
+        y += sampler_sigma(i) * normal_from_bits(block(i).y);
     }
     su_out[i] = y;
 }
@@ -294,5 +335,5 @@ fn sampler_update_noise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
                         @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n) { return; }
-    su_out[i] = sampler_mean(i) + p.sigma * su_noise[i];
+    su_out[i] = sampler_mean(i) + sampler_sigma(i) * su_noise[i];
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use common::ctx;
 use ddpm_wgpu::diffusion::bpd::{self, eval_bpd, prior_bpd, vb_term_bpd};
 use ddpm_wgpu::diffusion::sample::Variance;
-use ddpm_wgpu::diffusion::{BetaSchedule, Schedule};
-use ddpm_wgpu::UNet;
+use ddpm_wgpu::diffusion::{BetaSchedule, Prediction, Schedule};
+use ddpm_wgpu::{UNet, UNetConfig};
 use serde_json::Value;
 
 fn fixtures() -> &'static Path {
@@ -61,6 +61,7 @@ fn bound_terms_match_improved_diffusion() {
             let got = vb_term_bpd(
                 &s,
                 variance,
+                Prediction::Epsilon,
                 clip,
                 t,
                 &x0,
@@ -107,6 +108,7 @@ fn gpu_bound_is_deterministic_and_adds_up() {
             &unet,
             &s,
             Variance::FixedSmall,
+            Prediction::Epsilon,
             true,
             &images,
             None,
@@ -139,6 +141,7 @@ fn gpu_bound_is_deterministic_and_adds_up() {
         &unet,
         &s,
         Variance::FixedSmall,
+        Prediction::Epsilon,
         true,
         &images[1..],
         None,
@@ -197,4 +200,152 @@ fn cli_eval_bpd() {
         "{stdout}"
     );
     assert!(bpd.is_finite() && bpd > 0.0, "{stdout}");
+}
+
+/// The fixture's inputs: (schedule, x0, n, x_t[t], eps[t]).
+#[allow(clippy::type_complexity)]
+fn bpd_fixture() -> (Value, Schedule, Vec<f64>, usize) {
+    let text = std::fs::read_to_string(fixtures().join("bpd.json")).unwrap();
+    let f: Value = serde_json::from_str(&text).unwrap();
+    let s = Schedule::new(
+        BetaSchedule::Linear,
+        f["T"].as_u64().unwrap() as usize,
+        f["beta_start"].as_f64().unwrap(),
+        f["beta_end"].as_f64().unwrap(),
+    )
+    .unwrap();
+    let x0 = floats(&f["x0"]);
+    let n = f["n"].as_u64().unwrap() as usize;
+    (f, s, x0, n)
+}
+
+#[test]
+fn bound_terms_for_x0_and_v_models() {
+    // An x₀ or v model whose output means the same x̂₀ as the fixture's ε̂ has the same bound:
+    // m_x0 = x̂₀ = (x_t − √(1−ᾱ) ε̂)/√ᾱ, m_v = √ᾱ ε̂ − √(1−ᾱ) x̂₀. Only the conversions' f64
+    // round-off differs (1/√ᾱ ≤ 2 here): 1e-9 relative.
+    let (f, s, x0, n) = bpd_fixture();
+    for (name, case) in f["cases"].as_object().unwrap() {
+        let variance = if name.starts_with("fixed_small") {
+            Variance::FixedSmall
+        } else {
+            Variance::FixedLarge
+        };
+        let clip = name.ends_with("clip1");
+        for t in 0..s.len() {
+            let (a, sd) = (s.alphas_cumprod[t].sqrt(), (1.0 - s.alphas_cumprod[t]).sqrt());
+            let x_t = floats(&f["x_t"][t]);
+            let eps = floats(&f["eps"][t]);
+            let x0_hat: Vec<f64> = x_t.iter().zip(&eps).map(|(x, e)| (x - sd * e) / a).collect();
+            let v_hat: Vec<f64> = eps.iter().zip(&x0_hat).map(|(e, x)| a * e - sd * x).collect();
+            let want = floats(&case["terms"][t]);
+            for (prediction, out) in [(Prediction::Sample, &x0_hat), (Prediction::V, &v_hat)] {
+                let got = vb_term_bpd(&s, variance, prediction, clip, t, &x0, &x_t, out, n);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                        "{name} {prediction:?} L_{t}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn learned_range_bound_at_the_ends_of_the_range() {
+    // v = −1 is β̃ (fixed_small, with improved-diffusion's clipped log at t = 0); v = +1 is β_t,
+    // fixed_large for t ≥ 1 (at t = 0 learned_range uses β_0 itself, fixed_large β̃_1: checked
+    // against the decoder likelihood directly). The output has 2·C channels: ε̂, then v.
+    let (f, s, x0, n) = bpd_fixture();
+    let per = x0.len() / n;
+    let with_v = |eps: &[f64], v: f64| -> Vec<f64> {
+        eps.chunks_exact(per)
+            .flat_map(|item| item.iter().copied().chain(std::iter::repeat_n(v, per)))
+            .collect()
+    };
+    for clip in [0, 1] {
+        let small = &f["cases"][format!("fixed_small_clip{clip}")];
+        let large = &f["cases"][format!("fixed_large_clip{clip}")];
+        for t in 0..s.len() {
+            let x_t = floats(&f["x_t"][t]);
+            let eps = floats(&f["eps"][t]);
+            let term = |v: f64| {
+                vb_term_bpd(
+                    &s,
+                    Variance::LearnedRange,
+                    Prediction::Epsilon,
+                    clip == 1,
+                    t,
+                    &x0,
+                    &x_t,
+                    &with_v(&eps, v),
+                    n,
+                )
+            };
+            close(&format!("learned v=-1 L_{t}"), &term(-1.0), &floats(&small["terms"][t]));
+            if t > 0 {
+                close(&format!("learned v=+1 L_{t}"), &term(1.0), &floats(&large["terms"][t]));
+            } else {
+                // L_0 = −log p(x₀ | x₁) with log σ = ½ log β_0, in bits/dim
+                let ab = s.alphas_cumprod[0];
+                let want: Vec<f64> = (0..n)
+                    .map(|b| {
+                        let nll: f64 = (b * per..(b + 1) * per)
+                            .map(|i| {
+                                let mut x0_hat = (x_t[i] - (1.0 - ab).sqrt() * eps[i]) / ab.sqrt();
+                                if clip == 1 {
+                                    x0_hat = x0_hat.clamp(-1.0, 1.0);
+                                }
+                                // posterior mean at t = 0: ᾱ_prev = 1, so μ̃ = x̂₀
+                                -bpd::discretized_gaussian_log_likelihood(x0[i], x0_hat, 0.5 * s.betas[0].ln())
+                            })
+                            .sum();
+                        nll / per as f64 / std::f64::consts::LN_2
+                    })
+                    .collect();
+                close("learned v=+1 L_0", &term(1.0), &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_bound_for_a_learned_variance_model() {
+    // A model with 2·C outputs evaluates under learned_range (finite, non-negative terms; the
+    // same seed, the same numbers) and is refused under a fixed variance, as a C-output model
+    // is under learned_range.
+    let ctx = ctx();
+    let text = std::fs::read_to_string(fixtures().join("unet_a_basic/config.json")).unwrap();
+    let mut cfg = UNetConfig::from_json(&text).unwrap();
+    cfg.out_channels = 6;
+    let mut unet = UNet::new(cfg).unwrap();
+    unet.init_random(ctx, 4).unwrap();
+    let s = Schedule::new(BetaSchedule::Linear, 6, 1e-4, 0.2).unwrap();
+    let n = 2;
+    let images: Vec<f32> = (0..n * 3 * 64).map(|i| ((i * 53) % 256) as f32 / 127.5 - 1.0).collect();
+    let run = |u: &UNet, variance| {
+        eval_bpd(
+            ctx,
+            u,
+            &s,
+            variance,
+            Prediction::V,
+            true,
+            &images,
+            None,
+            n,
+            3,
+            |_, _| {},
+        )
+    };
+    let a = run(&unet, Variance::LearnedRange).unwrap();
+    let b = run(&unet, Variance::LearnedRange).unwrap();
+    assert_eq!(a.total, b.total);
+    assert!(a.terms.iter().all(|&v| v.is_finite() && v >= 0.0), "{:?}", a.terms);
+    let e = run(&unet, Variance::FixedSmall).unwrap_err().to_string();
+    assert!(e.contains("out_channels 6"), "{e}");
+    let plain = UNet::from_pretrained(ctx, fixtures().join("unet_a_basic")).unwrap();
+    let e = run(&plain, Variance::LearnedRange).unwrap_err().to_string();
+    assert!(e.contains("learned_range"), "{e}");
 }

@@ -12,7 +12,7 @@ use ddpm_wgpu::diffusion::bpd::eval_bpd;
 use ddpm_wgpu::diffusion::eval::{bucket_ranges, bucket_timestep, eval_labels, loss_buckets};
 use ddpm_wgpu::diffusion::generate::SchedulerConfig;
 use ddpm_wgpu::diffusion::sample::Variance;
-use ddpm_wgpu::diffusion::{BetaSchedule, Schedule};
+use ddpm_wgpu::diffusion::{BetaSchedule, Prediction, Schedule};
 use ddpm_wgpu::reference::random;
 use ddpm_wgpu::{UNet, UNetConfig};
 
@@ -71,7 +71,20 @@ fn loss_buckets_match_a_cpu_computation() {
     let images = rand_vec(n * per, 12);
     let labels = [0u32, 1, 0];
     // batch 2: a full batch and a partial one
-    let r = loss_buckets(ctx, &unet, &schedule, &images, Some(&labels), n, k, 2, seed, |_, _| {}).unwrap();
+    let r = loss_buckets(
+        ctx,
+        &unet,
+        &schedule,
+        Prediction::Epsilon,
+        &images,
+        Some(&labels),
+        n,
+        k,
+        2,
+        seed,
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(r.ranges, bucket_ranges(20, k).unwrap());
     // The same quantity with only ε_θ on the GPU: noise from the reference generator at
     // (seed, stream b, i·per + j), x_t in f64, the squared error and the means in f64.
@@ -133,9 +146,19 @@ fn loss_buckets_are_deterministic_for_a_seed() {
     let images = rand_vec(n * 3 * 64, 4);
     let run = |batch, seed| {
         let mut calls = Vec::new();
-        let r = loss_buckets(ctx, &unet, &schedule, &images, None, n, 3, batch, seed, |i, total| {
-            calls.push((i, total))
-        })
+        let r = loss_buckets(
+            ctx,
+            &unet,
+            &schedule,
+            Prediction::Epsilon,
+            &images,
+            None,
+            n,
+            3,
+            batch,
+            seed,
+            |i, total| calls.push((i, total)),
+        )
         .unwrap();
         let batches = n.div_ceil(batch);
         assert_eq!(calls, (1..=3 * batches).map(|i| (i, 3 * batches)).collect::<Vec<_>>());
@@ -157,17 +180,53 @@ fn loss_buckets_are_deterministic_for_a_seed() {
         c.mean
     );
     // argument errors
-    let e = loss_buckets(ctx, &unet, &schedule, &images, Some(&[0; 5]), n, 3, 2, 0, |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = loss_buckets(
+        ctx,
+        &unet,
+        &schedule,
+        Prediction::Epsilon,
+        &images,
+        Some(&[0; 5]),
+        n,
+        3,
+        2,
+        0,
+        |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("unconditional"), "{e}");
-    let e = loss_buckets(ctx, &unet, &schedule, &images[1..], None, n, 3, 2, 0, |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = loss_buckets(
+        ctx,
+        &unet,
+        &schedule,
+        Prediction::Epsilon,
+        &images[1..],
+        None,
+        n,
+        3,
+        2,
+        0,
+        |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--data"), "{e}");
-    let e = loss_buckets(ctx, &unet, &schedule, &images, None, n, 31, 2, 0, |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = loss_buckets(
+        ctx,
+        &unet,
+        &schedule,
+        Prediction::Epsilon,
+        &images,
+        None,
+        n,
+        31,
+        2,
+        0,
+        |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--loss-buckets"), "{e}");
 }
 
@@ -215,6 +274,7 @@ fn class_conditional_evaluation_uses_labels() {
             &unet,
             &s,
             Variance::FixedSmall,
+            Prediction::Epsilon,
             true,
             &images,
             labels,

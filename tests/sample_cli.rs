@@ -11,7 +11,7 @@ use common::ctx;
 use ddpm_wgpu::checkpoint::TensorFile;
 use ddpm_wgpu::diffusion::generate::{self, Format, SampleRequest, SchedulerConfig};
 use ddpm_wgpu::diffusion::sample::{Sampler, Spacing, Variance};
-use ddpm_wgpu::diffusion::BetaSchedule;
+use ddpm_wgpu::diffusion::{BetaSchedule, Prediction};
 use ddpm_wgpu::{UNet, UNetConfig};
 
 fn fixture(name: &str) -> PathBuf {
@@ -80,9 +80,16 @@ fn scheduler_config_parsing() {
             .null_class,
         Some(None)
     );
+    let c =
+        SchedulerConfig::from_json(r#"{"variance_type": "learned_range", "prediction_type": "v_prediction"}"#).unwrap();
+    assert_eq!((c.variance, c.prediction), (Variance::LearnedRange, Prediction::V));
+    let c = SchedulerConfig::from_json(r#"{"prediction_type": "sample"}"#).unwrap();
+    assert_eq!((c.variance, c.prediction), (Variance::FixedSmall, Prediction::Sample));
+    assert_eq!(SchedulerConfig::default().prediction, Prediction::Epsilon);
     for (bad, field) in [
-        (r#"{"variance_type": "learned_range"}"#, "variance_type"),
-        (r#"{"prediction_type": "v_prediction"}"#, "prediction_type"),
+        (r#"{"variance_type": "learned"}"#, "variance_type"),
+        (r#"{"variance_type": "fixed_small_log"}"#, "variance_type"),
+        (r#"{"prediction_type": "v"}"#, "prediction_type"),
         (r#"{"beta_schedule": "quadratic"}"#, "beta_schedule"),
         (r#"{"trained_betas": [0.1, 0.2]}"#, "trained_betas"),
         (r#"{"num_train_timesteps": 0}"#, "num_train_timesteps"),

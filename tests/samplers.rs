@@ -3,7 +3,9 @@
 //! `DPMSolverMultistepScheduler`, our timesteps, our coefficient plan ([`sample::plan`]) applied
 //! by the CPU f64 reference, and the GPU kernel ([`ddpm::sampler_update_with_noise`]) fed the
 //! same sample, model output and recorded noise, against diffusers' `prev_sample` and
-//! `pred_original_sample`. Then the whole sampling loop on a fixture U-Net.
+//! `pred_original_sample`; the same for x₀ and v prediction and the learned variance
+//! (tests/fixtures/predictions.{json,safetensors}). Then the whole sampling loop on a fixture
+//! U-Net.
 
 #[path = "kernels/common.rs"]
 mod common;
@@ -15,7 +17,7 @@ use ddpm_wgpu::checkpoint::TensorFile;
 use ddpm_wgpu::diffusion::sample::{
     self, dpm_timesteps, plan, timesteps, Guidance, SampleOptions, Sampler, Spacing, Variance,
 };
-use ddpm_wgpu::diffusion::{BetaSchedule, Schedule};
+use ddpm_wgpu::diffusion::{BetaSchedule, Prediction, Schedule};
 use ddpm_wgpu::ops::ddpm::{self, SamplerCoefs};
 use ddpm_wgpu::reference::{ddpm as rf, random};
 use ddpm_wgpu::{UNet, UNetConfig};
@@ -25,8 +27,8 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Our sampler, spacing and number of inference steps for a fixture case.
-fn case_sampler(case: &Value) -> (Sampler, Spacing, usize) {
+/// Our sampler, spacing, number of inference steps and prediction type for a fixture case.
+fn case_sampler(case: &Value) -> (Sampler, Spacing, usize, Prediction) {
     let cfg = &case["config"];
     let spacing = Spacing::parse(cfg["timestep_spacing"].as_str().unwrap()).unwrap();
     // DDPM without set_timesteps runs the full chain: T steps.
@@ -38,6 +40,7 @@ fn case_sampler(case: &Value) -> (Sampler, Spacing, usize) {
             variance: match cfg["variance_type"].as_str().unwrap() {
                 "fixed_small" => Variance::FixedSmall,
                 "fixed_large" => Variance::FixedLarge,
+                "learned_range" => Variance::LearnedRange,
                 v => panic!("variance_type {v}"),
             },
             clip: cfg["clip_sample"].as_bool().unwrap(),
@@ -60,9 +63,9 @@ fn case_sampler(case: &Value) -> (Sampler, Spacing, usize) {
         c => panic!("scheduler class {c}"),
     };
     assert_eq!(cfg["beta_schedule"], "linear");
-    assert_eq!(cfg["prediction_type"], "epsilon");
     assert_eq!(cfg["steps_offset"], 0);
-    (sampler, spacing, steps)
+    let prediction = Prediction::parse(cfg["prediction_type"].as_str().unwrap()).unwrap();
+    (sampler, spacing, steps, prediction)
 }
 
 fn max_err(got: &[f64], want: &[f64]) -> f64 {
@@ -83,20 +86,42 @@ fn tolerance(name: &str) -> (f64, f64) {
 
 #[test]
 fn sampler_steps_match_diffusers() {
+    let report = check_fixture_steps("schedulers", 16, tolerance);
+    eprintln!("max |ours − diffusers|:\n{}", report.join("\n"));
+}
+
+/// x₀ and v prediction (DDPM, DDIM, DPM-Solver++) and the learned variance (DDPM, ε and v),
+/// with [`tolerance`]'s bounds. Measured (f64 plan vs diffusers' f32 steps): v ≤ 3.4e-6; x₀ under
+/// DDIM ≤ 6.1e-6 (ε̂ = (x_t − √ᾱ_t x̂₀)/√(1−ᾱ_t) divides diffusers' f32 round-off of x_t by
+/// √(1−ᾱ_t) ≥ 0.35); learned σ = exp(¼(ln β + ln β̃) + ¼(ln β − ln β̃)·v) ≤ 7.7e-6 over 10 steps,
+/// and 2.3e-4 in the full chain's tail (the f32 ᾱ near t = 0, as the fixed-variance tails).
+#[test]
+fn prediction_and_learned_variance_steps_match_diffusers() {
+    let report = check_fixture_steps("predictions", 14, tolerance);
+    eprintln!("max |ours − diffusers|:\n{}", report.join("\n"));
+}
+
+/// Every recorded step of `<stem>.{json,safetensors}`: our timesteps, the plan applied by the
+/// reference, and the GPU kernel, against diffusers. Returns one line of maximum errors per case.
+fn check_fixture_steps(stem: &str, n_cases: usize, tolerance: fn(&str) -> (f64, f64)) -> Vec<String> {
     let ctx = ctx();
     let dir = fixtures();
     // Python's json writes lambda_min_clipped = -inf as the non-JSON token -Infinity.
-    let text = std::fs::read_to_string(dir.join("schedulers.json")).unwrap();
+    let text = std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap();
     let json: Value = serde_json::from_str(&text.replace("-Infinity", "\"-inf\"")).unwrap();
-    let file = TensorFile::read(&dir.join("schedulers.safetensors")).unwrap();
+    let file = TensorFile::read(&dir.join(format!("{stem}.safetensors"))).unwrap();
     let schedule = Schedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
     let cases = json["cases"].as_object().unwrap();
-    assert_eq!(cases.len(), 16, "expected the 16 cases of tests/fixtures/README.md");
+    assert_eq!(
+        cases.len(),
+        n_cases,
+        "expected the {n_cases} cases of tests/fixtures/README.md"
+    );
     let mut report = Vec::new();
     for (name, case) in cases {
-        let (sampler, spacing, steps) = case_sampler(case);
+        let (sampler, spacing, steps, prediction) = case_sampler(case);
         let (atol, rtol) = tolerance(name);
-        let the_plan = plan(&schedule, sampler, spacing, steps).unwrap();
+        let the_plan = sample::plan_with(&schedule, sampler, spacing, steps, prediction).unwrap();
         // Timesteps: the whole list (DDPM without set_timesteps: 999…0).
         let want_ts: Vec<usize> = file
             .get(case["timesteps_key"].as_str().unwrap())
@@ -127,7 +152,22 @@ fn sampler_steps_match_diffusers() {
             let c: SamplerCoefs = the_plan[idx].coefs;
             let (shape, x) = file.get(&key("sample")).unwrap();
             let shape = shape.to_vec();
-            let e = file.get(&key("model_output")).unwrap().1;
+            let (out_shape, out) = file.get(&key("model_output")).unwrap();
+            let out_shape = out_shape.to_vec();
+            // A learned-variance output has 2·C channels: the prediction, then v.
+            let learned = out_shape[1] == 2 * shape[1];
+            assert_eq!(
+                learned,
+                case["learned_variance"] == Value::Bool(true),
+                "{name}: output shape"
+            );
+            let (e, v) = if learned {
+                let (e, v) = rf::split_channels(&to_f64(out), shape[0]);
+                (e, Some(v))
+            } else {
+                (to_f64(out), None)
+            };
+            assert_eq!(c.sigma_v != 0.0, learned && c.sigma != 0.0, "{name} step {k}: σ_v");
             let drew = rec["noise"].as_bool().unwrap();
             assert_eq!(drew, file.contains(&key("noise")), "{name} step {k}: noise key");
             // Where diffusers adds no noise, neither may we (σ may still be 0 where it drew,
@@ -143,15 +183,29 @@ fn sampler_steps_match_diffusers() {
             let want_prev = to_f64(file.get(&key("prev_sample")).unwrap().1);
 
             // 1. the plan, applied in f64 by the reference
-            let (got, x0) = rf::sampler_update_with_noise(
-                &to_f64(x),
-                &to_f64(e),
-                x0_prev.as_deref(),
-                (c.s_x as f64, c.s_e as f64, c.clip),
-                (c.c_x as f64, c.c_x0 as f64, c.c_e as f64, c.c_prev as f64),
-                c.sigma as f64,
-                &to_f64(&noise),
-            );
+            let s = (c.s_x as f64, c.s_e as f64, c.clip);
+            let cs = (c.c_x as f64, c.c_x0 as f64, c.c_e as f64, c.c_prev as f64);
+            let (got, x0) = match &v {
+                Some(v) => rf::sampler_update_learned_with_noise(
+                    &to_f64(x),
+                    &e,
+                    v,
+                    x0_prev.as_deref(),
+                    s,
+                    cs,
+                    (c.sigma as f64, c.sigma_v as f64),
+                    &to_f64(&noise),
+                ),
+                None => rf::sampler_update_with_noise(
+                    &to_f64(x),
+                    &e,
+                    x0_prev.as_deref(),
+                    s,
+                    cs,
+                    c.sigma as f64,
+                    &to_f64(&noise),
+                ),
+            };
             let got32: Vec<f32> = got.iter().map(|&v| v as f32).collect();
             assert_close(
                 &format!("{name} step {k} t={t} prev_sample (plan)"),
@@ -176,7 +230,7 @@ fn sampler_steps_match_diffusers() {
 
             // 2. the GPU kernel with the same noise
             let tx = ctx.upload(&shape, x).unwrap();
-            let te = ctx.upload(&shape, e).unwrap();
+            let te = ctx.upload(&out_shape, out).unwrap();
             let tz = ctx.upload(&shape, &noise).unwrap();
             let (g_prev, g_x0) = ddpm::sampler_update_with_noise(ctx, &tx, &te, x0_prev_gpu.as_ref(), &c, &tz).unwrap();
             let g_prev = ctx.read(&g_prev).unwrap();
@@ -198,7 +252,7 @@ fn sampler_steps_match_diffusers() {
             "{name:34} prev_sample {err_prev:.2e} x0 {err_x0:.2e} GPU {err_gpu:.2e} (atol {atol:e})"
         ));
     }
-    eprintln!("max |ours − diffusers|:\n{}", report.join("\n"));
+    report
 }
 
 #[test]
@@ -456,4 +510,87 @@ fn sample_refuses_bad_requests() {
     assert!(e.contains("class 3") && e.contains("0..2"), "{e}");
     let e = err(opts(0, ddim, 2), &u3);
     assert!(e.contains("class-conditional"), "{e}");
+}
+
+#[test]
+fn learned_variance_v_model_loads_and_samples() {
+    // A 3 → 6 channel U-Net (ε-slot holding v, then the variance channel) saved as a diffusers
+    // folder with scheduler_config.json {variance_type learned_range, prediction_type
+    // v_prediction}: `generate` loads it and samples 2 DDPM steps (t = 500 with noise, then
+    // t = 0). Checked against the same loop on the host: the GPU forward, then the plan's
+    // coefficients applied by the reference with the split output and the same Philox noise.
+    use ddpm_wgpu::diffusion::generate::{self, SampleRequest};
+    let ctx = ctx();
+    let text = std::fs::read_to_string(fixtures().join("unet_a_basic/config.json")).unwrap();
+    let mut cfg = UNetConfig::from_json(&text).unwrap();
+    cfg.out_channels = 6;
+    let mut unet = UNet::new(cfg.clone()).unwrap();
+    unet.init_random(ctx, 9).unwrap();
+    let dir = std::env::temp_dir().join(format!("ddpm-learned-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ddpm_wgpu::checkpoint::save_folder(ctx, &dir, &cfg, &unet.params).unwrap();
+    std::fs::write(
+        dir.join("scheduler_config.json"),
+        r#"{"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
+            "variance_type": "learned_range", "prediction_type": "v_prediction", "clip_sample": true}"#,
+    )
+    .unwrap();
+    let model = generate::load_model(ctx, &dir).unwrap();
+    assert_eq!(model.scheduler.variance, Variance::LearnedRange);
+    assert_eq!(model.scheduler.prediction, Prediction::V);
+    let (n, seed) = (2usize, 13u64);
+    let req = SampleRequest {
+        sampler: "ddpm".into(),
+        steps: Some(2),
+        n,
+        seed,
+        ..SampleRequest::default()
+    };
+    let got = generate::sample_model(ctx, &model, &req, |_, _| {}).unwrap();
+
+    let schedule = Schedule::ddpm();
+    let sampler = Sampler::Ddpm {
+        variance: Variance::LearnedRange,
+        clip: true,
+    };
+    let steps = sample::plan_with(&schedule, sampler, Spacing::Leading, 2, Prediction::V).unwrap();
+    assert_eq!(steps.iter().map(|s| s.t).collect::<Vec<_>>(), vec![500, 0]);
+    assert!(steps[0].coefs.sigma_v > 0.0 && steps[1].coefs.sigma == 0.0);
+    let shape = [n, 3, 8, 8];
+    let mut x: Vec<f64> = (0..n * 3 * 64)
+        .map(|i| random::normal(seed, u32::MAX, i as u64) as f64)
+        .collect();
+    for (i, st) in steps.iter().enumerate() {
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let tx = ctx.upload(&shape, &x32).unwrap();
+        let tt = ctx.upload(&[n], &vec![st.t as f32; n]).unwrap();
+        let out = to_f64(&ctx.read(&model.unet.forward(ctx, &tx, &tt, None).unwrap()).unwrap());
+        let (e, v) = rf::split_channels(&out, n);
+        let c = st.coefs;
+        x = rf::sampler_update_learned(
+            &x,
+            &e,
+            &v,
+            None,
+            (c.s_x as f64, c.s_e as f64, c.clip),
+            (c.c_x as f64, c.c_x0 as f64, c.c_e as f64, c.c_prev as f64),
+            (c.sigma as f64, c.sigma_v as f64),
+            seed,
+            i as u32,
+        )
+        .0;
+    }
+    // two steps of f32 round-off in the U-Net (≤ ~1e-6 of outputs ~1) and the update; the last
+    // step returns the clipped x̂₀ = √ᾱ x − √(1−ᾱ) v at t = 0
+    assert_close("learned-range v-model DDPM, 2 steps", &got.images, &x, 2e-5, 2e-5);
+    // a 3 → 3 model with learned_range is refused before sampling
+    let plain_dir = fixtures().join("unet_a_basic");
+    let mut plain = generate::load_model(ctx, &plain_dir).unwrap();
+    plain.scheduler.variance = Variance::LearnedRange;
+    let e = generate::sample_model(ctx, &plain, &req, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("learned_range") && e.contains("out_channels 3"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -551,3 +551,69 @@ fn cli_train_writes_checkpoints_metrics_samples_and_resumes() {
     let (ok, err) = train("nothing-here", "3", "2", &["--resume"]);
     assert!(!ok && err.contains("training_state.safetensors"), "{err}");
 }
+
+#[test]
+fn prediction_targets_in_training() {
+    // With conv_out zeroed the model outputs 0, so the step's loss is mean(target²): for an x₀
+    // model mean(x₀²) of the (single, unflipped) image whatever t and ε; for ε and v the loss
+    // differs from it. The target kernels themselves are checked against the CPU reference in
+    // tests/kernels/ddpm.rs. The checkpoint's scheduler_config.json names the prediction type,
+    // and a stored config without one (older checkpoints) means epsilon.
+    let ctx = ctx();
+    let data = dataset(1, 0);
+    let want = data.images.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / data.images.len() as f64;
+    let loss = |prediction: &str| {
+        let mut unet = new_unet(unconditional_config(), 2);
+        for i in 0..unet.params.len() {
+            if unet.params.names()[i].starts_with("conv_out.") {
+                let shape = unet.params.get(i).shape().to_vec();
+                unet.params.set(i, ctx.zeros(&shape, "zero").unwrap()).unwrap();
+            }
+        }
+        let config = TrainConfig {
+            batch_size: 3,
+            hflip: false,
+            lr: 0.0,
+            prediction_type: prediction.into(),
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(ctx, unet, config).unwrap();
+        let l = t.train_step(ctx, &data).unwrap().loss as f64;
+        (l, t.scheduler_config())
+    };
+    let (x0_loss, x0_cfg) = loss("sample");
+    // an f32 GPU mean of 3·192 squares of values ≤ 1
+    assert!(
+        (x0_loss - want).abs() < 1e-6 * want.max(1.0),
+        "x₀ loss {x0_loss} vs mean(x₀²) {want}"
+    );
+    assert!(x0_cfg.contains("\"prediction_type\": \"sample\""), "{x0_cfg}");
+    let (eps_loss, eps_cfg) = loss("epsilon");
+    let (v_loss, v_cfg) = loss("v_prediction");
+    assert!(eps_cfg.contains("\"prediction_type\": \"epsilon\""), "{eps_cfg}");
+    assert!(v_cfg.contains("\"prediction_type\": \"v_prediction\""), "{v_cfg}");
+    // E[ε²] = 1 over 3·192 draws; E[v²] = ᾱ_t + (1−ᾱ_t)·mean(x₀²) lies between mean(x₀²) and 1
+    // for the three drawn t: neither is x₀'s value, nor each other's.
+    assert!((0.8..1.2).contains(&eps_loss), "ε loss {eps_loss}");
+    assert!(
+        (0.8 * want.min(1.0)..1.2).contains(&v_loss),
+        "v loss {v_loss} (mean(x₀²) {want})"
+    );
+    assert!((v_loss - want).abs() > 1e-3 && (v_loss - eps_loss).abs() > 1e-3 && (eps_loss - want).abs() > 1e-3);
+    let e = Trainer::new(
+        ctx,
+        new_unet(unconditional_config(), 2),
+        TrainConfig {
+            prediction_type: "x0".into(),
+            ..TrainConfig::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("v_prediction"), "{e}");
+    let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+    old.as_object_mut().unwrap().remove("prediction_type");
+    let old: TrainConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(old.prediction_type, "epsilon");
+}

@@ -7,12 +7,15 @@
 //! - L_0 = −log p_θ(x_0 | x_1) under the discretized Gaussian decoder (256 bins on [−1, 1]),
 //!
 //! each averaged over dimensions and divided by ln 2. p_θ's mean is the posterior mean at the
-//! model's x̂₀ (clipped to [−1, 1] when `clip`), its variance fixed (β̃_t or β_t, with
-//! improved-diffusion's convention of using β̃_1 at t = 1 for both). The model runs on the GPU;
-//! the terms are computed on the host in f64 from the read-back ε̂.
+//! model's x̂₀ (from ε̂, x̂₀ or v̂ by the model's [`Prediction`]; clipped to [−1, 1] when
+//! `clip`), its variance fixed (β̃_t or β_t, with improved-diffusion's convention of using β̃_1
+//! at t = 1 for both) or learned (improved DDPM's `learned_range`: log σ² = frac·log β_t +
+//! (1 − frac)·log β̃_t, frac = (v + 1)/2, β̃ clipped as above, from the model's second C
+//! channels). The model runs on the GPU; the terms are computed on the host in f64 from the
+//! read-back output.
 
 use crate::diffusion::sample::Variance;
-use crate::diffusion::schedule::Schedule;
+use crate::diffusion::schedule::{Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::UNet;
@@ -56,38 +59,50 @@ fn posterior(schedule: &Schedule, t: usize) -> (f64, f64, f64) {
     (c0, ct, schedule.posterior_variance(var_idx).ln())
 }
 
-/// The model's log-variance at index t: β̃ (fixed_small, clipped at t = 0 as the posterior) or
-/// β (fixed_large, with β̃_1 at t = 0).
-fn model_log_variance(schedule: &Schedule, variance: Variance, t: usize) -> f64 {
+/// The model's log-variance at index t: β̃ (fixed_small, clipped at t = 0 as the posterior),
+/// β (fixed_large, with β̃_1 at t = 0), or for learned_range frac·log β_t + (1 − frac)·log β̃_t
+/// (clipped β̃, β_t itself at t = 0, as improved-diffusion) at the model's v.
+fn model_log_variance(schedule: &Schedule, variance: Variance, t: usize, v: f64) -> f64 {
     match variance {
         Variance::FixedSmall => posterior(schedule, t).2,
         Variance::FixedLarge if t == 0 && schedule.len() > 1 => schedule.posterior_variance(1).ln(),
         Variance::FixedLarge => schedule.betas[t].ln(),
+        Variance::LearnedRange => {
+            let frac = (v + 1.0) / 2.0;
+            frac * schedule.betas[t].ln() + (1.0 - frac) * posterior(schedule, t).2
+        }
     }
 }
 
-/// L_{t} in bits/dim for each of the `n` images (`x0`, `x_t`, `eps` hold n equal-sized images):
-/// the decoder NLL at t = 0, the Gaussian KL otherwise.
+/// L_{t} in bits/dim for each of the `n` images (`x0`, `x_t` hold n equal-sized images,
+/// `model_out` the model's output for them: C channels, or 2·C for a learned variance, whose
+/// second half is v): the decoder NLL at t = 0, the Gaussian KL otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn vb_term_bpd(
     schedule: &Schedule,
     variance: Variance,
+    prediction: Prediction,
     clip: bool,
     t: usize,
     x0: &[f64],
     x_t: &[f64],
-    eps: &[f64],
+    model_out: &[f64],
     n: usize,
 ) -> Vec<f64> {
     let per = x0.len() / n;
-    let ab = schedule.alphas_cumprod[t];
+    let split = model_out.len() == 2 * x0.len();
+    let out_per = if split { 2 * per } else { per };
+    let pc = prediction.coefs(schedule.alphas_cumprod[t]);
     let (c0, ct, true_logvar) = posterior(schedule, t);
-    let model_logvar = model_log_variance(schedule, variance, t);
     (0..n)
         .map(|b| {
             let mut acc = 0.0;
             for i in b * per..(b + 1) * per {
-                let mut x0_pred = (x_t[i] - (1.0 - ab).sqrt() * eps[i]) / ab.sqrt();
+                let j = b * out_per + (i - b * per);
+                let m = model_out[j];
+                let v = if split { model_out[j + per] } else { 0.0 };
+                let model_logvar = model_log_variance(schedule, variance, t, v);
+                let mut x0_pred = pc.x0_x * x_t[i] - pc.x0_m * m;
                 if clip {
                     x0_pred = x0_pred.clamp(-1.0, 1.0);
                 }
@@ -130,7 +145,8 @@ pub struct Bpd {
 }
 
 /// Evaluate the bound for `images` ([n, C, H, W] in [−1, 1], 8-bit levels) with one model call
-/// per timestep; `labels` (one per image) for a class-conditional model, which gives the bound
+/// per timestep, for a model predicting `prediction` (with [`Variance::LearnedRange`], a model
+/// with 2·C output channels); `labels` (one per image) for a class-conditional model, which gives the bound
 /// of log p(x | y) (see [`crate::diffusion::eval::eval_labels`] for which labels to pass).
 /// The noise of x_t is Philox stream t of `seed`. `progress(done, T)` after each t.
 #[allow(clippy::too_many_arguments)]
@@ -139,6 +155,7 @@ pub fn eval_bpd(
     unet: &UNet,
     schedule: &Schedule,
     variance: Variance,
+    prediction: Prediction,
     clip: bool,
     images: &[f32],
     labels: Option<&[u32]>,
@@ -159,6 +176,19 @@ pub fn eval_bpd(
             ),
         ));
     }
+    let learned = variance == Variance::LearnedRange;
+    if cfg.out_channels != cfg.in_channels * if learned { 2 } else { 1 } {
+        return Err(Error::arg(
+            "--model",
+            format!(
+                "out_channels {} for in_channels {}: the bound needs {} output channels{}",
+                cfg.out_channels,
+                cfg.in_channels,
+                if learned { 2 * cfg.in_channels } else { cfg.in_channels },
+                if learned { " (variance_type learned_range)" } else { "" }
+            ),
+        ));
+    }
     crate::diffusion::eval::check_labels(unet, labels, n)?;
     let labels = match labels {
         Some(l) => Some(ctx.upload(&[n], &l.iter().map(|&c| c as f32).collect::<Vec<_>>())?),
@@ -175,10 +205,10 @@ pub fn eval_bpd(
     for t in 0..steps {
         let tt = ctx.upload(&[n], &vec![t as f32; n])?;
         let (x_t, _) = ddpm::q_sample(ctx, &x0, &tt, &sab, &somab, seed, t as u32)?;
-        let eps = unet.forward(ctx, &x_t, &tt, labels.as_ref())?;
+        let out = unet.forward(ctx, &x_t, &tt, labels.as_ref())?;
         let to64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
-        let (x_t, eps) = (to64(ctx.read(&x_t)?), to64(ctx.read(&eps)?));
-        let vb = vb_term_bpd(schedule, variance, clip, t, &x0_host, &x_t, &eps, n);
+        let (x_t, out) = (to64(ctx.read(&x_t)?), to64(ctx.read(&out)?));
+        let vb = vb_term_bpd(schedule, variance, prediction, clip, t, &x0_host, &x_t, &out, n);
         for (tot, v) in total.iter_mut().zip(&vb) {
             *tot += v;
         }

@@ -6,11 +6,12 @@
 //! timestep t uniform in its bucket (a keyed hash of (seed, b, i)) and the noise
 //! ε\[j\] = Philox normal(seed, stream b, i·(C·H·W) + j); the bucket's value is the mean over
 //! images of ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖² / (C·H·W), the training loss of Ho et al.
-//! (2020, eq. 14) restricted to the bucket. The same seed gives the same numbers whatever the
-//! batch size.
+//! (2020, eq. 14) restricted to the bucket; for an x₀ or v model the target is x₀ or
+//! v = √ᾱ_t ε − √(1−ᾱ_t) x₀ instead of ε (the loss it was trained with). The same seed gives the
+//! same numbers whatever the batch size.
 
 use crate::diffusion::generate::SchedulerConfig;
-use crate::diffusion::schedule::Schedule;
+use crate::diffusion::schedule::{Prediction, Schedule};
 use crate::diffusion::train::key;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -46,13 +47,14 @@ pub fn bucket_timestep(seed: u64, b: usize, i: usize, (lo, hi): (usize, usize)) 
 }
 
 /// L_simple per bucket for `images` ([n, C, H, W] in [−1, 1]) with `k` buckets, `batch_size`
-/// images per model call; `labels` (one per image) for a class-conditional model.
-/// `progress(done, total)` after each model call.
+/// images per model call, for a model predicting `prediction`; `labels` (one per image) for a
+/// class-conditional model. `progress(done, total)` after each model call.
 #[allow(clippy::too_many_arguments)]
 pub fn loss_buckets(
     ctx: &Context,
     unet: &UNet,
     schedule: &Schedule,
+    prediction: Prediction,
     images: &[f32],
     labels: Option<&[u32]>,
     n: usize,
@@ -105,10 +107,20 @@ pub fn loss_buckets(
                 Some(l) => Some(ctx.upload(&[m], &l[lo..hi].iter().map(|&c| c as f32).collect::<Vec<_>>())?),
                 None => None,
             };
-            let (x_t, eps) = ddpm::q_sample_at(ctx, &x0, &t, &sab, &somab, seed, b as u32, (lo * per) as u64)?;
+            let (x_t, target) = ddpm::q_sample_target_at(
+                ctx,
+                &x0,
+                &t,
+                &sab,
+                &somab,
+                seed,
+                b as u32,
+                (lo * per) as u64,
+                prediction,
+            )?;
             let pred = unet.forward(ctx, &x_t, &t, y.as_ref())?;
             // The batch mean of the per-image means, weighted by the batch's share of images.
-            sum += ctx.read(&loss::mse_loss(ctx, &pred, &eps)?)?[0] as f64 * m as f64;
+            sum += ctx.read(&loss::mse_loss(ctx, &pred, &target)?)?[0] as f64 * m as f64;
             progress(b * batches + j + 1, k * batches);
         }
         mean.push(sum / n as f64);

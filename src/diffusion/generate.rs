@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::checkpoint::{self, CONFIG_FILE};
 use crate::diffusion::sample::{self, Guidance, SampleOptions, Sampler, Spacing, Variance};
-use crate::diffusion::schedule::{BetaSchedule, Schedule};
+use crate::diffusion::schedule::{BetaSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::image;
@@ -28,8 +28,10 @@ pub struct SchedulerConfig {
     pub beta_start: f64,
     /// β_T.
     pub beta_end: f64,
-    /// DDPM reverse variance.
+    /// DDPM reverse variance (learned_range: the model has 2·C output channels).
     pub variance: Variance,
+    /// What the model predicts (`prediction_type`).
+    pub prediction: Prediction,
     /// Clip x̂₀ to [−1, 1] (DDPM and DDIM).
     pub clip_sample: bool,
     /// The class-embedding row that means "no class" (classifier-free guidance). `None`: not
@@ -47,6 +49,7 @@ impl Default for SchedulerConfig {
             beta_start: 1e-4,
             beta_end: 0.02,
             variance: Variance::FixedSmall,
+            prediction: Prediction::Epsilon,
             clip_sample: true,
             null_class: None,
         }
@@ -89,10 +92,11 @@ impl SchedulerConfig {
             c.variance = match v.as_str() {
                 Some("fixed_small") => Variance::FixedSmall,
                 Some("fixed_large") => Variance::FixedLarge,
+                Some("learned_range") => Variance::LearnedRange,
                 _ => {
                     return Err(bad(
                         "variance_type",
-                        format!("{v} is not supported; expected fixed_small or fixed_large"),
+                        format!("{v} is not supported; expected fixed_small, fixed_large or learned_range"),
                     ))
                 }
             };
@@ -103,12 +107,15 @@ impl SchedulerConfig {
                 .ok_or_else(|| bad("clip_sample", format!("{v}: expected true or false")))?;
         }
         if let Some(v) = get("prediction_type") {
-            if v != "epsilon" {
-                return Err(bad(
-                    "prediction_type",
-                    format!("{v} is not supported; only epsilon (the model predicts the noise)"),
-                ));
-            }
+            c.prediction = v
+                .as_str()
+                .and_then(|name| Prediction::parse(name).ok())
+                .ok_or_else(|| {
+                    bad(
+                        "prediction_type",
+                        format!("{v} is not supported; expected epsilon, sample or v_prediction"),
+                    )
+                })?;
         }
         if get("trained_betas").is_some() {
             return Err(bad(
@@ -409,17 +416,13 @@ pub fn resolve(model: &Model, req: &SampleRequest) -> Result<(Sampler, Spacing, 
         _ => Spacing::Leading,
     });
     let cfg = model.unet.config();
-    if cfg.in_channels != cfg.out_channels {
-        return Err(Error::arg(
-            "--model",
-            format!(
-                "{}: in_channels {} ≠ out_channels {}; sampling needs ε_θ shaped like x_t",
-                model.dir.display(),
-                cfg.in_channels,
-                cfg.out_channels
-            ),
-        ));
-    }
+    sample::check_out_channels(cfg.in_channels, cfg.out_channels, sampler).map_err(|e| match e {
+        Error::InvalidArgument { arg, msg } => Error::InvalidArgument {
+            arg,
+            msg: format!("{}: {msg}", model.dir.display()),
+        },
+        e => e,
+    })?;
     // Class and guidance errors too, before any sampling starts.
     class_plan(&model.unet, sched, req)?;
     Ok((sampler, spacing, steps))
@@ -468,8 +471,9 @@ pub fn sample_model(
         guidance,
         keep,
     };
-    let plan = sample::plan(&schedule, sampler, spacing, steps)?;
-    let out = sample::sample(ctx, &model.unet, &schedule, &opts, progress)?;
+    let prediction = model.scheduler.prediction;
+    let plan = sample::plan_with(&schedule, sampler, spacing, steps, prediction)?;
+    let out = sample::sample_with(ctx, &model.unet, &schedule, prediction, &opts, progress)?;
     let images = ctx.read(&out.images)?;
     let (mut strip_steps, mut strip_x, mut strip_x0, mut strip_t) = (vec![], vec![], vec![], vec![]);
     for (i, x, x0) in &out.trajectory {

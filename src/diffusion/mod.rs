@@ -7,5 +7,5 @@ pub mod sample;
 pub mod schedule;
 pub mod train;
 
-pub use schedule::{BetaSchedule, Schedule};
+pub use schedule::{BetaSchedule, Prediction, Schedule};
 pub use train::{TrainConfig, Trainer};

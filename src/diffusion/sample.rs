@@ -3,8 +3,13 @@
 //! `DDIMScheduler` and `DPMSolverMultistepScheduler` compute them. Coefficients are computed in
 //! f64 on the host; each step is one fused kernel ([`crate::ops::ddpm::sampler_update`]) and
 //! nothing is read back until the images are done.
+//!
+//! Every sampler takes any prediction type (ε, x₀ or v, [`Prediction`]): x̂₀ and ε̂ are linear in
+//! (x_t, model output), so the conversion is folded into the fused kernel's coefficients. DDPM
+//! also takes improved DDPM's learned variance (`variance_type` "learned_range": a model with
+//! 2·C output channels, ε then v; Σθ = exp(frac·log β_t + (1 − frac)·log β̃_t), frac = (v + 1)/2).
 
-use crate::diffusion::schedule::Schedule;
+use crate::diffusion::schedule::{Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::UNet;
@@ -19,6 +24,9 @@ pub enum Variance {
     FixedSmall,
     /// σ²_t = β_t (diffusers' "fixed_large").
     FixedLarge,
+    /// log σ²_t = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2 with v the model's second
+    /// C output channels (Nichol & Dhariwal 2021, eq. 15; diffusers' "learned_range").
+    LearnedRange,
 }
 
 /// How inference timesteps are picked from 0..T (diffusers' `timestep_spacing`).
@@ -145,13 +153,48 @@ pub struct Step {
     pub coefs: SamplerCoefs,
 }
 
-fn x0_coefs(abar: f64) -> (f32, f32) {
-    // x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t
-    ((1.0 / abar.sqrt()) as f32, ((1.0 - abar).sqrt() / abar.sqrt()) as f32)
+/// The fused coefficients of one step from its f64 weights of x_t, x̂₀ and ε̂: x̂₀ and ε̂ follow
+/// from (x_t, m) by `prediction` at ᾱ_t, and ε̂'s share of x_t moves into c_x.
+#[allow(clippy::too_many_arguments)]
+fn coefs(
+    prediction: Prediction,
+    abar: f64,
+    clip: bool,
+    c_x: f64,
+    c_x0: f64,
+    c_eps: f64,
+    c_prev: f64,
+    sigma: f64,
+    sigma_v: f64,
+) -> SamplerCoefs {
+    let p = prediction.coefs(abar);
+    SamplerCoefs {
+        s_x: p.x0_x as f32,
+        s_e: p.x0_m as f32,
+        clip,
+        c_x: (c_x + c_eps * p.eps_x) as f32,
+        c_x0: c_x0 as f32,
+        c_e: (c_eps * p.eps_m) as f32,
+        c_prev: c_prev as f32,
+        sigma: sigma as f32,
+        sigma_v: sigma_v as f32,
+    }
 }
 
-/// The whole plan of updates for `sampler` over `steps` inference steps.
+/// The whole plan of updates for `sampler` over `steps` inference steps, for an ε-prediction
+/// model.
 pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usize) -> Result<Vec<Step>> {
+    plan_with(schedule, sampler, spacing, steps, Prediction::Epsilon)
+}
+
+/// [`plan`] for a model that predicts `prediction`.
+pub fn plan_with(
+    schedule: &Schedule,
+    sampler: Sampler,
+    spacing: Spacing,
+    steps: usize,
+    prediction: Prediction,
+) -> Result<Vec<Step>> {
     let t_train = schedule.len();
     let ab = &schedule.alphas_cumprod;
     let mut out = Vec::new();
@@ -168,27 +211,25 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 // posterior mean μ̃ = c₀ x̂₀ + c_x x_t (Ho et al. eq. 7)
                 let c0 = ab_prev.sqrt() * beta_t / (1.0 - ab_t);
                 let cx = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
-                let var = if t == 0 {
-                    0.0
+                // β̃ clamped as diffusers does (it takes its log).
+                let beta_tilde = ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20);
+                let (sigma, sigma_v) = if t == 0 {
+                    (0.0, 0.0)
                 } else {
                     match variance {
-                        Variance::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
-                        Variance::FixedLarge => beta_t,
+                        Variance::FixedSmall => (beta_tilde.sqrt(), 0.0),
+                        Variance::FixedLarge => (beta_t.sqrt(), 0.0),
+                        // σ = exp(½(frac ln β + (1 − frac) ln β̃)), frac = (v + 1)/2
+                        //   = exp(¼(ln β + ln β̃)) · exp(¼(ln β − ln β̃)·v)
+                        Variance::LearnedRange => (
+                            (0.25 * (beta_t.ln() + beta_tilde.ln())).exp(),
+                            0.25 * (beta_t.ln() - beta_tilde.ln()),
+                        ),
                     }
                 };
-                let (sx, se) = x0_coefs(ab_t);
                 out.push(Step {
                     t,
-                    coefs: SamplerCoefs {
-                        s_x: sx,
-                        s_e: se,
-                        clip,
-                        c_x: cx as f32,
-                        c_x0: c0 as f32,
-                        c_e: 0.0,
-                        c_prev: 0.0,
-                        sigma: var.sqrt() as f32,
-                    },
+                    coefs: coefs(prediction, ab_t, clip, cx, c0, 0.0, 0.0, sigma, sigma_v),
                 });
             }
         }
@@ -204,21 +245,12 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 let ab_prev = if prev >= 0 { ab[prev as usize] } else { 1.0 };
                 let var = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev);
                 let std = eta * var.sqrt();
-                let (sx, se) = x0_coefs(ab_t);
                 // x_{t−1} = √ᾱ_{t−1} x̂₀ + √(1 − ᾱ_{t−1} − σ²) ε + σ z (Song et al. eq. 12)
+                // (ε̂ from the unclipped output, as diffusers with use_clipped_model_output False)
                 let c_e = (1.0 - ab_prev - std * std).max(0.0).sqrt();
                 out.push(Step {
                     t,
-                    coefs: SamplerCoefs {
-                        s_x: sx,
-                        s_e: se,
-                        clip,
-                        c_x: 0.0,
-                        c_x0: ab_prev.sqrt() as f32,
-                        c_e: c_e as f32,
-                        c_prev: 0.0,
-                        sigma: std as f32,
-                    },
+                    coefs: coefs(prediction, ab_t, clip, 0.0, ab_prev.sqrt(), c_e, 0.0, std, 0.0),
                 });
             }
         }
@@ -242,7 +274,6 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 // e^{−h} = (σ_t/α_t)/(σ_s/α_s), h = λ_t − λ_s, λ = log(α/σ)
                 let emh = (s_t / a_t) / (s_s / a_s);
                 let a_coef = -a_t * (emh - 1.0);
-                let (sx, se) = x0_coefs(ab[t]);
                 let first_order = i == 0 || next.is_none();
                 let (c0, cp) = if first_order {
                     (a_coef, 0.0)
@@ -257,16 +288,7 @@ pub fn plan(schedule: &Schedule, sampler: Sampler, spacing: Spacing, steps: usiz
                 };
                 out.push(Step {
                     t,
-                    coefs: SamplerCoefs {
-                        s_x: sx,
-                        s_e: se,
-                        clip: false,
-                        c_x: (s_t / s_s) as f32,
-                        c_x0: c0 as f32,
-                        c_e: 0.0,
-                        c_prev: cp as f32,
-                        sigma: 0.0,
-                    },
+                    coefs: coefs(prediction, ab[t], false, s_t / s_s, c0, 0.0, cp, 0.0, 0.0),
                 });
             }
         }
@@ -315,12 +337,55 @@ pub struct SampleOptions {
     pub keep: Vec<usize>,
 }
 
-/// Draw samples from `unet`. `progress(i, steps)` is called after each recorded step (nothing
-/// is read back from the GPU until the end).
+/// Draw samples from `unet`, an ε-prediction model. `progress(i, steps)` is called after each
+/// recorded step (nothing is read back from the GPU until the end).
 pub fn sample(
     ctx: &Context,
     unet: &UNet,
     schedule: &Schedule,
+    opts: &SampleOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<Samples> {
+    sample_with(ctx, unet, schedule, Prediction::Epsilon, opts, progress)
+}
+
+/// Whether a model's outputs suit `sampler`: C channels (the prediction), or 2·C (the
+/// prediction, then the variance channel v; needed by a learned variance, ignored by the other
+/// samplers). Returns whether the output is split.
+pub fn check_out_channels(in_channels: usize, out_channels: usize, sampler: Sampler) -> Result<bool> {
+    let learned = matches!(
+        sampler,
+        Sampler::Ddpm {
+            variance: Variance::LearnedRange,
+            ..
+        }
+    );
+    if out_channels == 2 * in_channels {
+        Ok(true)
+    } else if out_channels == in_channels && !learned {
+        Ok(false)
+    } else {
+        Err(Error::arg(
+            "--model",
+            format!(
+                "in_channels {in_channels}, out_channels {out_channels}: sampling needs {} output channels",
+                if learned {
+                    format!("2·{in_channels} (the prediction, then the variance v) for variance_type learned_range")
+                } else {
+                    format!("{in_channels} (shaped like x_t) or 2·{in_channels} (with a learned variance)")
+                }
+            ),
+        ))
+    }
+}
+
+/// [`sample`] for a model that predicts `prediction`; with [`Variance::LearnedRange`] the
+/// model has 2·C output channels.
+pub fn sample_with(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    prediction: Prediction,
     opts: &SampleOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Samples> {
@@ -329,15 +394,8 @@ pub fn sample(
     if n == 0 {
         return Err(Error::arg("--n", "must be at least 1"));
     }
-    if cfg.in_channels != cfg.out_channels {
-        return Err(Error::arg(
-            "--model",
-            format!(
-                "in_channels {} ≠ out_channels {}: sampling needs ε_θ shaped like x_t",
-                cfg.in_channels, cfg.out_channels
-            ),
-        ));
-    }
+    let split = check_out_channels(cfg.in_channels, cfg.out_channels, opts.sampler)?;
+    let co = cfg.out_channels;
     let conditional = cfg.num_class_embeds.is_some();
     let g = &opts.guidance;
     match (conditional, g) {
@@ -369,7 +427,7 @@ pub fn sample(
             ));
         }
     }
-    let steps = plan(schedule, opts.sampler, opts.spacing, opts.steps)?;
+    let steps = plan_with(schedule, opts.sampler, opts.spacing, opts.steps, prediction)?;
     let per = c * s * s;
     let mut x = random::randn(ctx, &[n, c, s, s], opts.seed, u32::MAX)?;
     // Conditional and unconditional halves are batched into one forward pass.
@@ -396,11 +454,22 @@ pub fn sample(
                 ctx.copy_buffer(x.buffer(), 0, xx.buffer(), 0, bytes);
                 ctx.copy_buffer(x.buffer(), 0, xx.buffer(), bytes, bytes);
                 let e = unet.forward(ctx, &xx, &t, labels.as_ref())?;
-                let e_c = ctx.empty(&[n, c, s, s], "cfg.eps_c")?;
-                let e_u = ctx.empty(&[n, c, s, s], "cfg.eps_u")?;
-                ctx.copy_buffer(e.buffer(), 0, e_c.buffer(), 0, bytes);
-                ctx.copy_buffer(e.buffer(), bytes, e_u.buffer(), 0, bytes);
-                ew::axpby(ctx, &e_c, &e_u, gd.weight, 1.0 - gd.weight)?
+                let out_bytes = (n * co * s * s * 4) as u64;
+                let e_c = ctx.empty(&[n, co, s, s], "cfg.eps_c")?;
+                let e_u = ctx.empty(&[n, co, s, s], "cfg.eps_u")?;
+                ctx.copy_buffer(e.buffer(), 0, e_c.buffer(), 0, out_bytes);
+                ctx.copy_buffer(e.buffer(), out_bytes, e_u.buffer(), 0, out_bytes);
+                let guided = ew::axpby(ctx, &e_c, &e_u, gd.weight, 1.0 - gd.weight)?;
+                if split {
+                    // Guidance moves the prediction only; the variance is the conditional
+                    // model's (as GLIDE and guided diffusion sample).
+                    let item = (per * 4) as u64;
+                    for b in 0..n as u64 {
+                        let v = (2 * b + 1) * item;
+                        ctx.copy_buffer(e_c.buffer(), v, guided.buffer(), v, item);
+                    }
+                }
+                guided
             }
             None => unet.forward(ctx, &x, &t, labels.as_ref())?,
         };

@@ -146,3 +146,80 @@ impl Schedule {
         (1.0 - self.alpha_cumprod_prev(i)) / (1.0 - self.alphas_cumprod[i]) * self.betas[i]
     }
 }
+
+/// What the network predicts from x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε (diffusers' `prediction_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prediction {
+    /// The noise ε (Ho et al. 2020; diffusers' "epsilon").
+    #[default]
+    Epsilon,
+    /// The clean image x₀ (diffusers' "sample").
+    Sample,
+    /// v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (Salimans & Ho 2022; diffusers' "v_prediction").
+    V,
+}
+
+/// How x̂₀ and ε̂ follow from x_t and the model output m at one timestep, both linear:
+/// x̂₀ = x0_x·x_t − x0_m·m and ε̂ = eps_x·x_t + eps_m·m.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PredictionCoefs {
+    /// Weight of x_t in x̂₀.
+    pub x0_x: f64,
+    /// Minus the weight of m in x̂₀.
+    pub x0_m: f64,
+    /// Weight of x_t in ε̂.
+    pub eps_x: f64,
+    /// Weight of m in ε̂.
+    pub eps_m: f64,
+}
+
+impl Prediction {
+    /// Parse diffusers' name.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "epsilon" => Ok(Prediction::Epsilon),
+            "sample" => Ok(Prediction::Sample),
+            "v_prediction" => Ok(Prediction::V),
+            other => Err(Error::arg(
+                "prediction_type",
+                format!("'{other}': expected epsilon, sample or v_prediction"),
+            )),
+        }
+    }
+
+    /// diffusers' name (for scheduler_config.json).
+    pub fn diffusers_name(self) -> &'static str {
+        match self {
+            Prediction::Epsilon => "epsilon",
+            Prediction::Sample => "sample",
+            Prediction::V => "v_prediction",
+        }
+    }
+
+    /// x̂₀ and ε̂ in terms of (x_t, m) at ᾱ_t = `alpha_bar`, as diffusers' schedulers compute
+    /// them. With a = √ᾱ, s = √(1−ᾱ) (a² + s² = 1):
+    /// ε: x̂₀ = (x − s m)/a, ε̂ = m; x₀: x̂₀ = m, ε̂ = (x − a m)/s; v: x̂₀ = a x − s m, ε̂ = a m + s x.
+    pub fn coefs(self, alpha_bar: f64) -> PredictionCoefs {
+        let (a, s) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
+        let (x0_x, x0_m, eps_x, eps_m) = match self {
+            Prediction::Epsilon => (1.0 / a, s / a, 0.0, 1.0),
+            Prediction::Sample => (0.0, -1.0, 1.0 / s, -a / s),
+            Prediction::V => (a, s, s, a),
+        };
+        PredictionCoefs {
+            x0_x,
+            x0_m,
+            eps_x,
+            eps_m,
+        }
+    }
+
+    /// The training target at ᾱ_t for the clean value `x0` and the noise `eps`.
+    pub fn target(self, alpha_bar: f64, x0: f64, eps: f64) -> f64 {
+        match self {
+            Prediction::Epsilon => eps,
+            Prediction::Sample => x0,
+            Prediction::V => alpha_bar.sqrt() * eps - (1.0 - alpha_bar).sqrt() * x0,
+        }
+    }
+}

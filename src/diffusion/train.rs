@@ -1,7 +1,9 @@
 //! Training (Algorithm 1 of Ho et al. 2020): t ~ U{1..T}, ε ~ N(0, I),
 //! loss ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², Adam with warmup, gradient clipping and an EMA of
 //! the weights. Every random choice is a pure function of (seed, step), so a resumed run
-//! continues exactly where an uninterrupted one would be.
+//! continues exactly where an uninterrupted one would be. A model may instead learn x₀ or
+//! v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (`prediction_type`, diffusers' names): the same x_t, that target in
+//! place of ε.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{self, TensorFile};
 use crate::data::Dataset;
 use crate::diffusion::generate::{self, Format, Model, SampleRequest, SchedulerConfig};
-use crate::diffusion::schedule::{BetaSchedule, Schedule};
+use crate::diffusion::schedule::{BetaSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::{Grads, Mode, Params, UNet, UNetConfig};
@@ -56,6 +58,13 @@ pub struct TrainConfig {
     pub beta_start: f64,
     /// β_T of linear-type schedules.
     pub beta_end: f64,
+    /// What the model learns to predict: "epsilon" (ε), "sample" (x₀) or "v_prediction" (v).
+    #[serde(default = "default_prediction_type")]
+    pub prediction_type: String,
+}
+
+fn default_prediction_type() -> String {
+    Prediction::Epsilon.diffusers_name().into()
 }
 
 impl Default for TrainConfig {
@@ -79,6 +88,7 @@ impl Default for TrainConfig {
             num_train_timesteps: 1000,
             beta_start: 1e-4,
             beta_end: 0.02,
+            prediction_type: default_prediction_type(),
         }
     }
 }
@@ -203,6 +213,7 @@ pub struct Trainer {
     sqrt_ab: Tensor,
     sqrt_1m_ab: Tensor,
     null_class: Option<u32>,
+    prediction: Prediction,
 }
 
 impl Trainer {
@@ -223,6 +234,7 @@ impl Trainer {
             config.beta_start,
             config.beta_end,
         )?;
+        let prediction = Prediction::parse(&config.prediction_type)?;
         let sqrt_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_alphas_cumprod())?;
         let sqrt_1m_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_one_minus_alphas_cumprod())?;
         let ema = unet.params.duplicate(ctx)?;
@@ -246,6 +258,7 @@ impl Trainer {
             sqrt_ab,
             sqrt_1m_ab,
             null_class,
+            prediction,
         })
     }
 
@@ -325,9 +338,9 @@ impl Trainer {
             } else {
                 None
             };
-            // ε of the whole batch, this micro-batch's elements of it.
+            // ε of the whole batch, this micro-batch's elements of it; the target is ε, x₀ or v.
             let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
-            let (x_t, eps) = ddpm::q_sample_at(
+            let (x_t, target) = ddpm::q_sample_target_at(
                 ctx,
                 &x0,
                 &t,
@@ -336,6 +349,7 @@ impl Trainer {
                 noise_seed,
                 0,
                 first * (c * h * w) as u64,
+                self.prediction,
             )?;
             // Dropout masks are drawn per micro-batch (they are indexed by tensor element, and
             // the activations' layout depends on the micro-batch size).
@@ -344,8 +358,8 @@ impl Trainer {
                 seed: key(self.config.seed, self.step, micro, 0, 6),
             };
             let (pred, tape) = self.unet.forward_tape(ctx, &x_t, &t, y.as_ref(), mode)?;
-            losses.push(loss::mse_loss(ctx, &pred, &eps)?);
-            let dpred = loss::mse_loss_backward(ctx, &pred, &eps, 1.0 / self.config.grad_accum as f32)?;
+            losses.push(loss::mse_loss(ctx, &pred, &target)?);
+            let dpred = loss::mse_loss_backward(ctx, &pred, &target, 1.0 / self.config.grad_accum as f32)?;
             self.unet.backward(ctx, tape, &dpred, &mut grads)?;
         }
         let grad_list: Vec<&Tensor> = (0..grads.len())
@@ -520,7 +534,7 @@ impl Trainer {
             "beta_schedule": BetaSchedule::parse(&self.config.beta_schedule).map(|b| b.diffusers_name()).unwrap_or("linear"),
             "variance_type": "fixed_small",
             "clip_sample": true,
-            "prediction_type": "epsilon",
+            "prediction_type": self.prediction.diffusers_name(),
             // Not a diffusers field (diffusers ignores it): the class-embedding row trained as
             // "no class" for classifier-free guidance, null without label dropout.
             "null_class": self.null_class,

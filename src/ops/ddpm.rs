@@ -10,17 +10,24 @@
 //!   values outside [0, T−1] are clamped to it, fractions truncated).
 //! - `q_sample_at(…, seed, stream, first)`: the same with eps\[i\] = normal(seed, stream, first + i),
 //!   so a batch drawn in pieces (gradient accumulation) gets the noise of the whole batch.
+//! - `q_sample_target_at(…, first, prediction)` → `(x_t, target)`: x_t as `q_sample_at`; the
+//!   target (=) is eps, x0 itself (the same tensor, no copy) or v[i] = sab[t_b]·eps[i] −
+//!   somab[t_b]·x0[i] (entry `q_sample_v`, eps is not kept).
 //! - `axpbz(x, e, a, b, sigma, seed, stream)`: x, e equal shapes → out (=) = a·x + b·e + σ·z with
 //!   z\[i\] = normal(seed, stream, i); no noise is drawn when σ = 0.
-//! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x, e (and x0_prev if given) equal
-//!   shapes → (out, x0), both new (=): x0 = s_x·x − s_e·e, clamped to [−1, 1] if `clip`;
-//!   out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·z. One step of DDPM, DDIM or
-//!   DPM-Solver++ (coefficients from `diffusion::sample::plan`).
+//! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x [B, C, ...] (and x0_prev if given)
+//!   equal shapes, e the model output, [B, C, ...] or [B, 2·C, ...] (learned variance: the first
+//!   C channels of each item are used as e, the last C as v) → (out, x0), both new, x's shape
+//!   (=): x0 = s_x·x − s_e·e, clamped to [−1, 1] if `clip`;
+//!   out = c_x·x + c_x0·x0 + c_e·e + c_prev·x0_prev + σ·exp(σ_v·v)·z (σ_v ≠ 0 needs the 2·C
+//!   output). One step of DDPM, DDIM or DPM-Solver++ for any prediction type (coefficients from
+//!   `diffusion::sample::plan`).
 //! - `sampler_update_with_noise(x, e, x0_prev, coefs, noise)`: the same with z = noise\[i\] given
 //!   (noise shaped like x), for parity with diffusers' recorded noise.
 //! - `ddpm_step(x_t, eps_pred, step, seed, stream)`: x_t, eps_pred equal shapes → x_{t−1} (=) =
 //!   coef_x·x_t − coef_eps·eps_pred + σ·z (Ho et al. 2020, Algorithm 2), via `axpbz`.
 
+use crate::diffusion::schedule::Prediction;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::ops::random::{RngLaunch, RngParams};
@@ -62,6 +69,66 @@ pub fn q_sample_at(
     stream: u32,
     first: u64,
 ) -> Result<(Tensor, Tensor)> {
+    q_sample_launch(
+        ctx,
+        "q_sample",
+        x0,
+        t,
+        sqrt_alpha_bar,
+        sqrt_one_minus_alpha_bar,
+        seed,
+        stream,
+        first,
+    )
+}
+
+/// The forward-process sample x_t and the training target of a model predicting `prediction`
+/// (ε, x₀ or v), with the noise of [`q_sample_at`]: x_t is bit-identical for every prediction.
+#[allow(clippy::too_many_arguments)]
+pub fn q_sample_target_at(
+    ctx: &Context,
+    x0: &Tensor,
+    t: &Tensor,
+    sqrt_alpha_bar: &Tensor,
+    sqrt_one_minus_alpha_bar: &Tensor,
+    seed: u64,
+    stream: u32,
+    first: u64,
+    prediction: Prediction,
+) -> Result<(Tensor, Tensor)> {
+    let entry = match prediction {
+        Prediction::V => "q_sample_v",
+        Prediction::Epsilon | Prediction::Sample => "q_sample",
+    };
+    let (x_t, target) = q_sample_launch(
+        ctx,
+        entry,
+        x0,
+        t,
+        sqrt_alpha_bar,
+        sqrt_one_minus_alpha_bar,
+        seed,
+        stream,
+        first,
+    )?;
+    Ok(match prediction {
+        Prediction::Sample => (x_t, x0.clone()),
+        Prediction::Epsilon | Prediction::V => (x_t, target),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn q_sample_launch(
+    ctx: &Context,
+    entry: &'static str,
+    x0: &Tensor,
+    t: &Tensor,
+    sqrt_alpha_bar: &Tensor,
+    sqrt_one_minus_alpha_bar: &Tensor,
+    seed: u64,
+    stream: u32,
+    first: u64,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "q_sample";
     let batch = *x0
         .shape()
@@ -79,7 +146,7 @@ pub fn q_sample_at(
     let xt = ctx.empty(x0.shape(), "q_sample.x_t")?;
     let eps = ctx.empty(x0.shape(), "q_sample.eps")?;
     RngLaunch {
-        entry: "q_sample",
+        entry,
         n: x0.numel(),
         seed,
         stream,
@@ -179,6 +246,9 @@ pub struct SamplerCoefs {
     pub c_prev: f32,
     /// Noise scale σ.
     pub sigma: f32,
+    /// Learned variance: the noise scale of element i is σ·exp(σ_v·v_i), v the model's variance
+    /// channel (needs the 2·C-channel model output); 0 for a fixed variance.
+    pub sigma_v: f32,
 }
 
 /// One sampler step; returns (x_next, x̂₀). The noise z is drawn in the kernel from
@@ -223,7 +293,26 @@ fn sampler_launch(
     noise: Noise<'_>,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "sampler_update";
-    e.expect_shape(OP, "eps", x.shape())?;
+    let per = x.numel() / x.shape().first().copied().unwrap_or(1).max(1);
+    // A learned-variance output: the channel dimension (1) doubled.
+    let split = x.shape().len() >= 2 && {
+        let mut doubled = x.shape().to_vec();
+        doubled[1] *= 2;
+        e.shape() == doubled.as_slice()
+    };
+    if !split {
+        e.expect_shape(OP, "eps", x.shape())?;
+    }
+    if c.sigma_v != 0.0 && !split {
+        return Err(Error::arg(
+            "sigma_v",
+            format!(
+                "a learned variance needs the model output with 2·C channels, got {:?} for x {:?}",
+                e.shape(),
+                x.shape()
+            ),
+        ));
+    }
     if let Some(p) = x0_prev {
         p.expect_shape(OP, "x0_prev", x.shape())?;
     }
@@ -262,6 +351,9 @@ fn sampler_launch(
             c_x0: c.c_x0,
             c_e: c.c_e,
             c_prev: if x0_prev.is_some() { c.c_prev } else { 0.0 },
+            split: u32::from(split),
+            sigma_v: c.sigma_v,
+            per_sample: per as u32,
             ..Default::default()
         },
         buffers: &buffers,

@@ -43,7 +43,9 @@ pub(crate) struct RngParams {
     pub c_x0: f32,
     pub c_e: f32,
     pub c_prev: f32,
-    pub _pad: u32,
+    pub split: u32,
+    pub sigma_v: f32,
+    pub _pad: [u32; 3],
 }
 
 /// One element-per-invocation launch of a kernel in `shaders/random.wgsl`.

@@ -196,6 +196,7 @@ fn ddpm_sampler_update_matches_reference() {
                 c_e: -0.2,
                 c_prev: if use_prev { -0.15 } else { 0.0 },
                 sigma,
+                sigma_v: 0.0,
             };
             let (out, x0) = ops::sampler_update(ctx, &tx, &te, use_prev.then_some(&tp), &c, 11, 3).unwrap();
             let (want, want_x0) = rf::sampler_update(
@@ -256,4 +257,144 @@ fn ddpm_sampler_update_needs_previous_x0_for_multistep() {
     assert!(err.to_string().contains("[5]"), "{err}");
     let err = ops::sampler_update_with_noise(ctx, &x, &x, None, &ops::SamplerCoefs::default(), &bad).unwrap_err();
     assert!(err.to_string().contains("noise"), "{err}");
+}
+
+#[test]
+fn ddpm_q_sample_targets_match_reference() {
+    // x₀ and v targets: the same x_t as q_sample (bit for bit), the target from q_sample_v's
+    // reference; the reference's v is the definition √ᾱ ε − √(1−ᾱ) x₀ with q_sample's ε, and
+    // Prediction::target computes the same numbers.
+    use ddpm_wgpu::diffusion::Prediction;
+    let ctx = ctx();
+    let (sab, somab) = schedule(1000);
+    let tsab = ctx.upload(&[1000], &sab).unwrap();
+    let tsomab = ctx.upload(&[1000], &somab).unwrap();
+    let (sab64, somab64) = (to_f64(&sab), to_f64(&somab));
+    for (shape, ts, first) in [
+        (vec![1usize, 3, 5, 7], vec![0.0f32], 0u64),
+        (vec![3, 1, 17], vec![999.0, 1.0, 500.0], 0),
+        (vec![4, 3, 9, 11], vec![0.0, 999.0, 1234.0, -3.0], 0),
+        (vec![2, 2, 3, 3], vec![7.0, 640.0], 36),
+    ] {
+        let n: usize = shape.iter().product();
+        let x0 = rand_vec(n, 5 + n as u64);
+        let tx0 = ctx.upload(&shape, &x0).unwrap();
+        let tt = ctx.upload(&[ts.len()], &ts).unwrap();
+        let (xt_eps, eps) = ops::q_sample_at(ctx, &tx0, &tt, &tsab, &tsomab, 42, 7, first).unwrap();
+        let xt_eps = ctx.read(&xt_eps).unwrap();
+        let eps = ctx.read(&eps).unwrap();
+        for prediction in [Prediction::Epsilon, Prediction::Sample, Prediction::V] {
+            let (xt, target) =
+                ops::q_sample_target_at(ctx, &tx0, &tt, &tsab, &tsomab, 42, 7, first, prediction).unwrap();
+            let (xt, target) = (ctx.read(&xt).unwrap(), ctx.read(&target).unwrap());
+            assert_eq!(
+                xt, xt_eps,
+                "{prediction:?} {shape:?}: x_t must not depend on the target"
+            );
+            match prediction {
+                Prediction::Epsilon => assert_eq!(target, eps),
+                Prediction::Sample => assert_eq!(target, x0),
+                Prediction::V => {
+                    // The reference with first = 0 (its stream starts at index 0): compare only
+                    // the unshifted launches; the shifted one against the definition.
+                    let per = n / ts.len();
+                    let want: Vec<f64> = (0..n)
+                        .map(|i| {
+                            let t = (ts[i / per] as f64).clamp(0.0, 999.0) as usize;
+                            let abar = sab64[t] * sab64[t];
+                            // Prediction::target takes ᾱ; the tables hold f32 √ᾱ, √(1−ᾱ).
+                            let v = Prediction::V.target(abar, x0[i] as f64, eps[i] as f64);
+                            let direct = sab64[t] * eps[i] as f64 - somab64[t] * x0[i] as f64;
+                            assert!((v - direct).abs() < 1e-6, "Prediction::target vs definition");
+                            direct
+                        })
+                        .collect();
+                    // two f32 products and a difference of values ≤ ~5: a few ulps
+                    assert_close(&format!("v target {shape:?}"), &target, &want, 2e-6, 1e-6);
+                    if first == 0 {
+                        let (want_xt, want_v) = rf::q_sample_v(&to_f64(&x0), &to_f64(&ts), &sab64, &somab64, 42, 7);
+                        assert_close(&format!("q_sample_v x_t {shape:?}"), &xt, &want_xt, 2e-6, 1e-6);
+                        assert_close(&format!("q_sample_v v {shape:?}"), &target, &want_v, 2e-6, 1e-6);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ddpm_sampler_update_learned_variance_matches_reference() {
+    // Model output [B, 2·C, H, W]: the kernel reads the first C channels of each item as the
+    // prediction and the last C as v, σ_i = σ·exp(σ_v·v_i). Odd sizes, batch 1 and 3.
+    let ctx = ctx();
+    for (case, shape) in [vec![1usize, 3, 5, 7], vec![3, 2, 3, 5]].into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let mut out_shape = shape.clone();
+        out_shape[1] *= 2;
+        let x = rand_vec(n, 21 + case as u64);
+        let out: Vec<f32> = rand_vec(2 * n, 31 + case as u64).iter().map(|v| 1.2 * v).collect();
+        let (e, v) = rf::split_channels(&to_f64(&out), shape[0]);
+        let tx = ctx.upload(&shape, &x).unwrap();
+        let tout = ctx.upload(&out_shape, &out).unwrap();
+        for (sigma, sigma_v, clip) in [(0.12f32, 0.9f32, true), (0.0, 0.0, false), (0.3, 0.0, false)] {
+            let c = ops::SamplerCoefs {
+                s_x: 1.3,
+                s_e: 0.8,
+                clip,
+                c_x: 0.9,
+                c_x0: 0.4,
+                c_e: -0.2,
+                c_prev: 0.0,
+                sigma,
+                sigma_v,
+            };
+            let s = (1.3f32 as f64, 0.8f32 as f64, clip);
+            let cs = (0.9f32 as f64, 0.4f32 as f64, -0.2f32 as f64, 0.0);
+            let sv = (sigma as f64, sigma_v as f64);
+            let (got, got_x0) = ops::sampler_update(ctx, &tx, &tout, None, &c, 5, 9).unwrap();
+            let (want, want_x0) = rf::sampler_update_learned(&to_f64(&x), &e, &v, None, s, cs, sv, 5, 9);
+            // as the plain kernel, plus exp() of |σ_v·v| ≤ 1.1 in f32 (a few ulps)
+            assert_close(
+                &format!("learned {shape:?} σ {sigma}"),
+                &ctx.read(&got).unwrap(),
+                &want,
+                3e-6,
+                3e-6,
+            );
+            assert_close(
+                &format!("learned x0 {shape:?}"),
+                &ctx.read(&got_x0).unwrap(),
+                &want_x0,
+                2e-6,
+                2e-6,
+            );
+            let z = rand_vec(n, 41 + case as u64);
+            let tz = ctx.upload(&shape, &z).unwrap();
+            let (got, _) = ops::sampler_update_with_noise(ctx, &tx, &tout, None, &c, &tz).unwrap();
+            let (want, _) = rf::sampler_update_learned_with_noise(&to_f64(&x), &e, &v, None, s, cs, sv, &to_f64(&z));
+            assert_close(
+                &format!("learned given noise {shape:?}"),
+                &ctx.read(&got).unwrap(),
+                &want,
+                3e-6,
+                3e-6,
+            );
+            if sigma_v == 0.0 {
+                // a fixed variance with a 2·C output ignores v: the plain step on the first C
+                let e32: Vec<f32> = e.iter().map(|&v| v as f32).collect();
+                let te = ctx.upload(&shape, &e32).unwrap();
+                let (plain, _) = ops::sampler_update(ctx, &tx, &te, None, &c, 5, 9).unwrap();
+                let (split, _) = ops::sampler_update(ctx, &tx, &tout, None, &c, 5, 9).unwrap();
+                assert_eq!(ctx.read(&plain).unwrap(), ctx.read(&split).unwrap());
+            }
+        }
+        // σ_v ≠ 0 without the variance channels is refused
+        let c = ops::SamplerCoefs {
+            sigma: 0.1,
+            sigma_v: 0.5,
+            ..Default::default()
+        };
+        let err = ops::sampler_update(ctx, &tx, &tx, None, &c, 0, 0).unwrap_err();
+        assert!(err.to_string().contains("2·C"), "{err}");
+    }
 }
