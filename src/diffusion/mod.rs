@@ -3,6 +3,7 @@
 pub mod bpd;
 pub mod eval;
 pub mod generate;
+pub mod importance;
 pub mod sample;
 pub mod schedule;
 pub mod train;
