@@ -639,3 +639,78 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         }
     }
 }
+
+// Weight grad of the Winograd forward (its adjoint): with M = U ⊙ V per tile and y = Aᵀ M A,
+//   dM = A dy Aᵀ,   dU[ξ, co, ci] = Σ_n dM[ξ, co, n] · V[ξ, ci, n],   dw = Gᵀ dU G.
+// g_a = dy, g_o2 = dM [16, Cout, nb·T] for images n0..n0+nb (one invocation per (co, n)).
+@compute @workgroup_size(256)
+fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    if (i >= wq.cout * cols) {
+        return;
+    }
+    let co = i / cols;
+    let n = i % cols;
+    let b = n / tiles;
+    let tile = n % tiles;
+    let oy = (tile / wq.tw) * 2u;
+    let ox = (tile % wq.tw) * 2u;
+    let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
+    // The 2×2 output-grad tile, zero past the image.
+    var e: array<f32, 4>;
+    for (var r = 0u; r < 2u; r++) {
+        for (var c = 0u; c < 2u; c++) {
+            let ok = oy + r < wq.h && ox + c < wq.w;
+            e[r * 2u + c] = select(0.0, g_a[base + select(0u, (oy + r) * wq.w + ox + c, ok)], ok);
+        }
+    }
+    // t = A e (4×2), dM = t Aᵀ (4×4); A = [1 0; 1 1; 1 −1; 0 −1].
+    let t = array<f32, 8>(e[0], e[1], e[0] + e[2], e[1] + e[3], e[0] - e[2], e[1] - e[3], -e[2], -e[3]);
+    let plane = wq.cout * cols;
+    for (var r = 0u; r < 4u; r++) {
+        let p0 = t[r * 2u];
+        let p1 = t[r * 2u + 1u];
+        g_o2[(r * 4u) * plane + i] = p0;
+        g_o2[(r * 4u + 1u) * plane + i] = p0 + p1;
+        g_o2[(r * 4u + 2u) * plane + i] = p0 - p1;
+        g_o2[(r * 4u + 3u) * plane + i] = -p1;
+    }
+}
+
+// g_a = dU [16, Cout, Cin], g_o2 = dw [Cout, Cin, 3, 3] = Gᵀ dU G.
+@compute @workgroup_size(256)
+fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let pairs = wq.cout * wq.cin;
+    if (i >= pairs) {
+        return;
+    }
+    var u: array<f32, 16>;
+    for (var j = 0u; j < 16u; j++) {
+        u[j] = g_a[j * pairs + i];
+    }
+    // t = Gᵀ u (3×4), dw = t G (3×3); Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+    var t: array<f32, 12>;
+    for (var c = 0u; c < 4u; c++) {
+        let u0 = u[c];
+        let u1 = u[4u + c];
+        let u2 = u[8u + c];
+        let u3 = u[12u + c];
+        t[c] = u0 + 0.5 * (u1 + u2);
+        t[4u + c] = 0.5 * (u1 - u2);
+        t[8u + c] = 0.5 * (u1 + u2) + u3;
+    }
+    for (var r = 0u; r < 3u; r++) {
+        let a = t[r * 4u];
+        let b = t[r * 4u + 1u];
+        let c = t[r * 4u + 2u];
+        let d = t[r * 4u + 3u];
+        g_o2[i * 9u + r * 3u] = a + 0.5 * (b + c);
+        g_o2[i * 9u + r * 3u + 1u] = 0.5 * (b - c);
+        g_o2[i * 9u + r * 3u + 2u] = 0.5 * (b + c) + d;
+    }
+}

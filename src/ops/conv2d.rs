@@ -311,6 +311,21 @@ pub fn conv2d_backward_with(
             resolve_forward(ctx, Algo::Auto, &dx_geometry),
             Ok(Algo::Winograd { .. })
         );
+    let weight_winograd = matches!(algo, Algo::Auto | Algo::Winograd { .. })
+        && matches!(resolve_forward(ctx, Algo::Auto, &g), Ok(Algo::Winograd { .. }));
+    if weight_winograd {
+        let window = match algo {
+            Algo::Winograd { window } => window,
+            _ => 0,
+        };
+        let (dw, db) = winograd_backward_weight(ctx, &g, x, dy, window)?;
+        let dx = match (need_dx, dx_winograd) {
+            (false, _) => None,
+            (true, true) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
+            (true, false) => Some(direct_backward_input(ctx, &g, w, dy)?),
+        };
+        return Ok(Conv2dGrads { dx, dw, db });
+    }
     let algo = match algo {
         Algo::Winograd { .. } => Algo::Auto,
         other => other,
@@ -847,4 +862,70 @@ fn winograd_forward(
         )?;
     }
     Ok(y)
+}
+
+/// Weight and bias grads of the Winograd forward: dM = A dy Aᵀ per tile, 16 GEMMs
+/// dU[ξ] = Σ_n dM[ξ]·V[ξ]ᵀ accumulated over windows, dw = Gᵀ dU G; db = Σ dy.
+fn winograd_backward_weight(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    dy: &Tensor,
+    window: usize,
+) -> Result<(Tensor, Tensor)> {
+    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
+    let window = if window > 0 {
+        window.min(g.n)
+    } else {
+        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
+        ((budget / g.wino_bytes_per_image()) as usize).clamp(1, g.n)
+    };
+    let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
+    let dm = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_dm")?;
+    let du = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_du")?;
+    for n0 in (0..g.n).step_by(window) {
+        let nb = window.min(g.n - n0);
+        let params = g.wino_params(n0, nb, false);
+        wino_dispatch(
+            ctx,
+            "wino_input",
+            &params,
+            g.cin * nb * tiles,
+            &[x.buffer(), v.buffer()],
+        )?;
+        wino_dispatch(
+            ctx,
+            "wino_dy",
+            &params,
+            g.cout * nb * tiles,
+            &[dy.buffer(), dm.buffer()],
+        )?;
+        // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.
+        let gemm = matmul::SgGemm {
+            m: g.cout,
+            k: nb * tiles,
+            n: g.cin,
+            batch: 16,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            beta: if n0 == 0 { 0.0 } else { 1.0 },
+            a_shared: false,
+            a_off: 0,
+            b_off: 0,
+            out_off: 0,
+        };
+        matmul::gemm_sg_raw(ctx, gemm, dm.buffer(), v.buffer(), du.buffer())?;
+    }
+    let dw = ctx.empty(&[g.cout, g.cin, 3, 3], "conv2d.dw")?;
+    let params = g.wino_params(0, 0, false);
+    wino_dispatch(
+        ctx,
+        "wino_weight_grad",
+        &params,
+        g.cout * g.cin,
+        &[du.buffer(), dw.buffer()],
+    )?;
+    let db = matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?;
+    Ok((dw, db))
 }

@@ -28,7 +28,12 @@ fn dims(n: usize, cin: usize, hw: (usize, usize), cout: usize, k: (usize, usize)
 fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
     check_algo(name, d, with_bias, seed, Algo::Direct);
     let tiles = d.h.div_ceil(2) * d.w.div_ceil(2);
-    let winograd = d.kh == 3 && d.kw == 3 && d.stride == 1 && d.pad == [1; 4] && d.cin % 4 == 0 && tiles % 4 == 0;
+    let winograd = d.kh == 3
+        && d.kw == 3
+        && d.stride == 1
+        && d.pad == [1; 4]
+        && d.cin.is_multiple_of(4)
+        && tiles.is_multiple_of(4);
     if winograd {
         check_algo(name, d, with_bias, seed, Algo::Winograd { window: 0 });
         check_algo(name, d, with_bias, seed, Algo::Winograd { window: 1 });
