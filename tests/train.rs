@@ -550,6 +550,19 @@ fn cli_train_writes_checkpoints_metrics_samples_and_resumes() {
     assert!(!ok && err.contains("--save-every"), "{err}");
     let (ok, err) = train("nothing-here", "3", "2", &["--resume"]);
     assert!(!ok && err.contains("training_state.safetensors"), "{err}");
+
+    // --prediction-type reaches the trainer and the checkpoint's scheduler config; a name
+    // diffusers does not use is refused, naming the accepted ones.
+    let (ok, err) = train("v", "1", "0", &["--prediction-type", "v_prediction"]);
+    assert!(ok, "{err}");
+    let sched: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("v/model/scheduler_config.json")).unwrap()).unwrap();
+    assert_eq!(sched["prediction_type"], "v_prediction");
+    let (ok, err) = train("x0", "1", "0", &["--prediction-type", "x0"]);
+    assert!(
+        !ok && err.contains("'x0': expected epsilon, sample or v_prediction"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -204,6 +204,9 @@ struct TrainArgs {
     /// β schedule: linear, scaled_linear, sqrt, cosine.
     #[arg(long, default_value = "linear")]
     beta_schedule: String,
+    /// What the model learns to predict: epsilon (ε, Ho et al.), sample (x₀) or v_prediction (v).
+    #[arg(long, default_value = "epsilon")]
+    prediction_type: String,
     /// Diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
@@ -352,6 +355,7 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
             seed: args.seed,
             beta_schedule: args.beta_schedule.clone(),
             num_train_timesteps: args.timesteps,
+            prediction_type: args.prediction_type.clone(),
             ..TrainConfig::default()
         };
         Trainer::new(&ctx, unet, config)?
