@@ -546,23 +546,26 @@ fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// The three per-tile transforms run on a 3-D grid: (x, y) = the tile's column and row in
+// 8 × 8 blocks, z = (image, channel), so that no invocation divides (u32 division is done lane
+// by lane on SIMD CPU adapters).
+const WT: u32 = 8u;
+
 // g_a = x, g_o2 = V [16, Cin, nb·T] for images n0..n0+nb.
-@compute @workgroup_size(256)
-fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    if (i >= wq.cin * cols) {
+@compute @workgroup_size(8, 8)
+fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let tx = wg.x * WT + l.x;
+    let ty = wg.y * WT + l.y;
+    if (tx >= wq.tw || ty >= wq.th) {
         return;
     }
-    // i = ci·cols + n, n = b·T + tile: consecutive invocations write consecutive columns.
-    let ci = i / cols;
-    let n = i % cols;
-    let b = n / tiles;
-    let tile = n % tiles;
-    let y0 = i32((tile / wq.tw) * 2u) - 1;
-    let x0 = i32((tile % wq.tw) * 2u) - 1;
+    let b = wg.z / wq.cin;
+    let ci = wg.z % wq.cin;
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    let i = ci * cols + b * tiles + ty * wq.tw + tx;
+    let y0 = i32(ty * 2u) - 1;
+    let x0 = i32(tx * 2u) - 1;
     let base = ((wq.n0 + b) * wq.cin + ci) * wq.h * wq.w;
     var d: array<f32, 16>;
     for (var r = 0; r < 4; r++) {
@@ -597,19 +600,18 @@ fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 // g_a = M [16, Cout, nb·T], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb).
-@compute @workgroup_size(256)
-fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    if (i >= wq.cout * cols) {
+@compute @workgroup_size(8, 8)
+fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let tx = wg.x * WT + l.x;
+    let ty = wg.y * WT + l.y;
+    if (tx >= wq.tw || ty >= wq.th) {
         return;
     }
-    let co = i / cols;
-    let n = i % cols;
-    let b = n / tiles;
-    let tile = n % tiles;
+    let b = wg.z / wq.cout;
+    let co = wg.z % wq.cout;
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    let i = co * cols + b * tiles + ty * wq.tw + tx;
     let plane = wq.cout * cols;
     var m: array<f32, 16>;
     for (var j = 0u; j < 16u; j++) {
@@ -625,8 +627,8 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     if (wq.has_bias != 0u) {
         bias_v = g_b[co];
     }
-    let oy = (tile / wq.tw) * 2u;
-    let ox = (tile % wq.tw) * 2u;
+    let oy = ty * 2u;
+    let ox = tx * 2u;
     let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
     for (var r = 0u; r < 2u; r++) {
         let y = t[r * 4u] + t[r * 4u + 1u] + t[r * 4u + 2u] + bias_v;
@@ -642,22 +644,21 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 
 // Weight grad of the Winograd forward (its adjoint): with M = U ⊙ V per tile and y = Aᵀ M A,
 //   dM = A dy Aᵀ,   dU[ξ, co, ci] = Σ_n dM[ξ, co, n] · V[ξ, ci, n],   dw = Gᵀ dU G.
-// g_a = dy, g_o2 = dM [16, Cout, nb·T] for images n0..n0+nb (one invocation per (co, n)).
-@compute @workgroup_size(256)
-fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    if (i >= wq.cout * cols) {
+// g_a = dy, g_o2 = dM [16, Cout, nb·T] for images n0..n0+nb (one invocation per (co, tile)).
+@compute @workgroup_size(8, 8)
+fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let tx = wg.x * WT + l.x;
+    let ty = wg.y * WT + l.y;
+    if (tx >= wq.tw || ty >= wq.th) {
         return;
     }
-    let co = i / cols;
-    let n = i % cols;
-    let b = n / tiles;
-    let tile = n % tiles;
-    let oy = (tile / wq.tw) * 2u;
-    let ox = (tile % wq.tw) * 2u;
+    let b = wg.z / wq.cout;
+    let co = wg.z % wq.cout;
+    let tiles = wq.th * wq.tw;
+    let cols = wq.nb * tiles;
+    let i = co * cols + b * tiles + ty * wq.tw + tx;
+    let oy = ty * 2u;
+    let ox = tx * 2u;
     let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
     // The 2×2 output-grad tile, zero past the image.
     var e: array<f32, 4>;

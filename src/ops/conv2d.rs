@@ -797,6 +797,43 @@ fn wino_dispatch(
     })
 }
 
+/// A per-tile transform: 8 × 8 tiles per workgroup, z = (image, channel) over `planes`.
+fn wino_tiles(
+    ctx: &Context,
+    entry: &'static str,
+    params: &WinoParams,
+    g: &Geometry,
+    planes: usize,
+    buffers: &[&wgpu::Buffer],
+) -> Result<()> {
+    let workgroups = [
+        groups_1d(ctx, "conv2d", g.w.div_ceil(2).div_ceil(8))?,
+        groups_1d(ctx, "conv2d", g.h.div_ceil(2).div_ceil(8))?,
+        groups_1d(ctx, "conv2d", planes)?,
+    ];
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(params),
+        buffers,
+        workgroups,
+    })
+}
+
+/// Images per Winograd window: `requested`, or as many as fit the budget; at most as many as
+/// the grid's z dimension can hold planes of the wider side.
+fn wino_window(ctx: &Context, g: &Geometry, requested: usize) -> usize {
+    let by_grid = (ctx.limits().max_compute_workgroups_per_dimension as usize / g.cin.max(g.cout)).max(1);
+    let window = if requested > 0 {
+        requested
+    } else {
+        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
+        (budget / g.wino_bytes_per_image()) as usize
+    };
+    window.clamp(1, g.n).min(by_grid)
+}
+
 /// Winograd F(2×2, 3×3) forward (see `shaders/conv2d.wgsl`); with `flip`, `w` is the weight
 /// of the convolution whose input grad this is ([Cin, Cout, 3, 3] in `g`'s terms) and is
 /// transposed and rotated on the fly.
@@ -810,12 +847,7 @@ fn winograd_forward(
     flip: bool,
 ) -> Result<Tensor> {
     let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
-    let window = if window > 0 {
-        window.min(g.n)
-    } else {
-        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
-        ((budget / g.wino_bytes_per_image()) as usize).clamp(1, g.n)
-    };
+    let window = wino_window(ctx, g, window);
     let params = WinoParams {
         flip: flip as u32,
         ..g.wino_params(0, 0, bias.is_some())
@@ -828,13 +860,7 @@ fn winograd_forward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.wino_params(n0, nb, bias.is_some());
-        wino_dispatch(
-            ctx,
-            "wino_input",
-            &params,
-            g.cin * nb * tiles,
-            &[x.buffer(), v.buffer()],
-        )?;
+        wino_tiles(ctx, "wino_input", &params, g, nb * g.cin, &[x.buffer(), v.buffer()])?;
         // M[ξ] = U[ξ] · V[ξ] for the 16 points ξ.
         let gemm = matmul::SgGemm {
             m: g.cout,
@@ -853,11 +879,12 @@ fn winograd_forward(
         matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
         // Without a bias the kernel never reads binding 2; M stands in for it.
         let b = bias.map_or(m.buffer(), |b| b.buffer());
-        wino_dispatch(
+        wino_tiles(
             ctx,
             "wino_output",
             &params,
-            g.cout * nb * tiles,
+            g,
+            nb * g.cout,
             &[m.buffer(), b, y.buffer()],
         )?;
     }
@@ -874,32 +901,15 @@ fn winograd_backward_weight(
     window: usize,
 ) -> Result<(Tensor, Tensor)> {
     let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
-    let window = if window > 0 {
-        window.min(g.n)
-    } else {
-        let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
-        ((budget / g.wino_bytes_per_image()) as usize).clamp(1, g.n)
-    };
+    let window = wino_window(ctx, g, window);
     let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
     let dm = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_dm")?;
     let du = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_du")?;
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.wino_params(n0, nb, false);
-        wino_dispatch(
-            ctx,
-            "wino_input",
-            &params,
-            g.cin * nb * tiles,
-            &[x.buffer(), v.buffer()],
-        )?;
-        wino_dispatch(
-            ctx,
-            "wino_dy",
-            &params,
-            g.cout * nb * tiles,
-            &[dy.buffer(), dm.buffer()],
-        )?;
+        wino_tiles(ctx, "wino_input", &params, g, nb * g.cin, &[x.buffer(), v.buffer()])?;
+        wino_tiles(ctx, "wino_dy", &params, g, nb * g.cout, &[dy.buffer(), dm.buffer()])?;
         // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.
         let gemm = matmul::SgGemm {
             m: g.cout,

@@ -187,6 +187,9 @@ fn conv2d_winograd_shapes() {
         92,
     );
     check_case("2x16x4x4 -> 3 k3 winograd", dims(2, 16, (4, 4), 3, (3, 3), p), true, 93);
+    // More than 8 tile columns / rows: several workgroups per image in x and in y.
+    check_case("1x4x8x20 -> 4 k3 winograd", dims(1, 4, (8, 20), 4, (3, 3), p), true, 96);
+    check_case("2x4x20x4 -> 8 k3 winograd", dims(2, 4, (20, 4), 8, (3, 3), p), true, 97);
     // Cout % 4 == 0: the input grad runs Winograd too (rotated, transposed weights).
     check_case(
         "3x4x7x9 -> 8 k3 winograd dx",
