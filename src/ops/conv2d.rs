@@ -583,10 +583,12 @@ impl Geometry {
     }
 }
 
-fn col_dispatch(
+/// One invocation per element of a flat range of `total`, 256 per workgroup (the im2col and
+/// Winograd helper kernels), with `params` as the uniform block.
+fn flat_dispatch<P: bytemuck::Pod>(
     ctx: &Context,
     entry: &'static str,
-    params: &ColParams,
+    params: &P,
     total: usize,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
@@ -607,7 +609,7 @@ fn pack_weight(ctx: &Context, g: &Geometry, w: &Tensor, bias: Option<&Tensor>) -
     // Without a bias the kernel never reads binding 2; the packed output cannot stand in (it
     // is bound writable), so w does.
     let b = bias.map_or(w.buffer(), |b| b.buffer());
-    col_dispatch(
+    flat_dispatch(
         ctx,
         "pack_weight",
         &params,
@@ -633,7 +635,7 @@ fn im2col_forward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, bias.is_some());
-        col_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        flat_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
         // y[n0 + b] = Wp · col[b]
         let gemm = matmul::SgGemm {
             m: g.cout,
@@ -680,7 +682,7 @@ fn im2col_backward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, false);
-        col_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        flat_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
         // dWp += dy[n] · col[b]ᵀ, one image at a time so that the sum over images accumulates.
         for b in 0..nb {
             let gemm = matmul::SgGemm {
@@ -716,7 +718,7 @@ fn im2col_backward(
                 out_off: 0,
             };
             matmul::gemm_sg_raw(ctx, gemm, wp.buffer(), dy.buffer(), dcol.buffer())?;
-            col_dispatch(
+            flat_dispatch(
                 ctx,
                 "col2im",
                 &params,
@@ -729,7 +731,7 @@ fn im2col_backward(
     let dw = ctx.empty(&[g.cout, g.cin, g.kh, g.kw], "conv2d.dw")?;
     let db = ctx.empty(&[g.cout], "conv2d.db")?;
     let params = g.col_params(0, 0, false);
-    col_dispatch(
+    flat_dispatch(
         ctx,
         "unpack_weight_grad",
         &params,
@@ -778,23 +780,6 @@ impl Geometry {
             _pad2: 0,
         }
     }
-}
-
-fn wino_dispatch(
-    ctx: &Context,
-    entry: &'static str,
-    params: &WinoParams,
-    total: usize,
-    buffers: &[&wgpu::Buffer],
-) -> Result<()> {
-    ctx.dispatch(Dispatch {
-        shader: &SHADER,
-        entry,
-        constants: &[],
-        params: bytemuck::bytes_of(params),
-        buffers,
-        workgroups: ctx.grid((total as u32).div_ceil(256)),
-    })
 }
 
 /// A per-tile transform: 8 × 8 tiles per workgroup, z = (image, channel) over `planes`.
@@ -853,7 +838,7 @@ fn winograd_forward(
         ..g.wino_params(0, 0, bias.is_some())
     };
     let u = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_u")?;
-    wino_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
+    flat_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
     let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
     let m = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_m")?;
@@ -929,7 +914,7 @@ fn winograd_backward_weight(
     }
     let dw = ctx.empty(&[g.cout, g.cin, 3, 3], "conv2d.dw")?;
     let params = g.wino_params(0, 0, false);
-    wino_dispatch(
+    flat_dispatch(
         ctx,
         "wino_weight_grad",
         &params,
