@@ -42,6 +42,9 @@ enum Cmd {
     /// Evaluate a model on a dataset: --bpd gives the variational bound in bits/dim,
     /// --loss-buckets K the training loss per timestep bucket.
     Eval(EvalArgs),
+    /// Train the small image classifier used by `ddpm eval --fd` (features for the Fréchet
+    /// distance, judge of guided samples) with this engine's kernels.
+    TrainClassifier(ClassifierArgs),
     /// Run ε_θ on tensors from a safetensors file (`sample`, `timestep`, optional `class_labels`).
     Predict {
         /// A diffusers model folder (config.json + diffusion_pytorch_model.safetensors).
@@ -58,6 +61,75 @@ enum Cmd {
 
 /// Where `ddpm sample` looks for a model when --model is not given.
 const DEFAULT_MODEL: &str = "assets/default-model";
+/// Where `ddpm eval --fd` looks for the classifier when --classifier is not given.
+const DEFAULT_CLASSIFIER: &str = "assets/fmnist-classifier";
+
+#[derive(Args)]
+struct ClassifierArgs {
+    /// Training images (as for `ddpm train`; labels required).
+    #[arg(long)]
+    data: PathBuf,
+    /// IDX label file of --data. Default: the images file name with "images" → "labels".
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Held-out images to report accuracy on (e.g. the t10k files).
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    /// IDX label file of --test-data.
+    #[arg(long)]
+    test_labels: Option<PathBuf>,
+    /// Channels to read PNGs as (1 or 3).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Pad images to this size (a multiple of 8; as the diffusion model sees them).
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate (Adam, linear decay to 0).
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Seed of the initialisation and the shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (config.json, model.safetensors, metrics.json).
+    #[arg(long, default_value = "runs/classifier")]
+    out: PathBuf,
+}
+
+/// A model folder's recommended `ddpm sample` settings (`sample_defaults.json`, all optional),
+/// used for each flag that is not given.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleDefaults {
+    sampler: Option<String>,
+    steps: Option<usize>,
+    n: Option<usize>,
+    per_class: Option<usize>,
+    guidance: Option<f32>,
+}
+
+impl SampleDefaults {
+    const FILE: &str = "sample_defaults.json";
+
+    fn read(model_dir: &Path) -> Result<Self> {
+        let path = model_dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path,
+            msg: format!(
+                "{e}; expected an object with any of sampler, steps, n, per_class, guidance (or delete the file)"
+            ),
+        })
+    }
+}
 
 #[derive(Args)]
 struct SampleArgs {
@@ -66,16 +138,17 @@ struct SampleArgs {
     /// assets/default-model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// ddpm (ancestral, Ho et al.), ddim (Song et al.) or dpm++ (DPM-Solver++(2M)).
-    #[arg(long, default_value = "ddpm")]
-    sampler: String,
+    /// ddpm (ancestral, Ho et al.), ddim (Song et al.) or dpm++ (DPM-Solver++(2M)). Default:
+    /// the model folder's sample_defaults.json, else ddpm.
+    #[arg(long)]
+    sampler: Option<String>,
     /// Inference steps (default: T for ddpm, 50 for ddim, 25 for dpm++).
     #[arg(long)]
     steps: Option<usize>,
     /// Number of images (for a class-conditional model without --class: spread over the
-    /// classes, one grid row per class).
-    #[arg(long, default_value_t = 64)]
-    n: usize,
+    /// classes, one grid row per class). Default: sample_defaults.json, else 64.
+    #[arg(long)]
+    n: Option<usize>,
     /// Samples per class (class-conditional models without --class); default n / classes.
     #[arg(long)]
     per_class: Option<usize>,
@@ -92,8 +165,9 @@ struct SampleArgs {
     #[arg(long)]
     class: Option<u32>,
     /// Classifier-free guidance weight w: ε = ε_∅ + w (ε_c − ε_∅); 1 = plain conditional.
-    #[arg(long, default_value_t = 1.0)]
-    guidance: f32,
+    /// Default: sample_defaults.json, else 1.
+    #[arg(long)]
+    guidance: Option<f32>,
     /// DDIM's η (0 = deterministic, 1 ≈ DDPM).
     #[arg(long)]
     eta: Option<f64>,
@@ -121,6 +195,31 @@ struct EvalArgs {
     /// unconditional model) instead of the dataset's labels.
     #[arg(long)]
     null_class: bool,
+    /// Fréchet distance between --n generated images and the first --n images of --data, in
+    /// the feature space of --classifier; also the classifier's accuracy on the generated
+    /// images of each requested class (class-conditional models).
+    #[arg(long)]
+    fd: bool,
+    /// Classifier folder for --fd (written by `ddpm train-classifier`). Default:
+    /// assets/fmnist-classifier.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Sampler for --fd: ddpm, ddim or dpm++.
+    #[arg(long, default_value = "dpm++")]
+    sampler: String,
+    /// Inference steps for --fd.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance weight for --fd (1 = plain conditional).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f32,
+    /// --fd: read the generated images from this safetensors file (`images`, optional `labels`,
+    /// as written by `ddpm sample --format safetensors` or --save-samples) instead of sampling.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// --fd: also write the generated images (and labels) to this safetensors file.
+    #[arg(long)]
+    save_samples: Option<PathBuf>,
     /// A diffusers UNet2DModel folder (as for `ddpm sample`). Default: assets/default-model.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -233,6 +332,7 @@ fn main() {
         Cmd::Train(args) => train(&opts, args),
         Cmd::Sample(args) => sample(&opts, args),
         Cmd::Eval(args) => eval(&opts, args),
+        Cmd::TrainClassifier(args) => train_classifier(&opts, args),
         Cmd::Predict { model, input, output } => predict(&opts, &model, &input, &output),
     };
     if let Err(e) = res {
@@ -504,14 +604,15 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
     }
     let format = Format::parse(args.format.as_deref(), &args.out)?;
     let spacing = args.spacing.as_deref().map(Spacing::parse).transpose()?;
+    let d = SampleDefaults::read(&model_dir)?;
     let req = SampleRequest {
-        sampler: args.sampler,
-        steps: args.steps,
-        n: args.n,
+        sampler: args.sampler.or(d.sampler).unwrap_or_else(|| "ddpm".into()),
+        steps: args.steps.or(d.steps),
+        n: args.n.or(d.n).unwrap_or(64),
         seed: args.seed,
         class: args.class,
-        per_class: args.per_class,
-        guidance: args.guidance,
+        per_class: args.per_class.or(d.per_class.filter(|_| args.n.is_none())),
+        guidance: args.guidance.or(d.guidance).unwrap_or(1.0),
         eta: args.eta,
         spacing,
         strip: args.strip,
@@ -557,10 +658,10 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
 }
 
 fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
-    if !args.bpd && args.loss_buckets == 0 {
+    if !args.bpd && args.loss_buckets == 0 && !args.fd {
         return Err(Error::arg(
-            "--bpd / --loss-buckets",
-            "nothing to evaluate: pass --bpd and/or --loss-buckets K",
+            "--bpd / --loss-buckets / --fd",
+            "nothing to evaluate: pass --bpd, --loss-buckets K and/or --fd",
         ));
     }
     let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
@@ -652,6 +753,9 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
             terms[1..].iter().sum::<f64>()
         );
     }
+    if args.fd {
+        fd_eval(&ctx, &model, &data, n, &args)?;
+    }
     if args.loss_buckets > 0 {
         let bar = indicatif::ProgressBar::new((batches * ranges.len()) as u64);
         bar.set_style(bar_style);
@@ -696,5 +800,273 @@ fn predict(opts: &ContextOptions, model: &Path, input: &Path, output: &Path) -> 
     let bytes = checkpoint::serialize_f32(&[("sample".to_string(), out.shape().to_vec(), data)], None)?;
     checkpoint::write_atomic(output, &bytes)?;
     eprintln!("wrote {} ({:?})", output.display(), out.shape());
+    Ok(())
+}
+
+/// `ddpm eval --fd`: sample (or read) n images, embed them and n test images with the
+/// classifier, and report the Fréchet distance, its two-real-samples floor, and class accuracy.
+fn fd_eval(ctx: &Context, model: &generate::Model, data: &Dataset, n: usize, args: &EvalArgs) -> Result<()> {
+    use ddpm_wgpu::diffusion::fd::{frechet_distance, FeatureStats};
+    use ddpm_wgpu::nn::Classifier;
+    let dir = args
+        .classifier
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CLASSIFIER));
+    let clf = Classifier::load(ctx, &dir)?;
+    let cc = clf.config().clone();
+    let cfg = model.unet.config();
+    if cc.image_size != cfg.sample_size || cc.in_channels != cfg.in_channels {
+        return Err(Error::arg(
+            "--classifier",
+            format!(
+                "{} takes {}×{s}×{s} images; the model makes {}×{m}×{m}",
+                dir.display(),
+                cc.in_channels,
+                cfg.in_channels,
+                s = cc.image_size,
+                m = cfg.sample_size
+            ),
+        ));
+    }
+    if n < 2 {
+        return Err(Error::arg("--n", "the Fréchet distance needs at least 2 images"));
+    }
+    let per = data.image_size();
+    // Generated images: read, or sample in batches (one row per class for conditional models).
+    let (images, labels) = match &args.samples {
+        Some(path) => {
+            let f = TensorFile::read(path)?;
+            let (shape, v) = f.get("images")?;
+            if shape.len() != 4 || shape[1..] != [cc.in_channels, cc.image_size, cc.image_size] || shape[0] < n {
+                return Err(Error::arg(
+                    "--samples",
+                    format!(
+                        "{}: images {shape:?}; expected at least [{n}, {}, {s}, {s}]",
+                        path.display(),
+                        cc.in_channels,
+                        s = cc.image_size
+                    ),
+                ));
+            }
+            let labels = if f.contains("labels") {
+                Some(f.get("labels")?.1[..n].iter().map(|&l| l as u32).collect::<Vec<u32>>())
+            } else {
+                None
+            };
+            (v[..n * per].to_vec(), labels)
+        }
+        None => {
+            let classes = cfg.num_class_embeds.map(|k| k - 1);
+            let batch = match classes {
+                Some(k) => args.batch_size.max(k) / k * k,
+                None => args.batch_size,
+            };
+            let bar = indicatif::ProgressBar::new(n as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            let (mut images, mut labels) = (Vec::with_capacity(n * per), Vec::with_capacity(n));
+            let started = Instant::now();
+            let mut chunk = 0u64;
+            while images.len() < n * per {
+                let req = SampleRequest {
+                    sampler: args.sampler.clone(),
+                    steps: Some(args.steps),
+                    n: batch,
+                    seed: args.seed.wrapping_add(chunk),
+                    class: None,
+                    per_class: classes.map(|k| batch / k),
+                    guidance: args.guidance,
+                    eta: None,
+                    spacing: None,
+                    strip: false,
+                };
+                let out = generate::sample_model(ctx, model, &req, |_, _| {})?;
+                images.extend_from_slice(&out.images);
+                labels.extend(out.labels.unwrap_or_default());
+                chunk += 1;
+                bar.set_position((images.len() / per).min(n) as u64);
+            }
+            bar.finish_and_clear();
+            images.truncate(n * per);
+            labels.truncate(n);
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "sampled {n} images in {secs:.0} s ({:.2} images/s): {} {} steps, guidance {}, seed {}",
+                n as f64 / secs,
+                args.sampler,
+                args.steps,
+                args.guidance,
+                args.seed
+            );
+            let labels = if classes.is_some() { Some(labels) } else { None };
+            if let Some(path) = &args.save_samples {
+                let mut t = vec![(
+                    "images".to_string(),
+                    vec![n, cc.in_channels, cc.image_size, cc.image_size],
+                    images.clone(),
+                )];
+                if let Some(l) = &labels {
+                    t.push(("labels".into(), vec![n], l.iter().map(|&v| v as f32).collect()));
+                }
+                checkpoint::write_atomic(path, &checkpoint::serialize_f32(&t, None)?)?;
+                eprintln!("wrote the samples to {}", path.display());
+            }
+            (images, labels)
+        }
+    };
+    // As the PNGs a user would see: clamped to [−1, 1] and quantised to 8 bits, like the data.
+    let generated: Vec<f32> = images
+        .iter()
+        .map(|&v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0)
+        .collect();
+    let (gen_feats, gen_pred) = clf.embed(ctx, &generated, args.batch_size.max(1))?;
+    let (real_feats, real_pred) = clf.embed(ctx, &data.images[..n * per], args.batch_size.max(1))?;
+    let dim = cc.features;
+    let real = FeatureStats::new(&real_feats, dim)?;
+    let fd = frechet_distance(&FeatureStats::new(&gen_feats, dim)?, &real)?;
+    println!(
+        "Fréchet distance: {fd:.4} ({n} generated vs the first {n} images of {}; {dim}-d features of {})",
+        args.data.display(),
+        dir.display()
+    );
+    if data.len() >= 2 * n {
+        let (floor_feats, _) = clf.embed(ctx, &data.images[n * per..2 * n * per], args.batch_size.max(1))?;
+        let floor = frechet_distance(&FeatureStats::new(&floor_feats, dim)?, &real)?;
+        println!(
+            "  floor at this n: {floor:.4} (images {n}..{} of the same data vs the first {n})",
+            2 * n
+        );
+    }
+    if !data.labels.is_empty() {
+        let ok = real_pred.iter().zip(&data.labels).filter(|(p, l)| p == l).count();
+        println!(
+            "  classifier accuracy on the data: {:.2}% ({ok}/{n})",
+            100.0 * ok as f64 / n as f64
+        );
+    }
+    if let Some(labels) = labels {
+        let k = cc.num_classes;
+        let (mut hit, mut tot) = (vec![0usize; k], vec![0usize; k]);
+        for (p, &l) in gen_pred.iter().zip(&labels) {
+            if (l as usize) < k {
+                tot[l as usize] += 1;
+                hit[l as usize] += (*p == l) as usize;
+            }
+        }
+        let all: usize = hit.iter().sum();
+        println!(
+            "  generated images classified as their requested class: {:.2}% ({all}/{}; chance {:.0}%)",
+            100.0 * all as f64 / labels.len() as f64,
+            labels.len(),
+            100.0 / k as f64
+        );
+        let per_class: Vec<String> = (0..k)
+            .filter(|&c| tot[c] > 0)
+            .map(|c| format!("{c}: {:.0}%", 100.0 * hit[c] as f64 / tot[c] as f64))
+            .collect();
+        println!("  per class: {}", per_class.join(", "));
+    }
+    Ok(())
+}
+
+fn train_classifier(opts: &ContextOptions, args: ClassifierArgs) -> Result<()> {
+    use ddpm_wgpu::nn::{ClassifierConfig, ClassifierTrainOptions, ClassifierTrainer};
+    let train = load_dataset(
+        &args.data,
+        args.labels.as_deref(),
+        args.channels,
+        false,
+        Some(args.image_size),
+    )?;
+    if train.labels.is_empty() {
+        return Err(Error::arg(
+            "--data",
+            format!(
+                "{} has no labels; a classifier needs them (--labels FILE)",
+                args.data.display()
+            ),
+        ));
+    }
+    let test = match &args.test_data {
+        Some(p) => Some(load_dataset(
+            p,
+            args.test_labels.as_deref(),
+            args.channels,
+            false,
+            Some(args.image_size),
+        )?),
+        None => None,
+    };
+    let config = ClassifierConfig {
+        in_channels: train.channels,
+        image_size: args.image_size,
+        num_classes: train.num_classes,
+        ..ClassifierConfig::fashion_mnist()
+    };
+    let ctx = Context::with_options(opts)?;
+    let mut tr = ClassifierTrainer::new(
+        &ctx,
+        config,
+        ClassifierTrainOptions {
+            batch_size: args.batch_size,
+            lr: args.lr,
+            seed: args.seed,
+        },
+    )?;
+    eprintln!(
+        "classifier: {} parameters on {}; {} training images, {} classes",
+        tr.model.params.count(),
+        ctx.adapter_name(),
+        train.len(),
+        train.num_classes
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len} loss {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let started = Instant::now();
+    let mut ema = None;
+    tr.fit(&ctx, &train.images, &train.labels, args.epochs, |step, total, loss| {
+        bar.set_length(total as u64);
+        bar.set_position(step as u64);
+        let e = ema.map_or(loss, |e: f32| 0.98 * e + 0.02 * loss);
+        ema = Some(e);
+        bar.set_message(format!("{e:.4}"));
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let images = (train.len() / args.batch_size * args.batch_size * args.epochs) as f64;
+    let mut metrics = serde_json::json!({
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "train_images": train.len(), "final_loss_ema": ema, "wall_s": secs, "images_per_s": images / secs,
+        "data": args.data.display().to_string(),
+    });
+    eprintln!(
+        "trained in {secs:.0} s ({:.1} images/s); smoothed final loss {:.4}",
+        images / secs,
+        ema.unwrap_or(f32::NAN)
+    );
+    if let Some(test) = &test {
+        if test.labels.is_empty() {
+            return Err(Error::arg("--test-labels", "the test data has no labels"));
+        }
+        let (_, pred) = tr.model.embed(&ctx, &test.images, 256)?;
+        let ok = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+        let acc = ok as f64 / test.len() as f64;
+        println!("test accuracy: {:.2}% ({ok}/{})", 100.0 * acc, test.len());
+        metrics["test_accuracy"] = acc.into();
+        metrics["test_data"] = args.test_data.as_ref().map(|p| p.display().to_string()).into();
+    }
+    tr.model.save(&ctx, &args.out)?;
+    let text = serde_json::to_string_pretty(&metrics).expect("json");
+    checkpoint::write_atomic(&args.out.join("metrics.json"), text.as_bytes())?;
+    println!("wrote {}", args.out.display());
     Ok(())
 }

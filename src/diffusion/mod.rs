@@ -2,6 +2,7 @@
 
 pub mod bpd;
 pub mod eval;
+pub mod fd;
 pub mod generate;
 pub mod importance;
 pub mod sample;

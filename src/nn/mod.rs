@@ -1,11 +1,13 @@
 //! Layers and the DDPM U-Net (diffusers' `UNet2DModel` layout), each with a forward that records
 //! what its hand-written backward needs.
 
+mod classifier;
 mod config;
 mod layers;
 mod params;
 mod unet;
 
+pub use classifier::{argmax, Classifier, ClassifierConfig, ClassifierTape, ClassifierTrainOptions, ClassifierTrainer};
 pub use config::UNetConfig;
 pub use layers::Mode;
 pub use params::{Grads, ParamId, Params};

@@ -102,3 +102,86 @@ fn loss_shape_errors() {
         Err(Error::Shape { .. })
     ));
 }
+
+// Rows × classes: one row, one class, a row count across workgroups, and a wide row.
+const XENT_SHAPES: [(usize, usize); 5] = [(1, 1), (1, 10), (7, 10), (130, 3), (5, 257)];
+
+#[test]
+fn loss_softmax_cross_entropy_awkward_shapes() {
+    let ctx = ctx();
+    for (i, &(rows, k)) in XENT_SHAPES.iter().enumerate() {
+        // logits up to ±40: exp without the max shift would overflow f32 at ±89
+        let z: Vec<f32> = rand_vec(rows * k, 10 + i as u64).iter().map(|v| 40.0 * v).collect();
+        let y: Vec<usize> = (0..rows).map(|r| (r * 7 + i) % k).collect();
+        let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        let tz = ctx.upload(&[rows, k], &z).unwrap();
+        let ty = ctx.upload(&[rows], &yf).unwrap();
+        let out = loss::softmax_cross_entropy(ctx, &tz, &ty, 2.0).unwrap();
+        let (want_loss, want_grad) = rf::softmax_cross_entropy(&to_f64(&z), &y, k, 2.0);
+        assert_eq!(out.loss.shape(), &[1]);
+        assert_eq!(out.dlogits.shape(), &[rows, k]);
+        // f32 exp/log of shifted logits: ~1e-6 relative to the logit scale (40)
+        assert_close(
+            &format!("xent loss {rows}x{k}"),
+            &ctx.read(&out.loss).unwrap(),
+            &[want_loss],
+            1e-4,
+            1e-5,
+        );
+        assert_close(
+            &format!("xent grad {rows}x{k}"),
+            &ctx.read(&out.dlogits).unwrap(),
+            &want_grad,
+            1e-6,
+            1e-4,
+        );
+        let per_row = ctx.read(&out.per_row).unwrap();
+        let mean = per_row.iter().map(|&v| v as f64).sum::<f64>() / rows as f64;
+        assert!(
+            (mean - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()),
+            "{mean} vs {want_loss}"
+        );
+    }
+}
+
+#[test]
+fn loss_softmax_cross_entropy_bad_label_is_nan_and_shapes_are_checked() {
+    let ctx = ctx();
+    let z = ctx.upload(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+    for bad in [3.0, -1.0, 0.5] {
+        let y = ctx.upload(&[2], &[0.0, bad]).unwrap();
+        let out = loss::softmax_cross_entropy(ctx, &z, &y, 1.0).unwrap();
+        let rows = ctx.read(&out.per_row).unwrap();
+        assert!(rows[0].is_finite() && rows[1].is_nan(), "label {bad}: {rows:?}");
+        assert!(ctx.read(&out.loss).unwrap()[0].is_nan());
+    }
+    let y3 = ctx.upload(&[3], &[0.0; 3]).unwrap();
+    let err = loss::softmax_cross_entropy(ctx, &z, &y3, 1.0).err().unwrap();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    let flat = ctx.upload(&[6], &[0.0; 6]).unwrap();
+    assert!(matches!(
+        loss::softmax_cross_entropy(ctx, &flat, &y3, 1.0),
+        Err(Error::Shape { .. })
+    ));
+}
+
+#[test]
+fn loss_softmax_cross_entropy_reference_matches_finite_differences() {
+    let (rows, k) = (3, 5);
+    let z = to_f64(&rand_vec(rows * k, 3))
+        .iter()
+        .map(|v| 3.0 * v)
+        .collect::<Vec<_>>();
+    let y = [4usize, 0, 2];
+    let (_, g) = rf::softmax_cross_entropy(&z, &y, k, 0.5);
+    let mut q = z.clone();
+    for i in 0..z.len() {
+        q[i] = z[i] + 1e-6;
+        let hi = rf::softmax_cross_entropy(&q, &y, k, 0.5).0;
+        q[i] = z[i] - 1e-6;
+        let lo = rf::softmax_cross_entropy(&q, &y, k, 0.5).0;
+        q[i] = z[i];
+        let num = 0.5 * (hi - lo) / 2e-6;
+        assert!((g[i] - num).abs() <= 1e-8, "[{i}] analytic {} vs numeric {num}", g[i]);
+    }
+}
