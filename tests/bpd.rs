@@ -349,3 +349,90 @@ fn gpu_bound_for_a_learned_variance_model() {
     let e = run(&plain, Variance::LearnedRange).unwrap_err().to_string();
     assert!(e.contains("learned_range"), "{e}");
 }
+
+#[test]
+fn sampled_bound_with_every_timestep_is_the_exact_bound() {
+    let ctx = ctx();
+    let unet = UNet::from_pretrained(ctx, fixtures().join("unet_a_basic")).unwrap();
+    let s = Schedule::new(BetaSchedule::Linear, 12, 1e-4, 0.2).unwrap();
+    let n = 2;
+    let images: Vec<f32> = (0..n * 3 * 64).map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0).collect();
+    let args = (Variance::FixedSmall, Prediction::Epsilon, true);
+    let full = eval_bpd(ctx, &unet, &s, args.0, args.1, args.2, &images, None, n, 5, |_, _| {}).unwrap();
+    for k in [11, 50] {
+        let mut calls = 0;
+        let r = bpd::eval_bpd_sampled(
+            ctx,
+            &unet,
+            &s,
+            args.0,
+            args.1,
+            args.2,
+            &images,
+            None,
+            n,
+            k,
+            5,
+            |_, t| {
+                calls += 1;
+                assert_eq!(t, 12);
+            },
+        )
+        .unwrap();
+        assert_eq!(calls, 12);
+        assert_eq!(
+            r.total, full.total,
+            "k = {k} ≥ T − 1 evaluates every index with weight 1"
+        );
+    }
+    // k = 3: 4 model calls; the decoder term and the prior are exact, the rest is weighted
+    let mut calls = 0;
+    let r = bpd::eval_bpd_sampled(
+        ctx,
+        &unet,
+        &s,
+        args.0,
+        args.1,
+        args.2,
+        &images,
+        None,
+        n,
+        3,
+        5,
+        |_, _| calls += 1,
+    )
+    .unwrap();
+    assert_eq!(calls, 4);
+    assert_eq!(r.prior, full.prior);
+    assert_eq!(r.terms[0], full.terms[0]);
+    assert_eq!(r.terms.iter().filter(|&&v| v != 0.0).count(), 4);
+}
+
+#[test]
+fn stratified_timesteps_are_an_unbiased_plan() {
+    // one index per stratum, weights = stratum sizes adding up to T − 1, index 0 always first
+    for (steps, k) in [(1000, 100), (1000, 7), (13, 5), (2, 3), (1, 4)] {
+        let plan = bpd::stratified_timesteps(steps, k, 9);
+        assert_eq!(plan[0], (0, 1.0));
+        let w: f64 = plan[1..].iter().map(|p| p.1).sum();
+        assert_eq!(w, (steps - 1) as f64, "T = {steps}, k = {k}");
+        assert_eq!(plan.len(), 1 + k.min(steps - 1));
+        assert!(plan[1..].windows(2).all(|p| p[0].0 < p[1].0));
+    }
+    // E over the draw of Σ weight·L_t = Σ L_t, for an arbitrary L (here L_t = 1/t + t mod 3)
+    let steps = 100;
+    let l = |t: usize| 1.0 / t as f64 + (t % 3) as f64;
+    let exact: f64 = (1..steps).map(l).sum();
+    let draws = 4000;
+    let mean = (0..draws)
+        .map(|seed| {
+            bpd::stratified_timesteps(steps, 6, seed)[1..]
+                .iter()
+                .map(|&(t, w)| w * l(t))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / draws as f64;
+    // the estimator's standard deviation is ~10 here; 4000 draws → standard error ~0.16
+    assert!((mean - exact).abs() < 1.0, "mean {mean} vs exact {exact}");
+}

@@ -187,6 +187,11 @@ struct EvalArgs {
     /// call per timestep per batch).
     #[arg(long)]
     bpd: bool,
+    /// --bpd from K + 1 model calls per batch instead of T: L_0 and L_T exactly, Σ L_t from one
+    /// timestep drawn in each of K equal strata, weighted by the stratum size (unbiased; reported
+    /// with its spread). 0 = every timestep (the exact bound).
+    #[arg(long, default_value_t = 0)]
+    bpd_timesteps: usize,
     /// Split the timesteps into K equal buckets and report the mean L_simple ‖ε − ε_θ(x_t, t)‖²
     /// per bucket (t uniform inside the bucket, one draw per image; K model calls per batch).
     #[arg(long, default_value_t = 0)]
@@ -714,38 +719,83 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} model calls [{elapsed_precise}<{eta_precise}]")
             .expect("valid template");
     if args.bpd {
-        let bar = indicatif::ProgressBar::new((batches * t) as u64);
+        let calls = if args.bpd_timesteps == 0 {
+            t
+        } else {
+            1 + args.bpd_timesteps.min(t - 1)
+        };
+        let bar = indicatif::ProgressBar::new((batches * calls) as u64);
         bar.set_style(bar_style.clone());
         let (mut totals, mut priors) = (Vec::new(), Vec::new());
+        let mut batch_means = Vec::new();
         let mut terms = vec![0.0; t];
         for b in 0..batches {
             let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
-            let r = ddpm_wgpu::diffusion::bpd::eval_bpd(
-                &ctx,
-                &model.unet,
-                &schedule,
-                model.scheduler.variance,
-                model.scheduler.prediction,
-                model.scheduler.clip_sample,
-                &data.images[lo * per..hi * per],
-                labels.as_ref().map(|l| &l[lo..hi]),
-                hi - lo,
-                args.seed.wrapping_add(b as u64),
-                |i, _| bar.set_position((b * t + i) as u64),
-            )?;
+            let r = if args.bpd_timesteps == 0 {
+                ddpm_wgpu::diffusion::bpd::eval_bpd(
+                    &ctx,
+                    &model.unet,
+                    &schedule,
+                    model.scheduler.variance,
+                    model.scheduler.prediction,
+                    model.scheduler.clip_sample,
+                    &data.images[lo * per..hi * per],
+                    labels.as_ref().map(|l| &l[lo..hi]),
+                    hi - lo,
+                    args.seed.wrapping_add(b as u64),
+                    |i, _| bar.set_position((b * calls + i) as u64),
+                )?
+            } else {
+                ddpm_wgpu::diffusion::bpd::eval_bpd_sampled(
+                    &ctx,
+                    &model.unet,
+                    &schedule,
+                    model.scheduler.variance,
+                    model.scheduler.prediction,
+                    model.scheduler.clip_sample,
+                    &data.images[lo * per..hi * per],
+                    labels.as_ref().map(|l| &l[lo..hi]),
+                    hi - lo,
+                    args.bpd_timesteps,
+                    args.seed.wrapping_add(b as u64),
+                    |i, _| bar.set_position((b * calls + i) as u64),
+                )?
+            };
             for (acc, v) in terms.iter_mut().zip(&r.terms) {
                 *acc += v * (hi - lo) as f64 / n as f64;
             }
+            batch_means.push(r.total.iter().sum::<f64>() / r.total.len() as f64);
             totals.extend(r.total);
             priors.extend(r.prior);
         }
         bar.finish_and_clear();
         let mean = totals.iter().sum::<f64>() / n as f64;
-        let var = totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-        println!(
-            "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t}{label_note})",
-            (var / n as f64).sqrt()
-        );
+        let sd_err = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+            (var / v.len() as f64).sqrt()
+        };
+        if args.bpd_timesteps == 0 {
+            println!(
+                "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t}{label_note})",
+                sd_err(&totals)
+            );
+        } else if batches >= 2 {
+            // Images of a batch share its timestep draw: the batches are the independent units.
+            println!(
+                "bits/dim: {mean:.4} ± {:.4} (standard error over {batches} batches, each with its own \
+                 {} timesteps of T = {t}; {n} images{label_note})",
+                sd_err(&batch_means),
+                calls - 1
+            );
+        } else {
+            println!(
+                "bits/dim: {mean:.4} ± {:.4} (image-to-image standard error only: one batch, one draw \
+                 of {} timesteps of T = {t}; {n} images{label_note})",
+                sd_err(&totals),
+                calls - 1
+            );
+        }
         println!(
             "  L_T (prior) {:.5}  L_0 (decoder) {:.4}  Σ L_t-1 {:.4}",
             priors.iter().sum::<f64>() / n as f64,
@@ -1039,6 +1089,13 @@ fn train_classifier(opts: &ContextOptions, args: ClassifierArgs) -> Result<()> {
         let e = ema.map_or(loss, |e: f32| 0.98 * e + 0.02 * loss);
         ema = Some(e);
         bar.set_message(format!("{e:.4}"));
+        // indicatif draws nothing when stderr is not a terminal (a log file): plain lines then.
+        if bar.is_hidden() && (step % 100 == 0 || step == total) {
+            eprintln!(
+                "step {step}/{total} loss {e:.4} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
     })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();

@@ -140,7 +140,9 @@ pub struct Bpd {
     pub total: Vec<f64>,
     /// L_T of each image.
     pub prior: Vec<f64>,
-    /// Per timestep index t (0 = the decoder term), the mean over images.
+    /// Per timestep index t (0 = the decoder term), the mean over images of that index's
+    /// contribution to the total: L_t itself for the full bound, weight · L_t at a sampled index
+    /// and 0 elsewhere for [`eval_bpd_sampled`].
     pub terms: Vec<f64>,
 }
 
@@ -161,6 +163,78 @@ pub fn eval_bpd(
     labels: Option<&[u32]>,
     n: usize,
     seed: u64,
+    progress: impl FnMut(usize, usize),
+) -> Result<Bpd> {
+    let plan: Vec<(usize, f64)> = (0..schedule.len()).map(|t| (t, 1.0)).collect();
+    bound(
+        ctx, unet, schedule, variance, prediction, clip, images, labels, n, seed, &plan, progress,
+    )
+}
+
+/// Which timestep indices [`eval_bpd_sampled`] evaluates, with their weights: index 0 (the
+/// decoder term) with weight 1, then one index drawn uniformly from each of `k` equal strata of
+/// 1..T, weighted by its stratum's size, so that Σ weight · L_t is an unbiased estimate of
+/// Σ_{t≥1} L_t. `k ≥ T − 1` gives every index with weight 1 (the exact bound).
+pub fn stratified_timesteps(steps: usize, k: usize, seed: u64) -> Vec<(usize, f64)> {
+    let mut plan = vec![(0, 1.0)];
+    let rest = steps.saturating_sub(1);
+    if k == 0 || rest == 0 {
+        return plan;
+    }
+    let k = k.min(rest);
+    let mut state = seed ^ 0x0b9d_57a7_ed00_0001;
+    for j in 0..k {
+        let (lo, hi) = (1 + j * rest / k, 1 + (j + 1) * rest / k);
+        // SplitMix64 draw inside the stratum
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        plan.push((lo + (z % (hi - lo) as u64) as usize, (hi - lo) as f64));
+    }
+    plan
+}
+
+/// The bound estimated from `k` + 1 model calls per batch instead of T: the decoder term L_0
+/// and the prior L_T exactly, Σ_{t≥1} L_t by [`stratified_timesteps`] (unbiased; its spread
+/// over seeds is the price of the speed-up). Arguments as [`eval_bpd`]; `seed` also draws the
+/// timesteps. `progress(done, k + 1)`.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_bpd_sampled(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    variance: Variance,
+    prediction: Prediction,
+    clip: bool,
+    images: &[f32],
+    labels: Option<&[u32]>,
+    n: usize,
+    k: usize,
+    seed: u64,
+    progress: impl FnMut(usize, usize),
+) -> Result<Bpd> {
+    let plan = stratified_timesteps(schedule.len(), k, seed);
+    bound(
+        ctx, unet, schedule, variance, prediction, clip, images, labels, n, seed, &plan, progress,
+    )
+}
+
+/// The bound over `plan`: (timestep index, weight) pairs.
+#[allow(clippy::too_many_arguments)]
+fn bound(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    variance: Variance,
+    prediction: Prediction,
+    clip: bool,
+    images: &[f32],
+    labels: Option<&[u32]>,
+    n: usize,
+    seed: u64,
+    plan: &[(usize, f64)],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Bpd> {
     let cfg = unet.config();
@@ -201,8 +275,8 @@ pub fn eval_bpd(
     let somab = ctx.upload(&[steps], &schedule.sqrt_one_minus_alphas_cumprod())?;
     let prior = prior_bpd(schedule, &x0_host, n);
     let mut total = prior.clone();
-    let mut terms = Vec::with_capacity(steps);
-    for t in 0..steps {
+    let mut terms = vec![0.0; steps];
+    for (done, &(t, weight)) in plan.iter().enumerate() {
         let tt = ctx.upload(&[n], &vec![t as f32; n])?;
         let (x_t, _) = ddpm::q_sample(ctx, &x0, &tt, &sab, &somab, seed, t as u32)?;
         let out = unet.forward(ctx, &x_t, &tt, labels.as_ref())?;
@@ -210,10 +284,10 @@ pub fn eval_bpd(
         let (x_t, out) = (to64(ctx.read(&x_t)?), to64(ctx.read(&out)?));
         let vb = vb_term_bpd(schedule, variance, prediction, clip, t, &x0_host, &x_t, &out, n);
         for (tot, v) in total.iter_mut().zip(&vb) {
-            *tot += v;
+            *tot += weight * v;
         }
-        terms.push(vb.iter().sum::<f64>() / n as f64);
-        progress(t + 1, steps);
+        terms[t] += weight * vb.iter().sum::<f64>() / n as f64;
+        progress(done + 1, plan.len());
     }
     Ok(Bpd { total, prior, terms })
 }
