@@ -4,6 +4,7 @@ pub mod bpd;
 pub mod eval;
 pub mod fd;
 pub mod generate;
+pub mod hybrid;
 pub mod importance;
 pub mod sample;
 pub mod schedule;

@@ -14,3 +14,4 @@ pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod random;
+pub mod vlb;

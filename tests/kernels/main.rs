@@ -15,3 +15,4 @@ mod loss;
 mod matmul;
 mod optim;
 mod random;
+mod vlb;
