@@ -630,3 +630,104 @@ fn prediction_targets_in_training() {
     let old: TrainConfig = serde_json::from_value(old).unwrap();
     assert_eq!(old.prediction_type, "epsilon");
 }
+
+/// busy_config with a learned variance: the hybrid loss (or `loss`), importance-sampled t over
+/// T = 3 so that the sampler leaves its uniform warm-up within a few steps.
+fn learned_config(loss: &str) -> TrainConfig {
+    TrainConfig {
+        loss_type: loss.into(),
+        timestep_sampler: "importance".into(),
+        num_train_timesteps: 3,
+        beta_end: 0.3,
+        ..busy_config()
+    }
+}
+
+fn learned_unet(seed: u64) -> UNet {
+    let mut cfg = conditional_config(0.2);
+    cfg.out_channels = 6;
+    new_unet(cfg, seed)
+}
+
+#[test]
+fn hybrid_loss_with_importance_sampling_trains_and_resumes_bit_for_bit() {
+    let ctx = ctx();
+    let data = dataset(6, 2);
+    let (n, half) = (14usize, 11usize);
+    let mut straight = Trainer::new(ctx, learned_unet(4), learned_config("hybrid")).unwrap();
+    let mut losses = Vec::new();
+    let mut warmed_at = None;
+    for k in 0..n {
+        let s = straight.train_step(ctx, &data).unwrap();
+        assert!(s.loss.is_finite() && s.loss > 0.0);
+        losses.push(s.loss);
+        let imp = straight.importance.as_ref().expect("importance sampler");
+        if warmed_at.is_none() && imp.warmed_up() {
+            warmed_at = Some(k + 1);
+        }
+    }
+    // 3 timesteps × 10 values at 4 draws per step: warm after ≥ 8 steps; resuming at step 11
+    // must restore a history that already drives the draws.
+    let warmed_at = warmed_at.expect("the importance sampler warmed up");
+    assert!(warmed_at <= half, "warmed up only at step {warmed_at}");
+    let p = straight.importance.as_ref().unwrap().probabilities();
+    assert!(
+        p.iter().any(|&v| (v - 1.0 / 3.0).abs() > 1e-3),
+        "non-uniform after warm-up: {p:?}"
+    );
+
+    let dir = scratch("resume-hybrid");
+    let mut first = Trainer::new(ctx, learned_unet(4), learned_config("hybrid")).unwrap();
+    for want in &losses[..half] {
+        assert_eq!(first.train_step(ctx, &data).unwrap().loss.to_bits(), want.to_bits());
+    }
+    first.save(ctx, &dir).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(ctx, &dir).unwrap();
+    assert_eq!(resumed.config, learned_config("hybrid"));
+    for want in &losses[half..] {
+        let got = resumed.train_step(ctx, &data).unwrap().loss;
+        assert_eq!(got.to_bits(), want.to_bits(), "resumed {got} vs uninterrupted {want}");
+    }
+    // The shipped folder says learned_range, and our sampler and bound read it as such.
+    let sched = std::fs::read_to_string(dir.join("model/scheduler_config.json")).unwrap();
+    assert!(sched.contains("\"learned_range\""), "{sched}");
+    let model = ddpm_wgpu::diffusion::generate::load_model(ctx, &dir.join("model")).unwrap();
+    let req = ddpm_wgpu::SampleRequest {
+        sampler: "ddpm".into(),
+        n: 2,
+        class: Some(1),
+        ..ddpm_wgpu::SampleRequest::default()
+    };
+    let out = ddpm_wgpu::diffusion::generate::sample_model(ctx, &model, &req, |_, _| {}).unwrap();
+    assert!(out.images.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn vlb_loss_trains_and_bad_loss_options_are_refused() {
+    let ctx = ctx();
+    let data = dataset(6, 2);
+    let mut t = Trainer::new(ctx, learned_unet(5), learned_config("vlb")).unwrap();
+    for _ in 0..3 {
+        assert!(t.train_step(ctx, &data).unwrap().loss.is_finite());
+    }
+    let err = |unet, cfg| Trainer::new(ctx, unet, cfg).err().unwrap().to_string();
+    // hybrid on a model without the variance channels, simple on one with them
+    let e = err(new_unet(conditional_config(0.0), 1), learned_config("hybrid"));
+    assert!(e.contains("out_channels = 6"), "{e}");
+    let simple = TrainConfig {
+        timestep_sampler: "uniform".into(),
+        ..learned_config("simple")
+    };
+    assert!(err(learned_unet(1), simple.clone()).contains("--loss hybrid or vlb"));
+    let e = err(
+        new_unet(conditional_config(0.0), 1),
+        TrainConfig {
+            timestep_sampler: "importance".into(),
+            ..simple.clone()
+        },
+    );
+    assert!(e.contains("--loss hybrid or vlb"), "{e}");
+    let e = err(learned_unet(1), learned_config("kl"));
+    assert!(e.contains("simple, hybrid or vlb"), "{e}");
+}

@@ -314,6 +314,18 @@ struct TrainArgs {
     /// Diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
+    /// Objective: simple (L_simple, Ho et al.), hybrid (L_simple + λ·L_vlb with a learned
+    /// variance, improved DDPM) or vlb (L_vlb alone). hybrid and vlb give the preset 2·C output
+    /// channels and write variance_type "learned_range".
+    #[arg(long, default_value = "simple")]
+    loss: String,
+    /// λ of the hybrid loss.
+    #[arg(long, default_value_t = 0.001)]
+    vlb_weight: f32,
+    /// uniform, or importance (t ∝ √E[L_t²] over the last 10 L_t per t, reweighted; needs --loss
+    /// hybrid or vlb).
+    #[arg(long, default_value = "uniform")]
+    timestep_sampler: String,
     /// Save a checkpoint every N steps (and at the end, and on Ctrl-C).
     #[arg(long, default_value_t = 500)]
     save_every: u64,
@@ -440,7 +452,14 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 UNetConfig::from_json(&text)?
             }
-            None => preset_for(&args.preset, &data, args.label_dropout)?,
+            None => {
+                let mut cfg = preset_for(&args.preset, &data, args.label_dropout)?;
+                // improved DDPM: a learned variance doubles the output channels (ε, v)
+                if ddpm_wgpu::diffusion::hybrid::LossType::parse(&args.loss)?.learned_variance() {
+                    cfg.out_channels = 2 * cfg.in_channels;
+                }
+                cfg
+            }
         };
         if let Some(d) = args.dropout {
             cfg.dropout = d;
@@ -461,6 +480,9 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
             beta_schedule: args.beta_schedule.clone(),
             num_train_timesteps: args.timesteps,
             prediction_type: args.prediction_type.clone(),
+            loss_type: args.loss.clone(),
+            vlb_weight: args.vlb_weight,
+            timestep_sampler: args.timestep_sampler.clone(),
             ..TrainConfig::default()
         };
         Trainer::new(&ctx, unet, config)?

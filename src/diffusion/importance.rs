@@ -105,3 +105,45 @@ impl LossSecondMoment {
         (t, 1.0 / (p.len() as f64 * p[t]))
     }
 }
+
+impl LossSecondMoment {
+    /// The history as two tensors for a checkpoint: values `[T, 10]` (zero-padded, oldest
+    /// first) and counts `[T]`. The values are f32 (the losses come from the GPU as f32), so a
+    /// round trip is exact.
+    pub fn to_host(&self) -> (Vec<f32>, Vec<f32>) {
+        let mut values = vec![0.0f32; self.history.len() * HISTORY_PER_TERM];
+        let mut counts = Vec::with_capacity(self.history.len());
+        for (t, h) in self.history.iter().enumerate() {
+            for (i, &v) in h.iter().enumerate() {
+                values[t * HISTORY_PER_TERM + i] = v as f32;
+            }
+            counts.push(h.len() as f32);
+        }
+        (values, counts)
+    }
+
+    /// Rebuild from [`LossSecondMoment::to_host`]'s tensors.
+    pub fn from_host(values: &[f32], counts: &[f32]) -> Result<Self> {
+        let t = counts.len();
+        if values.len() != t * HISTORY_PER_TERM {
+            return Err(Error::arg(
+                "importance history",
+                format!(
+                    "{} values for {t} timesteps; expected {}",
+                    values.len(),
+                    t * HISTORY_PER_TERM
+                ),
+            ));
+        }
+        let mut s = Self::new(t)?;
+        for (ti, &c) in counts.iter().enumerate() {
+            if !(0.0..=HISTORY_PER_TERM as f32).contains(&c) || c.fract() != 0.0 {
+                return Err(Error::arg("importance history", format!("count {c} at t = {ti}")));
+            }
+            for i in 0..c as usize {
+                s.update(ti, values[ti * HISTORY_PER_TERM + i] as f64)?;
+            }
+        }
+        Ok(s)
+    }
+}

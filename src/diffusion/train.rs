@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{self, TensorFile};
 use crate::data::Dataset;
 use crate::diffusion::generate::{self, Format, Model, SampleRequest, SchedulerConfig};
+use crate::diffusion::hybrid::{self, LossType};
+use crate::diffusion::importance::LossSecondMoment;
 use crate::diffusion::schedule::{BetaSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -61,6 +63,29 @@ pub struct TrainConfig {
     /// What the model learns to predict: "epsilon" (ε), "sample" (x₀) or "v_prediction" (v).
     #[serde(default = "default_prediction_type")]
     pub prediction_type: String,
+    /// Objective: "simple" (L_simple), "hybrid" (L_simple + λ·L_vlb, stop-gradient on the mean)
+    /// or "vlb"; the last two need a learned-variance model (out_channels = 2·in_channels).
+    #[serde(default = "default_loss_type")]
+    pub loss_type: String,
+    /// λ of the hybrid loss (0.001, improved DDPM).
+    #[serde(default = "default_vlb_weight")]
+    pub vlb_weight: f32,
+    /// How t is drawn: "uniform", or "importance" (p_t ∝ √E[L_t²] over the last 10 values of
+    /// L_t, uniform until every t has 10; the L_vlb term is weighted by 1/(T·p_t)).
+    #[serde(default = "default_timestep_sampler")]
+    pub timestep_sampler: String,
+}
+
+fn default_loss_type() -> String {
+    "simple".into()
+}
+
+fn default_vlb_weight() -> f32 {
+    0.001
+}
+
+fn default_timestep_sampler() -> String {
+    "uniform".into()
 }
 
 fn default_prediction_type() -> String {
@@ -89,8 +114,23 @@ impl Default for TrainConfig {
             beta_start: 1e-4,
             beta_end: 0.02,
             prediction_type: default_prediction_type(),
+            loss_type: default_loss_type(),
+            vlb_weight: default_vlb_weight(),
+            timestep_sampler: default_timestep_sampler(),
         }
     }
+}
+
+/// The host-side draws of one micro-batch.
+struct MicroBatch {
+    /// Images `[n, C, H, W]`.
+    x: Vec<f32>,
+    /// Timestep index of each image.
+    t: Vec<f32>,
+    /// Class labels (empty for an unlabelled dataset).
+    y: Vec<f32>,
+    /// Importance weight 1/(T·p_t) of each image (1 for uniform t).
+    weights: Vec<f64>,
 }
 
 /// Result of one optimizer step.
@@ -214,6 +254,9 @@ pub struct Trainer {
     sqrt_1m_ab: Tensor,
     null_class: Option<u32>,
     prediction: Prediction,
+    loss_type: LossType,
+    /// The L_t history of importance sampling (`timestep_sampler` "importance").
+    pub importance: Option<LossSecondMoment>,
 }
 
 impl Trainer {
@@ -235,6 +278,46 @@ impl Trainer {
             config.beta_end,
         )?;
         let prediction = Prediction::parse(&config.prediction_type)?;
+        let loss_type = LossType::parse(&config.loss_type)?;
+        let ucfg = unet.config();
+        let learned = ucfg.out_channels == 2 * ucfg.in_channels;
+        if loss_type.learned_variance() != learned {
+            return Err(Error::arg(
+                "--loss",
+                format!(
+                    "loss {} needs a model with out_channels = {} (in_channels {}); this one has {}{}",
+                    loss_type.name(),
+                    if loss_type.learned_variance() {
+                        2 * ucfg.in_channels
+                    } else {
+                        ucfg.in_channels
+                    },
+                    ucfg.in_channels,
+                    ucfg.out_channels,
+                    if learned {
+                        " (a learned variance: use --loss hybrid or vlb)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let importance = match config.timestep_sampler.as_str() {
+            "uniform" => None,
+            "importance" if loss_type.learned_variance() => Some(LossSecondMoment::new(config.num_train_timesteps)?),
+            "importance" => {
+                return Err(Error::arg(
+                    "--timestep-sampler",
+                    "importance sampling weighs the L_vlb term: it needs --loss hybrid or vlb",
+                ))
+            }
+            other => {
+                return Err(Error::arg(
+                    "--timestep-sampler",
+                    format!("unknown sampler '{other}'; expected uniform or importance"),
+                ))
+            }
+        };
         let sqrt_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_alphas_cumprod())?;
         let sqrt_1m_ab = ctx.upload(&[schedule.len()], &schedule.sqrt_one_minus_alphas_cumprod())?;
         let ema = unet.params.duplicate(ctx)?;
@@ -259,17 +342,20 @@ impl Trainer {
             sqrt_1m_ab,
             null_class,
             prediction,
+            loss_type,
+            importance,
         })
     }
 
     /// Build the host-side images (flipped), timesteps and labels of batch items
     /// `first..first + n` of the current step, each drawn from (seed, step, item): a batch split
     /// into micro-batches draws exactly what the whole batch would.
-    fn micro_batch(&self, data: &Dataset, first: u64, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn micro_batch(&self, data: &Dataset, first: u64, n: usize) -> MicroBatch {
         let (c, h, w) = (data.channels, data.height, data.width);
         let mut x = Vec::with_capacity(n * c * h * w);
         let mut t = Vec::with_capacity(n);
         let mut y = Vec::with_capacity(n);
+        let mut weights = Vec::with_capacity(n);
         let s = self.config.seed;
         for i in first..first + n as u64 {
             let idx = (key(s, self.step, 0, i, 1) % data.len() as u64) as usize;
@@ -282,7 +368,18 @@ impl Trainer {
                     x.extend_from_slice(row);
                 }
             }
-            t.push((key(s, self.step, 0, i, 3) % self.schedule.len() as u64) as f32);
+            let tk = key(s, self.step, 0, i, 3);
+            match &self.importance {
+                Some(imp) => {
+                    let (ti, w) = imp.sample((tk >> 11) as f64 / (1u64 << 53) as f64);
+                    t.push(ti as f32);
+                    weights.push(w);
+                }
+                None => {
+                    t.push((tk % self.schedule.len() as u64) as f32);
+                    weights.push(1.0);
+                }
+            }
             if !data.labels.is_empty() {
                 let drop_u = (key(s, self.step, 0, i, 4) >> 11) as f64 / (1u64 << 53) as f64;
                 let label = match self.null_class {
@@ -292,7 +389,7 @@ impl Trainer {
                 y.push(label as f32);
             }
         }
-        (x, t, y)
+        MicroBatch { x, t, y, weights }
     }
 
     /// One optimizer step on `data`. Returns the loss and gradient norm; a non-finite loss is
@@ -328,11 +425,13 @@ impl Trainer {
         let (c, h, w) = (data.channels, data.height, data.width);
         let mut grads = Grads::new(self.unet.params.len());
         let mut losses = Vec::new();
+        let mut learned = Vec::new();
         for micro in 0..self.config.grad_accum as u64 {
             let first = micro * micro_n as u64;
-            let (x0, t, y) = self.micro_batch(data, first, micro_n);
-            let x0 = ctx.upload(&[micro_n, c, h, w], &x0)?;
-            let t = ctx.upload(&[micro_n], &t)?;
+            let mb = self.micro_batch(data, first, micro_n);
+            let (t_host, y, weights) = (mb.t, mb.y, mb.weights);
+            let x0 = ctx.upload(&[micro_n, c, h, w], &mb.x)?;
+            let t = ctx.upload(&[micro_n], &t_host)?;
             let y = if conditional {
                 Some(ctx.upload(&[micro_n], &y)?)
             } else {
@@ -358,9 +457,29 @@ impl Trainer {
                 seed: key(self.config.seed, self.step, micro, 0, 6),
             };
             let (pred, tape) = self.unet.forward_tape(ctx, &x_t, &t, y.as_ref(), mode)?;
-            losses.push(loss::mse_loss(ctx, &pred, &target)?);
-            let dpred = loss::mse_loss_backward(ctx, &pred, &target, 1.0 / self.config.grad_accum as f32)?;
-            self.unet.backward(ctx, tape, &dpred, &mut grads)?;
+            if self.loss_type.learned_variance() {
+                let ts: Vec<usize> = t_host.iter().map(|&v| v as usize).collect();
+                let l = hybrid::learned_variance_loss(
+                    ctx,
+                    &self.schedule,
+                    self.prediction,
+                    self.loss_type,
+                    self.config.vlb_weight as f64,
+                    &pred,
+                    &target,
+                    &x0,
+                    &x_t,
+                    &ts,
+                    &weights,
+                    1.0 / self.config.grad_accum as f64,
+                )?;
+                self.unet.backward(ctx, tape, &l.dout, &mut grads)?;
+                learned.push((ts, l));
+            } else {
+                losses.push(loss::mse_loss(ctx, &pred, &target)?);
+                let dpred = loss::mse_loss_backward(ctx, &pred, &target, 1.0 / self.config.grad_accum as f32)?;
+                self.unet.backward(ctx, tape, &dpred, &mut grads)?;
+            }
         }
         let grad_list: Vec<&Tensor> = (0..grads.len())
             .map(|i| {
@@ -374,7 +493,12 @@ impl Trainer {
         for l in &losses {
             loss_sum += ctx.read(l)?[0];
         }
-        let loss = loss_sum / losses.len() as f32;
+        let mut vb_values = Vec::new();
+        for (ts, l) in &learned {
+            loss_sum += l.value(ctx)? as f32;
+            vb_values.extend(ts.iter().copied().zip(ctx.read(&l.vb)?));
+        }
+        let loss = loss_sum / (losses.len() + learned.len()) as f32;
         let grad_norm = ctx.read(&norm_sq)?[0].sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(Error::NonFinite {
@@ -412,6 +536,11 @@ impl Trainer {
             optim::ema_update(ctx, self.ema.get(i), param, decay)?;
         }
         ctx.flush();
+        if let Some(imp) = &mut self.importance {
+            for &(t, vb) in &vb_values {
+                imp.update(t, vb as f64)?;
+            }
+        }
         self.step += 1;
         Ok(StepStats {
             step: self.step,
@@ -514,6 +643,12 @@ impl Trainer {
                 tensors.push((format!("{prefix}{name}"), shape, data));
             }
         }
+        if let Some(imp) = &self.importance {
+            let (values, counts) = imp.to_host();
+            let t = counts.len();
+            tensors.push(("importance.values".into(), vec![t, values.len() / t], values));
+            tensors.push(("importance.counts".into(), vec![t], counts));
+        }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert(
@@ -532,7 +667,7 @@ impl Trainer {
             "beta_start": self.config.beta_start,
             "beta_end": self.config.beta_end,
             "beta_schedule": BetaSchedule::parse(&self.config.beta_schedule).map(|b| b.diffusers_name()).unwrap_or("linear"),
-            "variance_type": "fixed_small",
+            "variance_type": if self.loss_type.learned_variance() { "learned_range" } else { "fixed_small" },
             "clip_sample": true,
             "prediction_type": self.prediction.diffusers_name(),
             // Not a diffusers field (diffusers ignores it): the class-embedding row trained as
@@ -573,6 +708,11 @@ impl Trainer {
         t.ema = ema_unet.params;
         checkpoint::load_params(ctx, &mut t.m, &file, "adam_m.")?;
         checkpoint::load_params(ctx, &mut t.v, &file, "adam_v.")?;
+        if t.importance.is_some() {
+            let (_, values) = file.get("importance.values")?;
+            let (_, counts) = file.get("importance.counts")?;
+            t.importance = Some(LossSecondMoment::from_host(values, counts).map_err(|e| bad(&e.to_string()))?);
+        }
         t.step = step;
         Ok(t)
     }
