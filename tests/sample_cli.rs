@@ -402,3 +402,37 @@ fn cli_sample_writes_grids_and_explains_errors() {
         }
     }
 }
+
+#[test]
+fn cli_sample_uses_the_model_folders_sample_defaults() {
+    let dir = scratch("defaults");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture("unet_a_basic").join(f), model.join(f)).unwrap();
+    }
+    // the folder's recommendation: 3 images, DDIM with 2 steps (the flags' defaults would be
+    // 64 images of 1000 ancestral steps)
+    std::fs::write(
+        model.join("sample_defaults.json"),
+        r#"{"sampler": "ddim", "steps": 2, "n": 3}"#,
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let (ok, err) = ddpm(&["sample", "--model", m, "--out", "d.png"], &dir);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Ddim") && err.contains("2 steps") && err.contains("3 samples"),
+        "{err}"
+    );
+    // a flag beats the file
+    let (ok, err) = ddpm(&["sample", "--model", m, "--n", "1", "--out", "e.png"], &dir);
+    assert!(ok && err.contains("1 samples"), "{err}");
+    // a broken file is named, with what it may contain
+    std::fs::write(model.join("sample_defaults.json"), r#"{"sampler": "ddim", "stepz": 2}"#).unwrap();
+    let (ok, err) = ddpm(&["sample", "--model", m], &dir);
+    assert!(
+        !ok && err.contains("sample_defaults.json") && err.contains("stepz"),
+        "{err}"
+    );
+}
