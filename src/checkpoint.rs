@@ -233,20 +233,45 @@ impl UNet {
         }
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let config = UNetConfig::from_json(&text).map_err(|e| Error::Checkpoint {
-            path: cfg_path.clone(),
-            msg: e.to_string(),
-        })?;
-        let mut unet = UNet::new(config)?;
-        let file = TensorFile::read(&dir.join(WEIGHTS_FILE))?;
-        load_params(ctx, &mut unet.params, &file, "")?;
-        Ok(unet)
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+        unet_from_parts(ctx, &text, &weights, &cfg_path, &weights_path)
+    }
+
+    /// [`UNet::from_pretrained`] from the folder's two files already in memory: config.json's
+    /// text and the safetensors bytes (what a web page fetches).
+    pub fn from_bytes(ctx: &Context, config_json: &str, weights: &[u8]) -> Result<UNet> {
+        unet_from_parts(
+            ctx,
+            config_json,
+            weights,
+            Path::new(CONFIG_FILE),
+            Path::new(WEIGHTS_FILE),
+        )
     }
 
     /// Write a diffusers model folder (atomically, file by file).
     pub fn save_pretrained(&self, ctx: &Context, dir: impl AsRef<Path>) -> Result<()> {
         save_folder(ctx, dir.as_ref(), self.config(), &self.params)
     }
+}
+
+/// A U-Net from config.json text and safetensors bytes; the paths only name them in messages.
+pub(crate) fn unet_from_parts(
+    ctx: &Context,
+    config_json: &str,
+    weights: &[u8],
+    cfg_path: &Path,
+    weights_path: &Path,
+) -> Result<UNet> {
+    let config = UNetConfig::from_json(config_json).map_err(|e| Error::Checkpoint {
+        path: cfg_path.into(),
+        msg: e.to_string(),
+    })?;
+    let mut unet = UNet::new(config)?;
+    let file = TensorFile::parse(weights_path, weights)?;
+    load_params(ctx, &mut unet.params, &file, "")?;
+    Ok(unet)
 }
 
 /// Write `params` as a diffusers model folder for `config`.

@@ -121,6 +121,15 @@ pub enum Error {
     /// Interrupted by the user (Ctrl-C).
     #[error("interrupted")]
     Interrupted,
+    /// A blocking call in the browser (wasm32), where the page's one thread must not wait for
+    /// the GPU.
+    #[error("{what} would block the browser's only thread; call {instead} and await it")]
+    WouldBlock {
+        /// The blocking call.
+        what: &'static str,
+        /// Its async counterpart.
+        instead: &'static str,
+    },
 }
 
 impl Error {

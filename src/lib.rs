@@ -98,7 +98,17 @@
 //! against reference in `tests/kernels/<family>.rs` (register it in `tests/kernels/main.rs`),
 //! and the reference backward against finite differences. (5) Add a bench group in `benches/`.
 //! Outside the crate, `examples/custom_op.rs` does the same with [`Context::run_wgsl`].
+//!
+//! **In the browser.** With the `web` feature the crate builds for `wasm32-unknown-unknown` over
+//! wgpu's WebGPU backend, and the `web` module exports a small wasm-bindgen API (`web/build.sh`
+//! builds it, `web/index.html` uses it). The page's one thread must never block, so every wait
+//! has an async form that both targets share — [`Context::new_async`], [`Context::read_async`],
+//! [`diffusion::generate::sample_model_async`] — and the blocking calls are those futures run
+//! to completion natively, [`Error::WouldBlock`] in the browser.
 #![warn(missing_docs)]
+// On wasm32 wgpu's handles are neither Send nor Sync (the page has one thread) and std::fs::File
+// holds nothing to drop: the Arcs and the explicit file drop are there for native targets.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync, clippy::drop_non_drop))]
 
 pub mod checkpoint;
 pub mod data;
@@ -110,6 +120,8 @@ pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod tensor;
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+pub mod web;
 
 pub use data::Dataset;
 pub use diffusion::generate::{Model, SampleOutput, SampleRequest, SchedulerConfig};

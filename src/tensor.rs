@@ -201,9 +201,16 @@ impl Context {
         Ok(())
     }
 
-    /// Run everything recorded so far and copy `t` back to the host.
+    /// Run everything recorded so far and copy `t` back to the host. In the browser, await
+    /// [`Context::read_async`] instead.
     pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(t.buffer(), t.bytes())?;
+        crate::gpu::block_on(self.read_async(t), "Context::read", "Context::read_async")
+    }
+
+    /// [`Context::read`], awaited: the browser's readback (the mapping resolves from the page's
+    /// event loop). On native targets the future is ready when first polled.
+    pub async fn read_async(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes_async(t.buffer(), t.bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 

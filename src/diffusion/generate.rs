@@ -187,37 +187,74 @@ pub fn load_model(ctx: &Context, dir: &Path) -> Result<Model> {
         )));
     }
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let class = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.get("_class_name").and_then(Value::as_str).map(str::to_string));
-    if let Some(class) = class.filter(|c| c != "UNet2DModel") {
-        return Err(Error::Checkpoint {
-            path: cfg_path,
-            msg: format!("describes a {class}, not a UNet2DModel; `ddpm sample` needs a diffusers UNet2DModel folder"),
-        });
-    }
-    let unet = UNet::from_pretrained(ctx, &model_dir)?;
+    check_unet_class(&text, &cfg_path)?;
+    let weights_path = model_dir.join(checkpoint::WEIGHTS_FILE);
+    let weights = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
     let candidates = [
         model_dir.join(SCHEDULER_FILE),
         model_dir.join("..").join("scheduler").join(SCHEDULER_FILE),
     ];
     let scheduler_path = candidates.into_iter().find(|p| p.exists());
-    let scheduler = match &scheduler_path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            SchedulerConfig::from_json(&text).map_err(|e| Error::Checkpoint {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?
-        }
-        None => SchedulerConfig::default(),
+    let scheduler_text = match &scheduler_path {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
+        None => None,
     };
+    let unet = checkpoint::unet_from_parts(ctx, &text, &weights, &cfg_path, &weights_path)?;
+    let scheduler = parse_scheduler(scheduler_text.as_deref(), scheduler_path.as_deref())?;
     Ok(Model {
         dir: model_dir,
         unet,
         scheduler,
         scheduler_path,
     })
+}
+
+/// [`load_model`] from the files already in memory (what a web page fetches): config.json's
+/// text, the safetensors bytes of diffusion_pytorch_model.safetensors, and
+/// scheduler_config.json's text if the model has one (DDPM defaults otherwise).
+pub fn load_model_bytes(
+    ctx: &Context,
+    config_json: &str,
+    weights: &[u8],
+    scheduler_json: Option<&str>,
+) -> Result<Model> {
+    let cfg_path = Path::new(CONFIG_FILE);
+    check_unet_class(config_json, cfg_path)?;
+    let weights_path = Path::new(checkpoint::WEIGHTS_FILE);
+    let unet = checkpoint::unet_from_parts(ctx, config_json, weights, cfg_path, weights_path)?;
+    let scheduler_path = scheduler_json.map(|_| PathBuf::from(SCHEDULER_FILE));
+    let scheduler = parse_scheduler(scheduler_json, scheduler_path.as_deref())?;
+    Ok(Model {
+        dir: PathBuf::from("(model in memory)"),
+        unet,
+        scheduler,
+        scheduler_path,
+    })
+}
+
+/// Refuse a config.json that names another diffusers class than UNet2DModel.
+fn check_unet_class(config_json: &str, cfg_path: &Path) -> Result<()> {
+    let class = serde_json::from_str::<Value>(config_json)
+        .ok()
+        .and_then(|v| v.get("_class_name").and_then(Value::as_str).map(str::to_string));
+    if let Some(class) = class.filter(|c| c != "UNet2DModel") {
+        return Err(Error::Checkpoint {
+            path: cfg_path.into(),
+            msg: format!("describes a {class}, not a UNet2DModel; `ddpm sample` needs a diffusers UNet2DModel folder"),
+        });
+    }
+    Ok(())
+}
+
+/// The scheduler config from its text (`path` names it in messages), DDPM defaults without one.
+fn parse_scheduler(text: Option<&str>, path: Option<&Path>) -> Result<SchedulerConfig> {
+    match text {
+        Some(text) => SchedulerConfig::from_json(text).map_err(|e| Error::Checkpoint {
+            path: path.unwrap_or(Path::new(SCHEDULER_FILE)).into(),
+            msg: e.to_string(),
+        }),
+        None => Ok(SchedulerConfig::default()),
+    }
 }
 
 /// What to sample.
@@ -429,8 +466,24 @@ pub fn resolve(model: &Model, req: &SampleRequest) -> Result<(Sampler, Spacing, 
 }
 
 /// Sample from a loaded model. `progress(done, total)` is called after every step (nothing is
-/// read back from the GPU until the end).
+/// read back from the GPU until the end). In the browser, await [`sample_model_async`] instead.
 pub fn sample_model(
+    ctx: &Context,
+    model: &Model,
+    req: &SampleRequest,
+    progress: impl FnMut(usize, usize),
+) -> Result<SampleOutput> {
+    crate::gpu::block_on(
+        sample_model_async(ctx, model, req, progress),
+        "sample_model",
+        "sample_model_async",
+    )
+}
+
+/// [`sample_model`], awaited: the same steps, with the final readbacks awaited (the browser's
+/// way; on native targets the future is ready when first polled). `progress` is called as
+/// each step is recorded, before the GPU has run it.
+pub async fn sample_model_async(
     ctx: &Context,
     model: &Model,
     req: &SampleRequest,
@@ -474,13 +527,13 @@ pub fn sample_model(
     let prediction = model.scheduler.prediction;
     let plan = sample::plan_with(&schedule, sampler, spacing, steps, prediction)?;
     let out = sample::sample_with(ctx, &model.unet, &schedule, prediction, &opts, progress)?;
-    let images = ctx.read(&out.images)?;
+    let images = ctx.read_async(&out.images).await?;
     let (mut strip_steps, mut strip_x, mut strip_x0, mut strip_t) = (vec![], vec![], vec![], vec![]);
     for (i, x, x0) in &out.trajectory {
         strip_steps.push(*i);
         strip_t.push(plan[*i].t);
-        strip_x.push(ctx.read(x)?);
-        strip_x0.push(ctx.read(x0)?);
+        strip_x.push(ctx.read_async(x).await?);
+        strip_x0.push(ctx.read_async(x0).await?);
     }
     Ok(SampleOutput {
         images,

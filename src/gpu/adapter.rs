@@ -64,6 +64,7 @@ pub(crate) fn parse_backends(s: &str) -> Result<wgpu::Backends> {
             "metal" | "mtl" => wgpu::Backends::METAL,
             "dx12" | "d3d12" => wgpu::Backends::DX12,
             "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
             "all" => wgpu::Backends::all(),
             _ => return Err(Error::UnknownBackend(part)),
         };
@@ -77,6 +78,8 @@ pub(crate) fn parse_backends(s: &str) -> Result<wgpu::Backends> {
 fn backends(opts: &ContextOptions) -> Result<wgpu::Backends> {
     match &opts.backend {
         Some(s) => parse_backends(s),
+        // In the browser the only backend is the browser's own WebGPU.
+        None if cfg!(target_arch = "wasm32") => Ok(wgpu::Backends::BROWSER_WEBGPU),
         None => Ok(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL),
     }
 }
@@ -87,10 +90,16 @@ pub(crate) fn instance(opts: &ContextOptions) -> Result<wgpu::Instance> {
     Ok(wgpu::Instance::new(desc))
 }
 
-/// Every adapter the instance sees, in enumeration order.
+/// Every adapter the instance sees, in enumeration order. In the browser, await
+/// [`list_async`] instead.
 pub fn list(opts: &ContextOptions) -> Result<Vec<AdapterSummary>> {
+    crate::gpu::block_on(list_async(opts), "adapter::list", "adapter::list_async")
+}
+
+/// [`list`], awaited (in the browser: the one adapter `navigator.gpu` offers, if any).
+pub async fn list_async(opts: &ContextOptions) -> Result<Vec<AdapterSummary>> {
     let inst = instance(opts)?;
-    let adapters = pollster::block_on(inst.enumerate_adapters(backends(opts)?));
+    let adapters = inst.enumerate_adapters(backends(opts)?).await;
     Ok(adapters.iter().enumerate().map(|(i, a)| summary(i, a)).collect())
 }
 
@@ -123,9 +132,9 @@ fn rank(a: &wgpu::Adapter) -> (u8, u8) {
     (ty, be)
 }
 
-pub(crate) fn choose(inst: &wgpu::Instance, opts: &ContextOptions) -> Result<wgpu::Adapter> {
+pub(crate) async fn choose(inst: &wgpu::Instance, opts: &ContextOptions) -> Result<wgpu::Adapter> {
     let bk = backends(opts)?;
-    let adapters = pollster::block_on(inst.enumerate_adapters(bk));
+    let adapters = inst.enumerate_adapters(bk).await;
     // Adapters that cannot run compute shaders are useless to us (very old GL).
     let usable: Vec<(usize, wgpu::Adapter)> = adapters
         .into_iter()
@@ -162,9 +171,14 @@ pub(crate) fn choose(inst: &wgpu::Instance, opts: &ContextOptions) -> Result<wgp
         .min_by_key(rank)
         .ok_or_else(|| Error::NoAdapter {
             searched: format!("{bk:?}"),
-            hint: "Install a Vulkan driver: on Linux without a GPU `apt-get install mesa-vulkan-drivers` \
-               (software lavapipe); or try the GL backend with DDPM_BACKEND=gl (needs Mesa's EGL, \
-               `apt-get install libegl-mesa0`)."
-                .into(),
+            hint: if cfg!(target_arch = "wasm32") {
+                "The browser's navigator.gpu offered no adapter: use a browser with WebGPU enabled \
+                 (headless Chromium needs --enable-unsafe-webgpu)."
+            } else {
+                "Install a Vulkan driver: on Linux without a GPU `apt-get install mesa-vulkan-drivers` \
+                 (software lavapipe); or try the GL backend with DDPM_BACKEND=gl (needs Mesa's EGL, \
+                 `apt-get install libegl-mesa0`)."
+            }
+            .into(),
         })
 }

@@ -11,8 +11,11 @@ pub(crate) use pipeline::{Dispatch, Shader};
 pub(crate) use pool::BufferPool as BufferPoolHandle;
 pub use pool::MemoryStats;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use crate::error::{Error, Result};
 use pipeline::PipelineCache;
@@ -20,6 +23,117 @@ use pool::BufferPool;
 
 /// Largest number of workgroups in one grid dimension that every adapter accepts.
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// Wait for `fut`: the blocking face of an async call. In the browser (wasm32) the page's one
+/// thread must never wait for the GPU, so there it returns [`Error::WouldBlock`] naming the
+/// async call to await instead.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn block_on<T>(
+    fut: impl Future<Output = Result<T>>,
+    _what: &'static str,
+    _instead: &'static str,
+) -> Result<T> {
+    pollster::block_on(fut)
+}
+
+/// Wait for `fut`: the blocking face of an async call. In the browser (wasm32) the page's one
+/// thread must never wait for the GPU, so there it returns [`Error::WouldBlock`] naming the
+/// async call to await instead.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn block_on<T>(
+    _fut: impl Future<Output = Result<T>>,
+    what: &'static str,
+    instead: &'static str,
+) -> Result<T> {
+    Err(Error::WouldBlock { what, instead })
+}
+
+/// Run `f` inside an error scope of `filter`; returns its result and the first error it raised.
+/// Native targets wait for the scope's verdict. In the browser that wait would block the page,
+/// so no scope is opened: errors reach the uncaptured-error handler and come back from the next
+/// readback ([`Context::check_error`]).
+pub(crate) fn scoped<T>(
+    device: &wgpu::Device,
+    filter: wgpu::ErrorFilter,
+    f: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let scope = device.push_error_scope(filter);
+        let out = f();
+        (out, pollster::block_on(scope.pop()))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (device, filter);
+        (f(), None)
+    }
+}
+
+/// The outcome of `Buffer::map_async` as a future: the callback fills the slot and wakes the
+/// task. Native targets run the callback inside `Device::poll` (on this thread, or on another
+/// one polling the same device at the time); the browser runs it from its event loop. A callback
+/// dropped without running resolves the future with an error instead of leaving it pending.
+#[derive(Clone, Default)]
+struct Mapped(Arc<Mutex<MapSlot>>);
+
+#[derive(Default)]
+struct MapSlot {
+    /// Set once, by the callback or its drop.
+    resolved: bool,
+    result: Option<Result<()>>,
+    waker: Option<Waker>,
+}
+
+/// Owned by the map callback; resolves the future when called or dropped.
+struct MapCallback(Mapped);
+
+impl Mapped {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MapSlot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn resolve(&self, result: Result<()>) {
+        let mut slot = self.lock();
+        if !slot.resolved {
+            slot.resolved = true;
+            slot.result = Some(result);
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn callback(&self) -> impl FnOnce(std::result::Result<(), wgpu::BufferAsyncError>) + 'static {
+        let guard = MapCallback(self.clone());
+        move |r| {
+            guard
+                .0
+                .resolve(r.map_err(|e| Error::Gpu(format!("mapping readback buffer: {e}"))))
+        }
+    }
+}
+
+impl Drop for MapCallback {
+    fn drop(&mut self) {
+        self.0.resolve(Err(Error::Gpu("readback callback never ran".into())));
+    }
+}
+
+impl Future for Mapped {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<()>> {
+        let mut slot = self.lock();
+        match slot.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
 
 /// Work recorded but not yet submitted: one command encoder plus the uniform buffers it uses,
 /// which go back to the pool once the encoder is submitted.
@@ -54,20 +168,44 @@ pub struct Context {
 
 impl Context {
     /// Create a context with options from the environment (`DDPM_BACKEND`, `DDPM_ADAPTER`,
-    /// falling back to wgpu's `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`).
+    /// falling back to wgpu's `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`). In the browser, await
+    /// [`Context::new_async`] instead.
     pub fn new() -> Result<Self> {
         Self::with_options(&ContextOptions::from_env())
     }
 
-    /// Create a context on the adapter chosen by `opts`.
+    /// Create a context on the adapter chosen by `opts`. In the browser, await
+    /// [`Context::with_options_async`] instead.
     pub fn with_options(opts: &ContextOptions) -> Result<Self> {
+        block_on(
+            Self::with_options_async(opts),
+            "Context::with_options",
+            "Context::with_options_async",
+        )
+    }
+
+    /// [`Context::new`] for the browser, where the adapter and device requests are promises
+    /// the page awaits (there the only adapter is the browser's WebGPU one). The same steps as
+    /// [`Context::new`] on native targets.
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(&ContextOptions::from_env()).await
+    }
+
+    /// [`Context::with_options`], awaited.
+    pub async fn with_options_async(opts: &ContextOptions) -> Result<Self> {
         let instance = adapter::instance(opts)?;
-        let adapter = adapter::choose(&instance, opts)?;
+        let adapter = adapter::choose(&instance, opts).await?;
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16
-            | wgpu::Features::SUBGROUP
-            | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Subgroup kernels are written for naga, which rejects the `enable subgroups;` directive
+        // the browser's WGSL compiler requires, so the browser build runs without them.
+        let wanted = if cfg!(target_arch = "wasm32") {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        };
         let features = adapter.features() & wanted;
         // Ask for the adapter's real limits: lavapipe allows 128 MiB storage bindings, far more
         // than wgpu's conservative defaults.
@@ -78,7 +216,7 @@ impl Context {
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+        let (device, queue) = adapter.request_device(&desc).await.map_err(|e| Error::RequestDevice {
             adapter: info.name.clone(),
             msg: e.to_string(),
         })?;
@@ -335,13 +473,14 @@ impl Context {
             });
         }
         // A bad bind group would poison the shared encoder: validate it on its own first.
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&what),
-            layout: &layout,
-            entries: &entries,
+        let (bind_group, error) = scoped(&self.device, wgpu::ErrorFilter::Validation, || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&what),
+                layout: &layout,
+                entries: &entries,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             if let Some(u) = uniform {
                 self.pool.give_back_uniform(u);
             }
@@ -497,7 +636,9 @@ impl Context {
     }
 
     /// Copy `bytes` bytes from the start of `src` back to the CPU, after all recorded work.
-    pub(crate) fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    /// Native targets wait for the device inside, so the returned future is ready when first
+    /// polled; in the browser it resolves once the page's event loop has run the mapping.
+    pub(crate) async fn read_bytes_async(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback staging"),
             size: bytes.max(4).next_multiple_of(4),
@@ -515,17 +656,17 @@ impl Context {
             self.submit_locked(&mut pending);
         }
         self.readbacks.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+        let mapped = Mapped::default();
+        staging.map_async(wgpu::MapMode::Read, .., mapped.callback());
+        // Native: the callback has run when the wait returns, unless another thread polling
+        // the device took it; then the future waits for that thread to run it.
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(format!("waiting for readback: {e}")))?;
+        let mapping = mapped.await;
         self.check_error()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping readback buffer: {e}")))?;
+        mapping?;
         let out = {
             let view = staging
                 .get_mapped_range(..)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::scoped;
 use crate::error::{Error, Result};
 
 /// A WGSL source file embedded in the binary, one per op family (`shaders/<name>.wgsl`).
@@ -97,12 +98,13 @@ impl PipelineCache {
                             b.group, b.binding
                         )));
                     }
-                    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(k.name),
-                        source: wgpu::ShaderSource::Wgsl(k.source.into()),
+                    let (m, error) = scoped(device, wgpu::ErrorFilter::Validation, || {
+                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(k.name),
+                            source: wgpu::ShaderSource::Wgsl(k.source.into()),
+                        })
                     });
-                    if let Some(e) = pollster::block_on(scope.pop()) {
+                    if let Some(e) = error {
                         return Err(bad(e.to_string()));
                     }
                     modules.insert(
@@ -120,16 +122,17 @@ impl PipelineCache {
             return Ok(p.clone());
         }
         let label = format!("{}::{}", k.name, k.entry);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(k.entry),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
+        let (pipeline, error) = scoped(device, wgpu::ErrorFilter::Validation, || {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(k.entry),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(bad(e.to_string()));
         }
         let pipeline = Arc::new(pipeline);
@@ -160,12 +163,13 @@ impl PipelineCache {
             if let Some(m) = modules.get(shader.name) {
                 m.clone()
             } else {
-                let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-                let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                let (m, error) = scoped(device, wgpu::ErrorFilter::Validation, || {
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    })
                 });
-                if let Some(e) = pollster::block_on(scope.pop()) {
+                if let Some(e) = error {
                     return Err(Error::Gpu(format!("shaders/{}.wgsl: {e}", shader.name)));
                 }
                 modules.insert(shader.name, m.clone());
@@ -173,20 +177,21 @@ impl PipelineCache {
             }
         };
         let label = format!("{}::{}", shader.name, entry);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                // Every kernel initialises the workgroup memory it reads.
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
+        let (pipeline, error) = scoped(device, wgpu::ErrorFilter::Validation, || {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    // Every kernel initialises the workgroup memory it reads.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(Error::Gpu(format!("pipeline {label}: {e}")));
         }
         let pipeline = Arc::new(pipeline);

@@ -78,14 +78,15 @@ impl BufferPool {
             None => {
                 let live = inner.stats.live_bytes;
                 drop(inner);
-                let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-                let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(what),
-                    size,
-                    usage: STORAGE_USAGE,
-                    mapped_at_creation: false,
+                let (b, error) = super::scoped(&self.device, wgpu::ErrorFilter::OutOfMemory, || {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(what),
+                        size,
+                        usage: STORAGE_USAGE,
+                        mapped_at_creation: false,
+                    })
                 });
-                if pollster::block_on(scope.pop()).is_some() {
+                if error.is_some() {
                     return Err(Error::OutOfMemory {
                         what: what.to_string(),
                         bytes: size,
