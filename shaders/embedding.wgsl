@@ -31,12 +31,24 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * 256u + lid;
 }
 
-// Reduce an angle to [-π, π] with a two-constant 2π (Cody–Waite; 6.28125 has 8 significant
-// bits so k·6.28125 is exact for |k| < 2^16): GPU sin/cos are only specified near [-π, π] and
-// arguments reach ~1000 rad for t ~ 1000.
-fn reduce_angle(a: f32) -> f32 {
-    let k = round(a * 0.15915494309189535);
-    return fma(-k, 1.9353071795864769e-3, fma(-k, 6.28125, a));
+// (sin a, cos a) to a few f32 ulps on every adapter, for |a| up to ~1e5 (t·freq reaches ~1000
+// rad for t ~ 1000). The builtins are only specified to 2^-11 absolute error on [-π, π]
+// (SwiftShader, the browser's software adapter, is 2e-4 off), enough to move the model's output
+// away from another adapter's. Cody–Waite reduction by π/2 (1.5703125 has 8 significant bits, so
+// k·1.5703125 is exact for |k| < 2^16) to y in [-π/4, π/4], Cephes' sinf/cosf polynomials on y,
+// then the quadrant k mod 4.
+fn sin_cos(a: f32) -> vec2<f32> {
+    let k = round(a * 0.6366197723675814);
+    let y = fma(-k, 4.8382679489661923e-4, fma(-k, 1.5703125, a));
+    let z = y * y;
+    let s = y + y * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+    switch (i32(k) & 3) {
+        case 0: { return vec2<f32>(s, c); }
+        case 1: { return vec2<f32>(c, -s); }
+        case 2: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
 }
 
 // emb[b, k] (bindings t, emb): with j = k mod half and freq_j = exp(-ln(max_period)·j /
@@ -56,9 +68,9 @@ fn timestep_embedding(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let second = k >= p.half;
     let j = select(k, k - p.half, second);
     let freq = exp(p.neg_ln_period * f32(j) / p.denom);
-    let r = reduce_angle(t[b] * freq);
+    let sc = sin_cos(t[b] * freq);
     // first half sin unless flipped
-    emb[i] = select(sin(r), cos(r), second != (p.flip != 0u));
+    emb[i] = select(sc.x, sc.y, second != (p.flip != 0u));
 }
 
 // Class index of a label stored as f32 (rounded), or -1 when outside 0..K-1 (or NaN).
