@@ -14,6 +14,7 @@ use ddpm_wgpu::data::Dataset;
 use ddpm_wgpu::diffusion::eval;
 use ddpm_wgpu::diffusion::generate::{self, Format, SampleRequest};
 use ddpm_wgpu::diffusion::sample::Spacing;
+use ddpm_wgpu::diffusion::sde::{Predictor, SdeParams};
 use ddpm_wgpu::diffusion::train::{preset_for, Control, FitEnd, FitOptions, Progress, TrainConfig, Trainer};
 use ddpm_wgpu::gpu::adapter;
 use ddpm_wgpu::{Context, ContextOptions, Error, Result, UNet, UNetConfig};
@@ -138,13 +139,31 @@ struct SampleArgs {
     /// assets/default-model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// ddpm (ancestral, Ho et al.), ddim (Song et al.) or dpm++ (DPM-Solver++(2M)). Default:
+    /// ddpm (ancestral, Ho et al.), ddim (Song et al.) or dpm++ (DPM-Solver++(2M)); or the
+    /// score-SDE view of the model: sde-em (reverse-SDE Euler–Maruyama), pc (predictor–corrector),
+    /// ode-heun (probability-flow ODE, Heun), langevin (annealed Langevin dynamics). Default:
     /// the model folder's sample_defaults.json, else ddpm.
     #[arg(long)]
     sampler: Option<String>,
-    /// Inference steps (default: T for ddpm, 50 for ddim, 25 for dpm++).
+    /// Inference steps (default: T for ddpm, sde-em and pc, 50 for ddim, 25 for dpm++, 100 for
+    /// ode-heun); for langevin the number of noise levels (default 10).
     #[arg(long)]
     steps: Option<usize>,
+    /// pc: the predictor, ancestral (DDPM's step with σ² = β; default) or reverse-diffusion.
+    #[arg(long)]
+    predictor: Option<String>,
+    /// pc: signal-to-noise ratio r of the Langevin corrector (default 0.16).
+    #[arg(long)]
+    snr: Option<f64>,
+    /// pc: Langevin corrector steps before each predictor step (default 1; 0 = predictor only).
+    #[arg(long)]
+    corrector_steps: Option<usize>,
+    /// langevin: Langevin steps per noise level (default 100).
+    #[arg(long)]
+    langevin_steps: Option<usize>,
+    /// langevin: step scale ε; level i steps by α_i = ε·σ_i²/σ_L² (default 2e-5).
+    #[arg(long)]
+    langevin_eps: Option<f64>,
     /// Number of images (for a class-conditional model without --class: spread over the
     /// classes, one grid row per class). Default: sample_defaults.json, else 64.
     #[arg(long)]
@@ -631,6 +650,7 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
     }
     let format = Format::parse(args.format.as_deref(), &args.out)?;
     let spacing = args.spacing.as_deref().map(Spacing::parse).transpose()?;
+    let predictor = args.predictor.as_deref().map(Predictor::parse).transpose()?;
     let d = SampleDefaults::read(&model_dir)?;
     let req = SampleRequest {
         sampler: args.sampler.or(d.sampler).unwrap_or_else(|| "ddpm".into()),
@@ -643,6 +663,13 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
         eta: args.eta,
         spacing,
         strip: args.strip,
+        sde: SdeParams {
+            predictor,
+            snr: args.snr,
+            corrector_steps: args.corrector_steps,
+            langevin_steps: args.langevin_steps,
+            langevin_eps: args.langevin_eps,
+        },
     };
     let ctx = Context::with_options(opts)?;
     let model = generate::load_model(&ctx, &model_dir)?;
@@ -955,6 +982,7 @@ fn fd_eval(ctx: &Context, model: &generate::Model, data: &Dataset, n: usize, arg
                     eta: None,
                     spacing: None,
                     strip: false,
+                    sde: Default::default(),
                 };
                 let out = generate::sample_model(ctx, model, &req, |_, _| {})?;
                 images.extend_from_slice(&out.images);

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::checkpoint::{self, CONFIG_FILE};
 use crate::diffusion::sample::{self, Guidance, SampleOptions, Sampler, Spacing, Variance};
 use crate::diffusion::schedule::{BetaSchedule, Prediction, Schedule};
+use crate::diffusion::sde::{self, SdeParams, SdeSampler};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::image;
@@ -260,9 +261,11 @@ fn parse_scheduler(text: Option<&str>, path: Option<&Path>) -> Result<SchedulerC
 /// What to sample.
 #[derive(Clone, Debug)]
 pub struct SampleRequest {
-    /// `ddpm`, `ddim` or `dpm++`.
+    /// `ddpm`, `ddim` or `dpm++`, or a score-SDE sampler: `sde-em`, `pc`, `ode-heun` or
+    /// `langevin` ([`crate::diffusion::sde`]).
     pub sampler: String,
-    /// Inference steps; default T for ddpm, 50 for ddim, 25 for dpm++ (at most T).
+    /// Inference steps; default T for ddpm, 50 for ddim, 25 for dpm++ (at most T); for the
+    /// score-SDE samplers [`SdeSampler::default_steps`] (langevin: noise levels).
     pub steps: Option<usize>,
     /// Number of images (unconditional, or all of one class).
     pub n: usize,
@@ -280,6 +283,9 @@ pub struct SampleRequest {
     pub spacing: Option<Spacing>,
     /// Keep x_t and x̂₀ at ~10 evenly spaced steps for denoising strips.
     pub strip: bool,
+    /// Options of the score-SDE samplers (`pc`: predictor, r, corrector steps; `langevin`: steps
+    /// per level, ε); refused for other samplers.
+    pub sde: SdeParams,
 }
 
 impl Default for SampleRequest {
@@ -295,6 +301,7 @@ impl Default for SampleRequest {
             eta: None,
             spacing: None,
             strip: false,
+            sde: SdeParams::default(),
         }
     }
 }
@@ -311,12 +318,15 @@ pub fn parse_sampler(name: &str, eta: Option<f64>, sched: &SchedulerConfig) -> R
             clip: sched.clip_sample,
         },
         "dpm++" | "dpmpp" | "dpm-solver++" | "dpmsolver++" => Sampler::DpmSolverPP,
-        other => {
-            return Err(Error::arg(
-                "--sampler",
-                format!("unknown sampler '{other}'; expected ddpm, ddim or dpm++"),
-            ))
-        }
+        other => match SdeSampler::parse(other) {
+            Some(s) => Sampler::Sde(s),
+            None => {
+                return Err(Error::arg(
+                    "--sampler",
+                    format!("unknown sampler '{other}'; expected ddpm, ddim, dpm++, {}", sde::NAMES),
+                ))
+            }
+        },
     };
     match (eta, sampler) {
         (Some(e), Sampler::Ddim { .. }) if !(0.0..=1.0).contains(&e) => {
@@ -435,12 +445,13 @@ fn class_plan(unet: &UNet, sched: &SchedulerConfig, req: &SampleRequest) -> Resu
 /// found here, before sampling starts.
 pub fn resolve(model: &Model, req: &SampleRequest) -> Result<(Sampler, Spacing, usize)> {
     let sched = &model.scheduler;
-    let sampler = parse_sampler(&req.sampler, req.eta, sched)?;
+    let sampler = sde::apply_params(parse_sampler(&req.sampler, req.eta, sched)?, &req.sde)?;
     let t = sched.num_train_timesteps;
     let steps = req.steps.unwrap_or(match sampler {
         Sampler::Ddpm { .. } => t,
         Sampler::Ddim { .. } => 50.min(t),
         Sampler::DpmSolverPP => 25.min(t),
+        Sampler::Sde(s) => s.default_steps(t),
     });
     if steps == 0 || steps > t {
         return Err(Error::arg(
@@ -525,13 +536,13 @@ pub async fn sample_model_async(
         keep,
     };
     let prediction = model.scheduler.prediction;
-    let plan = sample::plan_with(&schedule, sampler, spacing, steps, prediction)?;
+    let plan_t = sample::plan_timesteps(&schedule, sampler, spacing, steps, prediction)?;
     let out = sample::sample_with(ctx, &model.unet, &schedule, prediction, &opts, progress)?;
     let images = ctx.read_async(&out.images).await?;
     let (mut strip_steps, mut strip_x, mut strip_x0, mut strip_t) = (vec![], vec![], vec![], vec![]);
     for (i, x, x0) in &out.trajectory {
         strip_steps.push(*i);
-        strip_t.push(plan[*i].t);
+        strip_t.push(plan_t[*i]);
         strip_x.push(ctx.read_async(x).await?);
         strip_x0.push(ctx.read_async(x0).await?);
     }

@@ -8,6 +8,7 @@ pub mod hybrid;
 pub mod importance;
 pub mod sample;
 pub mod schedule;
+pub mod sde;
 pub mod train;
 
 pub use schedule::{BetaSchedule, Prediction, Schedule};

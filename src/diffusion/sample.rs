@@ -8,8 +8,12 @@
 //! (x_t, model output), so the conversion is folded into the fused kernel's coefficients. DDPM
 //! also takes improved DDPM's learned variance (`variance_type` "learned_range": a model with
 //! 2·C output channels, ε then v; Σθ = exp(frac·log β_t + (1 − frac)·log β̃_t), frac = (v + 1)/2).
+//!
+//! [`Sampler::Sde`] holds the score-SDE and Langevin samplers of [`crate::diffusion::sde`]:
+//! [`sample_with`] runs them through the same model call ([`GuidedUNet`]).
 
 use crate::diffusion::schedule::{Prediction, Schedule};
+use crate::diffusion::sde::{self, Denoiser, SdeOptions, SdeSampler};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::UNet;
@@ -74,6 +78,9 @@ pub enum Sampler {
     },
     /// DPM-Solver++ (2M), multistep second order, first order at the first and last step.
     DpmSolverPP,
+    /// A score-SDE or Langevin sampler ([`crate::diffusion::sde`]); it has no [`plan`] of this
+    /// module (see [`sde::plan`]).
+    Sde(SdeSampler),
 }
 
 fn check_steps(t_train: usize, steps: usize) -> Result<()> {
@@ -292,8 +299,32 @@ pub fn plan_with(
                 });
             }
         }
+        Sampler::Sde(_) => {
+            return Err(Error::arg(
+                "--sampler",
+                "a score-SDE sampler has no DDPM-style plan: see diffusion::sde::plan",
+            ))
+        }
     }
     Ok(out)
+}
+
+/// The timestep the model sees at each of the `steps` steps of `sampler` (for a score-SDE
+/// sampler: at the start of each step).
+pub fn plan_timesteps(
+    schedule: &Schedule,
+    sampler: Sampler,
+    spacing: Spacing,
+    steps: usize,
+    prediction: Prediction,
+) -> Result<Vec<usize>> {
+    match sampler {
+        Sampler::Sde(s) => sde::timesteps(schedule, s, steps),
+        _ => Ok(plan_with(schedule, sampler, spacing, steps, prediction)?
+            .iter()
+            .map(|s| s.t)
+            .collect()),
+    }
 }
 
 /// Classifier-free guidance: per-sample labels and the guidance weight w
@@ -379,8 +410,123 @@ pub fn check_out_channels(in_channels: usize, out_channels: usize, sampler: Samp
     }
 }
 
+/// The U-Net as every sampler calls it: one forward pass of the batch per step. With
+/// classifier-free guidance (w ≠ 1) the conditional and unconditional halves are batched into
+/// one pass and combined, ε = ε_∅ + w (ε_c − ε_∅); a learned variance keeps the conditional
+/// half's variance channels.
+pub struct GuidedUNet<'a> {
+    unet: &'a UNet,
+    n: usize,
+    labels: Option<Tensor>,
+    /// w, when guided (w ≠ 1).
+    weight: Option<f32>,
+}
+
+impl<'a> GuidedUNet<'a> {
+    /// The model for batches of `n` samples with `guidance`'s labels, checked against the
+    /// model: a class-conditional model needs them, an unconditional one refuses them.
+    pub fn new(ctx: &Context, unet: &'a UNet, n: usize, guidance: Option<&Guidance>) -> Result<Self> {
+        let cfg = unet.config();
+        let conditional = cfg.num_class_embeds.is_some();
+        let g = guidance;
+        match (conditional, g) {
+            (true, None) => {
+                return Err(Error::arg(
+                    "--class",
+                    "the model is class-conditional: give a class (or --guidance with labels)",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(Error::arg(
+                    "--class",
+                    "the model has no class embedding (num_class_embeds is null)",
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(k), Some(g)) = (cfg.num_class_embeds, g) {
+            if g.labels.len() != n {
+                return Err(Error::arg(
+                    "--class",
+                    format!("{} labels for {n} samples", g.labels.len()),
+                ));
+            }
+            if let Some(bad) = g.labels.iter().chain([&g.null_class]).find(|&&l| l as usize >= k) {
+                return Err(Error::arg(
+                    "--class",
+                    format!("class {bad} is outside the model's range 0..{}", k - 1),
+                ));
+            }
+        }
+        // Conditional and unconditional halves are batched into one forward pass.
+        let guided = g.filter(|g| g.weight != 1.0);
+        let labels = match g {
+            Some(g) => {
+                let mut l: Vec<f32> = g.labels.iter().map(|&v| v as f32).collect();
+                if guided.is_some() {
+                    l.extend(std::iter::repeat_n(g.null_class as f32, n));
+                }
+                Some(ctx.upload(&[l.len()], &l)?)
+            }
+            None => None,
+        };
+        Ok(GuidedUNet {
+            unet,
+            n,
+            labels,
+            weight: guided.map(|g| g.weight),
+        })
+    }
+
+    /// The model output at timestep t for x `[n, C, H, W]`: `[n, out_channels, H, W]`.
+    pub fn forward(&self, ctx: &Context, x: &Tensor, t: f32) -> Result<Tensor> {
+        let n = self.n;
+        let (b, c, h, w) = x.dims4("sample")?;
+        if b != n {
+            return Err(Error::shape(
+                "sample",
+                format!("x {:?}: the model was set up for batches of {n}", x.shape()),
+            ));
+        }
+        let nb = if self.weight.is_some() { 2 * n } else { n };
+        let tt = ctx.upload(&[nb], &vec![t; nb])?;
+        let Some(weight) = self.weight else {
+            return self.unet.forward(ctx, x, &tt, self.labels.as_ref());
+        };
+        let co = self.unet.config().out_channels;
+        let per = c * h * w;
+        let xx = ctx.empty(&[nb, c, h, w], "cfg.x")?;
+        let bytes = (n * per * 4) as u64;
+        ctx.copy_buffer(x.buffer(), 0, xx.buffer(), 0, bytes);
+        ctx.copy_buffer(x.buffer(), 0, xx.buffer(), bytes, bytes);
+        let e = self.unet.forward(ctx, &xx, &tt, self.labels.as_ref())?;
+        let out_bytes = (n * co * h * w * 4) as u64;
+        let e_c = ctx.empty(&[n, co, h, w], "cfg.eps_c")?;
+        let e_u = ctx.empty(&[n, co, h, w], "cfg.eps_u")?;
+        ctx.copy_buffer(e.buffer(), 0, e_c.buffer(), 0, out_bytes);
+        ctx.copy_buffer(e.buffer(), out_bytes, e_u.buffer(), 0, out_bytes);
+        let guided = ew::axpby(ctx, &e_c, &e_u, weight, 1.0 - weight)?;
+        if co == 2 * c {
+            // Guidance moves the prediction only; the variance is the conditional model's (as
+            // GLIDE and guided diffusion sample).
+            let item = (per * 4) as u64;
+            for b in 0..n as u64 {
+                let v = (2 * b + 1) * item;
+                ctx.copy_buffer(e_c.buffer(), v, guided.buffer(), v, item);
+            }
+        }
+        Ok(guided)
+    }
+}
+
+impl Denoiser for GuidedUNet<'_> {
+    fn output(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Tensor> {
+        self.forward(ctx, x, t as f32)
+    }
+}
+
 /// [`sample`] for a model that predicts `prediction`; with [`Variance::LearnedRange`] the
-/// model has 2·C output channels.
+/// model has 2·C output channels. A [`Sampler::Sde`] runs [`sde::sample`] (`spacing` unused).
 pub fn sample_with(
     ctx: &Context,
     unet: &UNet,
@@ -394,85 +540,26 @@ pub fn sample_with(
     if n == 0 {
         return Err(Error::arg("--n", "must be at least 1"));
     }
-    let split = check_out_channels(cfg.in_channels, cfg.out_channels, opts.sampler)?;
-    let co = cfg.out_channels;
-    let conditional = cfg.num_class_embeds.is_some();
-    let g = &opts.guidance;
-    match (conditional, g) {
-        (true, None) => {
-            return Err(Error::arg(
-                "--class",
-                "the model is class-conditional: give a class (or --guidance with labels)",
-            ))
-        }
-        (false, Some(_)) => {
-            return Err(Error::arg(
-                "--class",
-                "the model has no class embedding (num_class_embeds is null)",
-            ))
-        }
-        _ => {}
-    }
-    if let (Some(k), Some(g)) = (cfg.num_class_embeds, g) {
-        if g.labels.len() != n {
-            return Err(Error::arg(
-                "--class",
-                format!("{} labels for {n} samples", g.labels.len()),
-            ));
-        }
-        if let Some(bad) = g.labels.iter().chain([&g.null_class]).find(|&&l| l as usize >= k) {
-            return Err(Error::arg(
-                "--class",
-                format!("class {bad} is outside the model's range 0..{}", k - 1),
-            ));
-        }
+    check_out_channels(cfg.in_channels, cfg.out_channels, opts.sampler)?;
+    let model = GuidedUNet::new(ctx, unet, n, opts.guidance.as_ref())?;
+    if let Sampler::Sde(sampler) = opts.sampler {
+        let o = SdeOptions {
+            n,
+            channels: c,
+            size: s,
+            sampler,
+            steps: opts.steps,
+            seed: opts.seed,
+            keep: opts.keep.clone(),
+        };
+        return sde::sample(ctx, &model, schedule, prediction, &o, progress);
     }
     let steps = plan_with(schedule, opts.sampler, opts.spacing, opts.steps, prediction)?;
-    let per = c * s * s;
     let mut x = random::randn(ctx, &[n, c, s, s], opts.seed, u32::MAX)?;
-    // Conditional and unconditional halves are batched into one forward pass.
-    let guided = g.as_ref().filter(|g| g.weight != 1.0);
-    let labels = match g {
-        Some(g) => {
-            let mut l: Vec<f32> = g.labels.iter().map(|&v| v as f32).collect();
-            if guided.is_some() {
-                l.extend(std::iter::repeat_n(g.null_class as f32, n));
-            }
-            Some(ctx.upload(&[l.len()], &l)?)
-        }
-        None => None,
-    };
-    let nb = if guided.is_some() { 2 * n } else { n };
     let mut x0_prev: Option<Tensor> = None;
     let mut trajectory = Vec::new();
     for (i, st) in steps.iter().enumerate() {
-        let t = ctx.upload(&[nb], &vec![st.t as f32; nb])?;
-        let eps = match guided {
-            Some(gd) => {
-                let xx = ctx.empty(&[nb, c, s, s], "cfg.x")?;
-                let bytes = (n * per * 4) as u64;
-                ctx.copy_buffer(x.buffer(), 0, xx.buffer(), 0, bytes);
-                ctx.copy_buffer(x.buffer(), 0, xx.buffer(), bytes, bytes);
-                let e = unet.forward(ctx, &xx, &t, labels.as_ref())?;
-                let out_bytes = (n * co * s * s * 4) as u64;
-                let e_c = ctx.empty(&[n, co, s, s], "cfg.eps_c")?;
-                let e_u = ctx.empty(&[n, co, s, s], "cfg.eps_u")?;
-                ctx.copy_buffer(e.buffer(), 0, e_c.buffer(), 0, out_bytes);
-                ctx.copy_buffer(e.buffer(), out_bytes, e_u.buffer(), 0, out_bytes);
-                let guided = ew::axpby(ctx, &e_c, &e_u, gd.weight, 1.0 - gd.weight)?;
-                if split {
-                    // Guidance moves the prediction only; the variance is the conditional
-                    // model's (as GLIDE and guided diffusion sample).
-                    let item = (per * 4) as u64;
-                    for b in 0..n as u64 {
-                        let v = (2 * b + 1) * item;
-                        ctx.copy_buffer(e_c.buffer(), v, guided.buffer(), v, item);
-                    }
-                }
-                guided
-            }
-            None => unet.forward(ctx, &x, &t, labels.as_ref())?,
-        };
+        let eps = model.forward(ctx, &x, st.t as f32)?;
         let (x_next, x0) = ddpm::sampler_update(ctx, &x, &eps, x0_prev.as_ref(), &st.coefs, opts.seed, i as u32)?;
         if opts.keep.contains(&i) {
             trajectory.push((i, x_next.clone(), x0.clone()));

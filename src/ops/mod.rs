@@ -17,4 +17,5 @@ pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod random;
+pub mod sde;
 pub mod vlb;

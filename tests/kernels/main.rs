@@ -15,4 +15,5 @@ mod loss;
 mod matmul;
 mod optim;
 mod random;
+mod sde;
 mod vlb;
