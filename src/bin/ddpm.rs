@@ -341,7 +341,7 @@ struct TrainArgs {
     /// λ of the hybrid loss.
     #[arg(long, default_value_t = 0.001)]
     vlb_weight: f32,
-    /// uniform, or importance (t ∝ √E[L_t²] over the last 10 L_t per t, reweighted; needs --loss
+    /// uniform, or importance (t ∝ √E\[L_t²\] over the last 10 L_t per t, reweighted; needs --loss
     /// hybrid or vlb).
     #[arg(long, default_value = "uniform")]
     timestep_sampler: String,

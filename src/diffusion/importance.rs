@@ -1,6 +1,6 @@
 //! Importance sampling of the timestep for the L_vlb objective (Nichol & Dhariwal 2021, §3.3;
 //! improved-diffusion's `LossSecondMomentResampler`): keep the last 10 values of L_t for every t;
-//! until each t has 10, sample t uniformly; then p_t ∝ √E[L_t²] (mixed with a small uniform
+//! until each t has 10, sample t uniformly; then p_t ∝ √E\[L_t²\] (mixed with a small uniform
 //! share so no t is starved), and weight the sampled term by 1/(T·p_t) so that
 //! E_p[L_t/(T p_t)] = (1/T) Σ_t L_t, the uniform average.
 
@@ -67,7 +67,7 @@ impl LossSecondMoment {
         self.history.iter().all(|h| h.len() == HISTORY_PER_TERM)
     }
 
-    /// p_t: uniform during warm-up, else (1 − u)·√E[L_t²]/Σ_s √E[L_s²] + u/T with u =
+    /// p_t: uniform during warm-up, else (1 − u)·√E\[L_t²\]/Σ_s √E\[L_s²\] + u/T with u =
     /// `uniform_prob` (uniform as well if every history is all zeros).
     pub fn probabilities(&self) -> Vec<f64> {
         let t = self.history.len() as f64;

@@ -70,7 +70,7 @@ pub struct TrainConfig {
     /// λ of the hybrid loss (0.001, improved DDPM).
     #[serde(default = "default_vlb_weight")]
     pub vlb_weight: f32,
-    /// How t is drawn: "uniform", or "importance" (p_t ∝ √E[L_t²] over the last 10 values of
+    /// How t is drawn: "uniform", or "importance" (p_t ∝ √E\[L_t²\] over the last 10 values of
     /// L_t, uniform until every t has 10; the L_vlb term is weighted by 1/(T·p_t)).
     #[serde(default = "default_timestep_sampler")]
     pub timestep_sampler: String,

@@ -11,8 +11,8 @@
 //! - `q_sample_at(…, seed, stream, first)`: the same with eps\[i\] = normal(seed, stream, first + i),
 //!   so a batch drawn in pieces (gradient accumulation) gets the noise of the whole batch.
 //! - `q_sample_target_at(…, first, prediction)` → `(x_t, target)`: x_t as `q_sample_at`; the
-//!   target (=) is eps, x0 itself (the same tensor, no copy) or v[i] = sab[t_b]·eps[i] −
-//!   somab[t_b]·x0[i] (entry `q_sample_v`, eps is not kept).
+//!   target (=) is eps, x0 itself (the same tensor, no copy) or v\[i\] = sab\[t_b\]·eps\[i\] −
+//!   somab\[t_b\]·x0\[i\] (entry `q_sample_v`, eps is not kept).
 //! - `axpbz(x, e, a, b, sigma, seed, stream)`: x, e equal shapes → out (=) = a·x + b·e + σ·z with
 //!   z\[i\] = normal(seed, stream, i); no noise is drawn when σ = 0.
 //! - `sampler_update(x, e, x0_prev, coefs, seed, stream)`: x [B, C, ...] (and x0_prev if given)

@@ -25,7 +25,7 @@ pub fn q_sample(
     (xt, eps)
 }
 
-/// (x_t, v): x_t as [`q_sample`] (same noise) and v[i] = sab[t_b]·eps[i] − somab[t_b]·x0[i].
+/// (x_t, v): x_t as [`q_sample`] (same noise) and v\[i\] = sab\[t_b\]·eps\[i\] − somab\[t_b\]·x0\[i\].
 pub fn q_sample_v(
     x0: &[f64],
     t: &[f64],
