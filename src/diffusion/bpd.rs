@@ -49,7 +49,7 @@ pub fn discretized_gaussian_log_likelihood(x: f64, mean: f64, log_scale: f64) ->
 
 /// Posterior q(x_{t−1} | x_t, x_0) mean coefficients (of x₀, of x_t) and clipped log-variance
 /// at index t (β̃ at t = 0 is 0; its log uses β̃ at index 1, as improved-diffusion).
-fn posterior(schedule: &Schedule, t: usize) -> (f64, f64, f64) {
+pub(crate) fn posterior(schedule: &Schedule, t: usize) -> (f64, f64, f64) {
     let ab = schedule.alphas_cumprod[t];
     let ab_prev = schedule.alpha_cumprod_prev(t);
     let beta = schedule.betas[t];

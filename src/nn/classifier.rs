@@ -136,14 +136,8 @@ impl Classifier {
     pub fn init_random(&mut self, ctx: &Context, seed: u64) -> Result<()> {
         let mut rng = InitRng(seed ^ 0x0c1a_551f);
         for id in 0..self.params.len() {
-            let name = self.params.names()[id].clone();
             let shape = self.params.shape(id).to_vec();
-            let w = self
-                .params
-                .id(&(name.trim_end_matches(".bias").to_string() + ".weight"));
-            let wshape = w.map(|w| self.params.shape(w).to_vec()).unwrap_or(shape.clone());
-            let fan_in: usize = wshape[1..].iter().product::<usize>().max(1);
-            let bound = 1.0 / (fan_in as f64).sqrt();
+            let bound = crate::nn::torch_default_bound(&self.params, id);
             let data: Vec<f32> = (0..shape.iter().product()).map(|_| rng.uniform(bound)).collect();
             self.params.set(id, ctx.upload(&shape, &data)?)?;
         }

@@ -38,6 +38,16 @@ impl InitRng {
     }
 }
 
+/// PyTorch's default init bound for conv/linear parameter `id` (weight or bias): 1/√fan_in of
+/// the weight it belongs to (kaiming_uniform with a = √5, and the bias rule).
+fn torch_default_bound(params: &Params, id: usize) -> f64 {
+    let name = &params.names()[id];
+    let w_name = name.trim_end_matches(".bias").to_string() + ".weight";
+    let wshape = params.id(&w_name).map_or(params.shape(id), |w| params.shape(w));
+    let fan_in: usize = wshape[1..].iter().product::<usize>().max(1);
+    1.0 / (fan_in as f64).sqrt()
+}
+
 impl UNet {
     /// Initialise every parameter as PyTorch does for a freshly constructed `UNet2DModel`:
     /// conv and linear weights and biases U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with
@@ -54,15 +64,7 @@ impl UNet {
             } else if is_norm {
                 vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
             } else {
-                // fan_in of the weight this tensor belongs to
-                let w_name = name.trim_end_matches(".bias").to_string() + ".weight";
-                let wshape = self
-                    .params
-                    .id(&w_name)
-                    .map(|w| self.params.shape(w).to_vec())
-                    .unwrap_or(shape.clone());
-                let fan_in: usize = wshape[1..].iter().product::<usize>().max(1);
-                let bound = 1.0 / (fan_in as f64).sqrt();
+                let bound = torch_default_bound(&self.params, id);
                 (0..n).map(|_| rng.uniform(bound)).collect()
             };
             self.params.set(id, ctx.upload(&shape, &data)?)?;

@@ -28,18 +28,13 @@ struct Params {
 /// `prediction`: [c0, ct, log β̃_t (clipped), log β_t, x0_x, x0_m, 1 if t = 0 else 0, 0], with
 /// the posterior mean c0·x̂₀ + ct·x_t and x̂₀ = x0_x·x_t − x0_m·m (m = the model's first half).
 pub fn vlb_coefs(schedule: &Schedule, prediction: Prediction, t: usize) -> [f64; 8] {
-    let ab = schedule.alphas_cumprod[t];
-    let ab_prev = schedule.alpha_cumprod_prev(t);
-    let beta = schedule.betas[t];
-    let c0 = beta * ab_prev.sqrt() / (1.0 - ab);
-    let ct = (1.0 - ab_prev) * schedule.alphas[t].sqrt() / (1.0 - ab);
-    let var_idx = if t == 0 && schedule.len() > 1 { 1 } else { t };
-    let pc = prediction.coefs(ab);
+    let (c0, ct, log_var_clipped) = crate::diffusion::bpd::posterior(schedule, t);
+    let pc = prediction.coefs(schedule.alphas_cumprod[t]);
     [
         c0,
         ct,
-        schedule.posterior_variance(var_idx).ln(),
-        beta.ln(),
+        log_var_clipped,
+        schedule.betas[t].ln(),
         pc.x0_x,
         pc.x0_m,
         if t == 0 { 1.0 } else { 0.0 },
