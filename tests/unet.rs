@@ -89,6 +89,35 @@ fn forward_matches_diffusers() {
 }
 
 #[test]
+fn input_gradient_matches_pytorch() {
+    // The vector–Jacobian product through the whole network (conv_in's input gradient included,
+    // and center_input_sample's factor 2 in unet_c): what classifier guidance and the
+    // probability-flow likelihood use.
+    let ctx = ctx();
+    for dir in fixtures() {
+        let c = load(&dir);
+        let (x, t, y) = inputs(&c);
+        let noise = c.io.upload(ctx, "noise").unwrap();
+        let (pred, tape) = c.unet.forward_tape(ctx, &x, &t, y.as_ref(), Mode::EVAL).unwrap();
+        let dpred = loss::mse_loss_backward(ctx, &pred, &noise, 1.0).unwrap();
+        let mut grads = Grads::new(c.unet.params.len());
+        let dx = c.unet.backward_input(ctx, tape, &dpred, &mut grads).unwrap();
+        assert_eq!(dx.shape(), x.shape(), "{}: input gradient shape", c.name);
+        let got = ctx.read(&dx).unwrap();
+        let (_, want) = c.io.get("grad_input.sample").unwrap();
+        let (err, at) = max_abs_diff(&got, want);
+        let scale = want.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+        eprintln!("{}: input gradient max error {err:.3e} of max {scale:.3e}", c.name);
+        // Same bound as the parameter gradients: 1e-3 of the tensor's largest entry.
+        assert!(
+            err <= 1e-3 * scale,
+            "{}: input gradient max error {err:.3e} at {at} > 1e-3 × {scale:.3e}",
+            c.name
+        );
+    }
+}
+
+#[test]
 fn loss_and_every_gradient_match_pytorch() {
     let ctx = ctx();
     for dir in fixtures() {

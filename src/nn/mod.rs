@@ -3,6 +3,7 @@
 
 mod classifier;
 mod config;
+mod encoder;
 mod layers;
 mod params;
 mod unet;
