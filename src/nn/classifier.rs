@@ -378,38 +378,73 @@ impl ClassifierTrainer {
         images: &[f32],
         labels: &[u32],
         epochs: usize,
-        mut progress: impl FnMut(u32, u32, f32),
+        progress: impl FnMut(u32, u32, f32),
     ) -> Result<()> {
-        let n = labels.len();
-        let per = images.len() / n.max(1);
-        let b = self.opts.batch_size.max(1);
-        let steps_per_epoch = n / b;
-        if steps_per_epoch == 0 {
-            return Err(Error::arg(
-                "--batch-size",
-                format!("{b} is larger than the {n} training images"),
-            ));
-        }
-        let total = (steps_per_epoch * epochs) as u32;
-        let mut rng = InitRng(self.opts.seed ^ 0x5eed_0f0d);
-        let (mut xb, mut yb) = (Vec::with_capacity(b * per), Vec::with_capacity(b));
-        for _ in 0..epochs {
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                order.swap(i, (rng.next_f64() * (i + 1) as f64) as usize % (i + 1));
-            }
-            for chunk in order.chunks_exact(b) {
-                xb.clear();
-                yb.clear();
-                for &i in chunk {
-                    xb.extend_from_slice(&images[i * per..(i + 1) * per]);
-                    yb.push(labels[i]);
-                }
-                let lr = self.opts.lr * (1.0 - self.step as f32 / total as f32);
-                let loss = self.step(ctx, &xb, &yb, lr)?;
-                progress(self.step, total, loss);
-            }
-        }
-        Ok(())
+        let (b, lr0, seed) = (self.opts.batch_size, self.opts.lr, self.opts.seed);
+        fit_epochs(
+            images,
+            labels,
+            b,
+            epochs as f64,
+            seed,
+            progress,
+            |xb, yb, step, total| {
+                let lr = lr0 * (1.0 - step as f32 / total as f32);
+                self.step(ctx, xb, yb, lr)
+            },
+        )
     }
+}
+
+/// The epoch loop shared by the classifiers' trainers: `epochs` (fractional: the last epoch is
+/// cut short) passes over `images`/`labels` in batches of `batch`, shuffled each epoch from
+/// `seed`; `step(x, y, step_index, total_steps)` trains on one batch and returns its loss, then
+/// `progress(step_index + 1, total_steps, loss)` is called.
+pub(crate) fn fit_epochs(
+    images: &[f32],
+    labels: &[u32],
+    batch: usize,
+    epochs: f64,
+    seed: u64,
+    mut progress: impl FnMut(u32, u32, f32),
+    mut step: impl FnMut(&[f32], &[u32], u32, u32) -> Result<f32>,
+) -> Result<()> {
+    let n = labels.len();
+    let per = images.len() / n.max(1);
+    let b = batch.max(1);
+    let steps_per_epoch = n / b;
+    if steps_per_epoch == 0 {
+        return Err(Error::arg(
+            "--batch-size",
+            format!("{b} is larger than the {n} training images"),
+        ));
+    }
+    if !(epochs > 0.0 && epochs.is_finite()) {
+        return Err(Error::arg("--epochs", format!("{epochs}: expected a positive number")));
+    }
+    let total = ((steps_per_epoch as f64 * epochs).round() as u32).max(1);
+    let mut rng = InitRng(seed ^ 0x5eed_0f0d);
+    let (mut xb, mut yb) = (Vec::with_capacity(b * per), Vec::with_capacity(b));
+    let mut done = 0u32;
+    while done < total {
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, (rng.next_f64() * (i + 1) as f64) as usize % (i + 1));
+        }
+        for chunk in order.chunks_exact(b) {
+            if done == total {
+                break;
+            }
+            xb.clear();
+            yb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(&images[i * per..(i + 1) * per]);
+                yb.push(labels[i]);
+            }
+            let loss = step(&xb, &yb, done, total)?;
+            done += 1;
+            progress(done, total, loss);
+        }
+    }
+    Ok(())
 }

@@ -1,16 +1,20 @@
 //! Layers and the DDPM U-Net (diffusers' `UNet2DModel` layout), each with a forward that records
 //! what its hand-written backward needs.
 
-mod classifier;
+pub(crate) mod classifier;
 mod config;
 mod encoder;
 mod layers;
+mod noisy_classifier;
 mod params;
 mod unet;
 
 pub use classifier::{argmax, Classifier, ClassifierConfig, ClassifierTape, ClassifierTrainOptions, ClassifierTrainer};
 pub use config::UNetConfig;
 pub use layers::Mode;
+pub use noisy_classifier::{
+    accuracy_at, NoiseSchedule, NoisyClassifier, NoisyClassifierConfig, NoisyClassifierTape, NoisyClassifierTrainer,
+};
 pub use params::{Grads, ParamId, Params};
 pub use unet::{UNet, UNetTape};
 
