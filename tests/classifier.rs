@@ -144,7 +144,7 @@ fn classifier_learns_a_toy_problem_and_round_trips_through_disk() {
     };
     let mut tr = ClassifierTrainer::new(ctx, cfg.clone(), opts).unwrap();
     let mut losses = Vec::new();
-    tr.fit(ctx, &images, &labels, 20, |_, _, l| losses.push(l)).unwrap();
+    tr.fit(ctx, &images, &labels, 20.0, |_, _, l| losses.push(l)).unwrap();
     assert_eq!(losses.len(), 20 * (96 / 16));
     let first = losses[..6].iter().sum::<f32>() / 6.0;
     let last = losses[losses.len() - 6..].iter().sum::<f32>() / 6.0;

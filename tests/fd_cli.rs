@@ -181,5 +181,87 @@ fn cli_train_classifier_and_eval_fd() {
         !ok && err.contains("--classifier") && err.contains("1×16×16") && err.contains("3×8×8"),
         "{err}"
     );
+    // Classifier guidance: a noise-aware classifier trained by `train-classifier --noisy`
+    // steers `sample` and `eval --fd`.
+    let (ok, out, err) = ddpm(
+        &[
+            "train-classifier",
+            "--noisy",
+            "tiny",
+            "--data",
+            d,
+            "--test-data",
+            d,
+            "--channels",
+            "3",
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            "nclf",
+        ],
+        &dir,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("test accuracy at t = 0:") && out.contains("t = 999"),
+        "{out}"
+    );
+    let cfg = std::fs::read_to_string(dir.join("nclf/config.json")).unwrap();
+    assert!(cfg.contains("\"NoisyClassifier\""), "{cfg}");
+    let guided = [
+        "sample",
+        "--model",
+        "run/model",
+        "--noisy-classifier",
+        "nclf",
+        "--classifier-scale",
+        "2",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--n",
+        "2",
+        "--class",
+        "1",
+        "--out",
+        "guided.png",
+    ];
+    let (ok, _, err) = ddpm(&guided, &dir);
+    assert!(ok, "{err}");
+    assert!(dir.join("guided.png").is_file());
+    let (ok, out, err) = ddpm(
+        &[&fd_args[..], &["--noisy-classifier", "nclf", "--classifier-scale", "2"]].concat(),
+        &dir,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("requested class"), "{out}");
+    assert!(err.contains("classifier guidance 2 with nclf"), "{err}");
+    // The plain classifier is not a noise-aware one: refused, naming its config.
+    let plain: Vec<&str> = guided.iter().map(|&a| if a == "nclf" { "clf" } else { a }).collect();
+    let (ok, _, err) = ddpm(&plain, &dir);
+    assert!(
+        !ok && err.contains("clf/config.json") && err.contains("NoisyClassifier"),
+        "{err}"
+    );
+    let (ok, _, err) = ddpm(
+        &[
+            "train-classifier",
+            "--noisy",
+            "huge",
+            "--data",
+            d,
+            "--channels",
+            "3",
+            "--image-size",
+            "8",
+        ],
+        &dir,
+    );
+    assert!(!ok && err.contains("--noisy") && err.contains("small or tiny"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

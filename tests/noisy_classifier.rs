@@ -118,9 +118,7 @@ fn save_load_round_trip_and_bad_folders() {
     let w = dir.join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    let err = NoisyClassifier::load(ctx, &dir)
-        .err()
-        .expect("truncated weights must be refused");
+    let err = NoisyClassifier::load(ctx, &dir).expect_err("truncated weights must be refused");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

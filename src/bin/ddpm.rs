@@ -17,6 +17,7 @@ use ddpm_wgpu::diffusion::sample::Spacing;
 use ddpm_wgpu::diffusion::sde::{Predictor, SdeParams};
 use ddpm_wgpu::diffusion::train::{preset_for, Control, FitEnd, FitOptions, Progress, TrainConfig, Trainer};
 use ddpm_wgpu::gpu::adapter;
+use ddpm_wgpu::nn::NoisyClassifier;
 use ddpm_wgpu::{Context, ContextOptions, Error, Result, UNet, UNetConfig};
 
 #[derive(Parser)]
@@ -85,9 +86,14 @@ struct ClassifierArgs {
     /// Pad images to this size (a multiple of 8; as the diffusion model sees them).
     #[arg(long, default_value_t = 32)]
     image_size: usize,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 2)]
-    epochs: usize,
+    /// Passes over the training set (a fraction cuts the last one short).
+    #[arg(long, default_value_t = 2.0)]
+    epochs: f64,
+    /// Train guided diffusion's noise-aware classifier p(y | x_t, t) instead (the U-Net's encoder
+    /// with a pooled head, on images noised by the forward process), for `ddpm sample
+    /// --noisy-classifier`: small (the small U-Net's encoder) or tiny (half its width).
+    #[arg(long)]
+    noisy: Option<String>,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -198,6 +204,14 @@ struct SampleArgs {
     /// <out>_strip_<i>.png.
     #[arg(long)]
     strip: bool,
+    /// Classifier guidance: a noise-aware classifier folder (`ddpm train-classifier --noisy`);
+    /// --class / --per-class then name its classes (an unconditional model can be steered too).
+    #[arg(long)]
+    noisy_classifier: Option<PathBuf>,
+    /// Classifier guidance scale s: DDPM shifts the mean by s Σ ∇ log p(y|x_t), the other
+    /// samplers shift ε̂ by −s √(1−ᾱ_t) ∇ log p(y|x_t).
+    #[arg(long, default_value_t = 1.0)]
+    classifier_scale: f32,
 }
 
 #[derive(Args)]
@@ -237,6 +251,13 @@ struct EvalArgs {
     /// Classifier-free guidance weight for --fd (1 = plain conditional).
     #[arg(long, default_value_t = 1.0)]
     guidance: f32,
+    /// --fd: steer the samples with this noise-aware classifier (classifier guidance, as
+    /// `ddpm sample --noisy-classifier`).
+    #[arg(long)]
+    noisy_classifier: Option<PathBuf>,
+    /// --fd: the classifier guidance scale s.
+    #[arg(long, default_value_t = 1.0)]
+    classifier_scale: f32,
     /// --fd: read the generated images from this safetensors file (`images`, optional `labels`,
     /// as written by `ddpm sample --format safetensors` or --save-samples) instead of sampling.
     #[arg(long)]
@@ -693,7 +714,17 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
             .expect("valid template"),
     );
     let started = Instant::now();
-    let out = generate::sample_model(&ctx, &model, &req, |i, _| bar.set_position(i as u64))?;
+    let noisy = args
+        .noisy_classifier
+        .as_deref()
+        .map(|dir| NoisyClassifier::load(&ctx, dir))
+        .transpose()?;
+    let out = match &noisy {
+        Some(clf) => generate::sample_model_with_classifier(&ctx, &model, &req, clf, args.classifier_scale, |i, _| {
+            bar.set_position(i as u64)
+        })?,
+        None => generate::sample_model(&ctx, &model, &req, |i, _| bar.set_position(i as u64))?,
+    };
     bar.finish();
     let written = out.save(&args.out, format)?;
     let secs = started.elapsed().as_secs_f64();
@@ -968,6 +999,11 @@ fn fd_eval(ctx: &Context, model: &generate::Model, data: &Dataset, n: usize, arg
                 .expect("valid template"),
             );
             let (mut images, mut labels) = (Vec::with_capacity(n * per), Vec::with_capacity(n));
+            let noisy = args
+                .noisy_classifier
+                .as_deref()
+                .map(|dir| NoisyClassifier::load(ctx, dir))
+                .transpose()?;
             let started = Instant::now();
             let mut chunk = 0u64;
             while images.len() < n * per {
@@ -984,7 +1020,12 @@ fn fd_eval(ctx: &Context, model: &generate::Model, data: &Dataset, n: usize, arg
                     strip: false,
                     sde: Default::default(),
                 };
-                let out = generate::sample_model(ctx, model, &req, |_, _| {})?;
+                let out = match &noisy {
+                    Some(clf) => {
+                        generate::sample_model_with_classifier(ctx, model, &req, clf, args.classifier_scale, |_, _| {})?
+                    }
+                    None => generate::sample_model(ctx, model, &req, |_, _| {})?,
+                };
                 images.extend_from_slice(&out.images);
                 labels.extend(out.labels.unwrap_or_default());
                 chunk += 1;
@@ -995,12 +1036,16 @@ fn fd_eval(ctx: &Context, model: &generate::Model, data: &Dataset, n: usize, arg
             labels.truncate(n);
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
-                "sampled {n} images in {secs:.0} s ({:.2} images/s): {} {} steps, guidance {}, seed {}",
+                "sampled {n} images in {secs:.0} s ({:.2} images/s): {} {} steps, guidance {}, seed {}{}",
                 n as f64 / secs,
                 args.sampler,
                 args.steps,
                 args.guidance,
-                args.seed
+                args.seed,
+                match &args.noisy_classifier {
+                    Some(d) => format!(", classifier guidance {} with {}", args.classifier_scale, d.display()),
+                    None => String::new(),
+                }
             );
             let labels = if classes.is_some() { Some(labels) } else { None };
             if let Some(path) = &args.save_samples {
@@ -1101,6 +1146,9 @@ fn train_classifier(opts: &ContextOptions, args: ClassifierArgs) -> Result<()> {
         )?),
         None => None,
     };
+    if let Some(size) = &args.noisy {
+        return train_noisy_classifier(opts, &args, size, &train, test.as_ref());
+    }
     let config = ClassifierConfig {
         in_channels: train.channels,
         image_size: args.image_size,
@@ -1124,32 +1172,15 @@ fn train_classifier(opts: &ContextOptions, args: ClassifierArgs) -> Result<()> {
         train.len(),
         train.num_classes
     );
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} step {pos}/{len} loss {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
-    );
     let started = Instant::now();
+    let (bar, mut progress) = classifier_progress(started);
     let mut ema = None;
     tr.fit(&ctx, &train.images, &train.labels, args.epochs, |step, total, loss| {
-        bar.set_length(total as u64);
-        bar.set_position(step as u64);
-        let e = ema.map_or(loss, |e: f32| 0.98 * e + 0.02 * loss);
-        ema = Some(e);
-        bar.set_message(format!("{e:.4}"));
-        // indicatif draws nothing when stderr is not a terminal (a log file): plain lines then.
-        if bar.is_hidden() && (step % 100 == 0 || step == total) {
-            eprintln!(
-                "step {step}/{total} loss {e:.4} ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            );
-        }
+        ema = Some(progress(step, total, loss))
     })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let images = (train.len() / args.batch_size * args.batch_size * args.epochs) as f64;
+    let images = ((train.len() / args.batch_size * args.batch_size) as f64 * args.epochs).round();
     let mut metrics = serde_json::json!({
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "train_images": train.len(), "final_loss_ema": ema, "wall_s": secs, "images_per_s": images / secs,
@@ -1170,6 +1201,103 @@ fn train_classifier(opts: &ContextOptions, args: ClassifierArgs) -> Result<()> {
         println!("test accuracy: {:.2}% ({ok}/{})", 100.0 * acc, test.len());
         metrics["test_accuracy"] = acc.into();
         metrics["test_data"] = args.test_data.as_ref().map(|p| p.display().to_string()).into();
+    }
+    tr.model.save(&ctx, &args.out)?;
+    let text = serde_json::to_string_pretty(&metrics).expect("json");
+    checkpoint::write_atomic(&args.out.join("metrics.json"), text.as_bytes())?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// A progress bar for the classifiers' training, with plain log lines when stderr is not a
+/// terminal; returns the callback and the smoothed loss it tracks.
+fn classifier_progress(started: Instant) -> (indicatif::ProgressBar, impl FnMut(u32, u32, f32) -> f32) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len} loss {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let b = bar.clone();
+    let mut ema: Option<f32> = None;
+    let cb = move |step: u32, total: u32, loss: f32| {
+        b.set_length(total as u64);
+        b.set_position(step as u64);
+        let e = ema.map_or(loss, |e: f32| 0.98 * e + 0.02 * loss);
+        ema = Some(e);
+        b.set_message(format!("{e:.4}"));
+        // indicatif draws nothing when stderr is not a terminal (a log file): plain lines then.
+        if b.is_hidden() && (step.is_multiple_of(100) || step == total) {
+            eprintln!(
+                "step {step}/{total} loss {e:.4} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        e
+    };
+    (bar, cb)
+}
+
+/// `ddpm train-classifier --noisy SIZE`: guided diffusion's noise-aware classifier.
+fn train_noisy_classifier(
+    opts: &ContextOptions,
+    args: &ClassifierArgs,
+    size: &str,
+    train: &Dataset,
+    test: Option<&Dataset>,
+) -> Result<()> {
+    use ddpm_wgpu::nn::{accuracy_at, NoisyClassifierConfig, NoisyClassifierTrainer};
+    let mut config = match size {
+        "small" => NoisyClassifierConfig::small(train.channels, train.num_classes),
+        "tiny" => NoisyClassifierConfig::tiny(train.channels, train.num_classes),
+        other => {
+            return Err(Error::arg(
+                "--noisy",
+                format!("unknown size '{other}'; expected small or tiny"),
+            ))
+        }
+    };
+    config.encoder.sample_size = args.image_size;
+    let ctx = Context::with_options(opts)?;
+    let mut tr = NoisyClassifierTrainer::new(&ctx, config, args.batch_size, args.lr, args.seed)?;
+    eprintln!(
+        "noise-aware classifier ({size}): {} parameters on {}; {} training images, {} classes; t ~ U{{0..{}}}",
+        tr.model.params.count(),
+        ctx.adapter_name(),
+        train.len(),
+        train.num_classes,
+        tr.model.config().noise.num_train_timesteps - 1
+    );
+    let started = Instant::now();
+    let (bar, mut progress) = classifier_progress(started);
+    let mut last = f32::NAN;
+    tr.fit(&ctx, &train.images, &train.labels, args.epochs, |s, total, l| {
+        last = progress(s, total, l)
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let images = ((train.len() / args.batch_size * args.batch_size) as f64 * args.epochs).round();
+    eprintln!(
+        "trained in {secs:.0} s ({:.1} images/s); smoothed final loss {last:.4}",
+        images / secs
+    );
+    let mut metrics = serde_json::json!({
+        "noisy": size, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "seed": args.seed, "train_images": train.len(), "final_loss_ema": last, "wall_s": secs,
+        "images_per_s": images / secs, "data": args.data.display().to_string(),
+    });
+    if let Some(test) = test {
+        if test.labels.is_empty() {
+            return Err(Error::arg("--test-labels", "the test data has no labels"));
+        }
+        let mut by_t = serde_json::Map::new();
+        for t in [0usize, 250, 500, 750, 999] {
+            let acc = accuracy_at(&ctx, &tr.model, &test.images, &test.labels, t, 128, args.seed)?;
+            println!("test accuracy at t = {t}: {:.2}% ({} images)", 100.0 * acc, test.len());
+            by_t.insert(t.to_string(), acc.into());
+        }
+        metrics["test_accuracy_by_t"] = by_t.into();
     }
     tr.model.save(&ctx, &args.out)?;
     let text = serde_json::to_string_pretty(&metrics).expect("json");

@@ -13,7 +13,7 @@ use crate::diffusion::sde::{self, SdeParams, SdeSampler};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::image;
-use crate::nn::UNet;
+use crate::nn::{NoisyClassifier, UNet};
 
 /// File name of diffusers' scheduler config.
 pub const SCHEDULER_FILE: &str = "scheduler_config.json";
@@ -357,24 +357,84 @@ pub struct SampleOutput {
     pub strip_t: Vec<usize>,
 }
 
-/// Which class each sample gets and the grid width: (labels, cols, guidance).
-fn class_plan(unet: &UNet, sched: &SchedulerConfig, req: &SampleRequest) -> Result<(Option<Guidance>, usize, usize)> {
+/// Who is told each sample's class: the model (classifier-free guidance and plain conditional
+/// sampling), and the labels for a noise-aware classifier.
+struct ClassPlan {
+    guidance: Option<Guidance>,
+    labels: Option<Vec<u32>>,
+    n: usize,
+    cols: usize,
+}
+
+/// The labels of `req` (one class, or `per_class` of each) over `classes`, and the grid width.
+fn request_labels(classes: &[u32], req: &SampleRequest, null_note: &str) -> Result<(Vec<u32>, usize)> {
+    let square = |n: usize| ((n as f64).sqrt().ceil() as usize).max(1);
+    match req.class {
+        Some(c) => {
+            if !classes.contains(&c) {
+                return Err(Error::arg(
+                    "--class",
+                    format!("class {c} is outside the classes 0..={}{null_note}", classes.len() - 1),
+                ));
+            }
+            Ok((vec![c; req.n], square(req.n)))
+        }
+        None => {
+            let per = req.per_class.unwrap_or((req.n / classes.len()).max(1));
+            if per == 0 {
+                return Err(Error::arg("--per-class", "must be at least 1"));
+            }
+            Ok((classes.iter().flat_map(|&c| std::iter::repeat_n(c, per)).collect(), per))
+        }
+    }
+}
+
+/// Which class each sample gets and the grid width. `classifier_classes`: the classes of a
+/// noise-aware classifier guiding the sampling (which lets an unconditional model take classes).
+fn class_plan(
+    unet: &UNet,
+    sched: &SchedulerConfig,
+    req: &SampleRequest,
+    classifier_classes: Option<usize>,
+) -> Result<ClassPlan> {
     let k = unet.config().num_class_embeds;
     let square = |n: usize| ((n as f64).sqrt().ceil() as usize).max(1);
+    if !req.guidance.is_finite() {
+        return Err(Error::arg(
+            "--guidance",
+            format!("{}: expected a finite weight", req.guidance),
+        ));
+    }
     let Some(k) = k else {
-        if req.class.is_some() || req.per_class.is_some() {
-            return Err(Error::arg(
-                "--class",
-                "the model is unconditional (num_class_embeds is null)",
-            ));
-        }
         if req.guidance != 1.0 {
             return Err(Error::arg(
                 "--guidance",
-                "classifier-free guidance needs a class-conditional model (num_class_embeds is null)",
+                "classifier-free guidance needs a class-conditional model (num_class_embeds is null); \
+                 an unconditional model is steered by --classifier",
             ));
         }
-        return Ok((None, req.n, square(req.n)));
+        let Some(kc) = classifier_classes else {
+            if req.class.is_some() || req.per_class.is_some() {
+                return Err(Error::arg(
+                    "--class",
+                    "the model is unconditional (num_class_embeds is null): give --classifier to steer it to a class",
+                ));
+            }
+            return Ok(ClassPlan {
+                guidance: None,
+                labels: None,
+                n: req.n,
+                cols: square(req.n),
+            });
+        };
+        let classes: Vec<u32> = (0..kc as u32).collect();
+        let (labels, cols) = request_labels(&classes, req, " (the classifier's)")?;
+        return Ok(ClassPlan {
+            guidance: None,
+            n: labels.len(),
+            labels: Some(labels),
+            cols,
+        });
     };
     let null_class = match sched.null_class {
         Some(explicit) => explicit,
@@ -400,45 +460,20 @@ fn class_plan(unet: &UNet, sched: &SchedulerConfig, req: &SampleRequest) -> Resu
             "the model has no null class (trained without label dropout): only --guidance 1",
         ));
     }
-    if !req.guidance.is_finite() {
-        return Err(Error::arg(
-            "--guidance",
-            format!("{}: expected a finite weight", req.guidance),
-        ));
-    }
-    let (labels, cols) = match req.class {
-        Some(c) => {
-            if !classes.contains(&c) {
-                let null = null_class.map_or(String::new(), |nc| format!("; {nc} is the null class"));
-                return Err(Error::arg(
-                    "--class",
-                    format!(
-                        "class {c} is outside the model's classes 0..={}{null}",
-                        classes.len() - 1
-                    ),
-                ));
-            }
-            (vec![c; req.n], square(req.n))
-        }
-        None => {
-            let per = req.per_class.unwrap_or((req.n / classes.len()).max(1));
-            if per == 0 {
-                return Err(Error::arg("--per-class", "must be at least 1"));
-            }
-            (classes.iter().flat_map(|&c| std::iter::repeat_n(c, per)).collect(), per)
-        }
-    };
+    let null_note = null_class.map_or(String::new(), |nc| format!("; {nc} is the null class"));
+    let (labels, cols) = request_labels(&classes, req, &format!(" of the model{null_note}"))?;
     let n = labels.len();
-    Ok((
-        Some(Guidance {
-            labels,
+    Ok(ClassPlan {
+        guidance: Some(Guidance {
+            labels: labels.clone(),
             // Without a null row (w = 1 only) the value is never used.
             null_class: null_class.unwrap_or(0),
             weight: req.guidance,
         }),
+        labels: Some(labels),
         n,
         cols,
-    ))
+    })
 }
 
 /// Resolve the request against the model: (sampler, spacing, steps); every argument error is
@@ -472,7 +507,7 @@ pub fn resolve(model: &Model, req: &SampleRequest) -> Result<(Sampler, Spacing, 
         e => e,
     })?;
     // Class and guidance errors too, before any sampling starts.
-    class_plan(&model.unet, sched, req)?;
+    class_plan(&model.unet, sched, req, None)?;
     Ok((sampler, spacing, steps))
 }
 
@@ -500,11 +535,47 @@ pub async fn sample_model_async(
     req: &SampleRequest,
     progress: impl FnMut(usize, usize),
 ) -> Result<SampleOutput> {
+    sample_model_guided_async(ctx, model, req, None, progress).await
+}
+
+/// [`sample_model`] steered by a noise-aware classifier with scale `classifier_scale`
+/// (classifier guidance; see [`sample::sample_guided`]). The requested classes (`class`,
+/// `per_class`) are the classifier's, so an unconditional model can be steered too; with a
+/// class-conditional model they go to both, and classifier-free guidance (`guidance`) combines
+/// with it.
+pub fn sample_model_with_classifier(
+    ctx: &Context,
+    model: &Model,
+    req: &SampleRequest,
+    classifier: &NoisyClassifier,
+    classifier_scale: f32,
+    progress: impl FnMut(usize, usize),
+) -> Result<SampleOutput> {
+    crate::gpu::block_on(
+        sample_model_guided_async(ctx, model, req, Some((classifier, classifier_scale)), progress),
+        "sample_model_with_classifier",
+        "sample_model_async",
+    )
+}
+
+async fn sample_model_guided_async(
+    ctx: &Context,
+    model: &Model,
+    req: &SampleRequest,
+    classifier: Option<(&NoisyClassifier, f32)>,
+    progress: impl FnMut(usize, usize),
+) -> Result<SampleOutput> {
     if req.n == 0 {
         return Err(Error::arg("--n", "must be at least 1"));
     }
     let (sampler, spacing, steps) = resolve(model, req)?;
-    let (guidance, n, cols) = class_plan(&model.unet, &model.scheduler, req)?;
+    let plan = class_plan(
+        &model.unet,
+        &model.scheduler,
+        req,
+        classifier.map(|(c, _)| c.config().num_classes),
+    )?;
+    let (guidance, n, cols) = (plan.guidance, plan.n, plan.cols);
     let schedule = model.scheduler.schedule()?;
     let cfg = model.unet.config();
     // ~10 evenly spaced frames, always the first and the last step.
@@ -524,7 +595,7 @@ pub async fn sample_model_async(
     } else {
         Vec::new()
     };
-    let labels = guidance.as_ref().map(|g| g.labels.clone());
+    let labels = plan.labels;
     let opts = SampleOptions {
         n,
         size: cfg.sample_size,
@@ -537,7 +608,15 @@ pub async fn sample_model_async(
     };
     let prediction = model.scheduler.prediction;
     let plan_t = sample::plan_timesteps(&schedule, sampler, spacing, steps, prediction)?;
-    let out = sample::sample_with(ctx, &model.unet, &schedule, prediction, &opts, progress)?;
+    let guide = match (classifier, &labels) {
+        (Some((classifier, scale)), Some(labels)) => Some(sample::ClassifierGuide {
+            classifier,
+            labels,
+            scale,
+        }),
+        _ => None,
+    };
+    let out = sample::sample_guided(ctx, &model.unet, &schedule, prediction, &opts, guide.as_ref(), progress)?;
     let images = ctx.read_async(&out.images).await?;
     let (mut strip_steps, mut strip_x, mut strip_x0, mut strip_t) = (vec![], vec![], vec![], vec![]);
     for (i, x, x0) in &out.trajectory {

@@ -16,7 +16,7 @@ use crate::diffusion::schedule::{Prediction, Schedule};
 use crate::diffusion::sde::{self, Denoiser, SdeOptions, SdeSampler};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::nn::UNet;
+use crate::nn::{NoisyClassifier, UNet};
 use crate::ops::ddpm::{self, SamplerCoefs};
 use crate::ops::{elementwise as ew, random};
 use crate::tensor::Tensor;
@@ -420,6 +420,29 @@ pub struct GuidedUNet<'a> {
     labels: Option<Tensor>,
     /// w, when guided (w ≠ 1).
     weight: Option<f32>,
+    classifier: Option<ClassifierState<'a>>,
+}
+
+/// Classifier guidance (Dhariwal & Nichol 2021): a noise-aware classifier p_φ(y | x_t, t), the
+/// class each sample is steered to, and the scale s.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassifierGuide<'a> {
+    /// The classifier (trained on the model's forward process).
+    pub classifier: &'a NoisyClassifier,
+    /// Class of each sample.
+    pub labels: &'a [u32],
+    /// s: 0 turns guidance off; guided diffusion uses 1–10.
+    pub scale: f32,
+}
+
+struct ClassifierState<'a> {
+    classifier: &'a NoisyClassifier,
+    labels: Tensor,
+    scale: f32,
+    /// √(1 − ᾱ_t) per training timestep.
+    sqrt_one_minus_ab: Vec<f64>,
+    /// Shift ε̂ (every sampler but DDPM ancestral, which shifts the mean instead).
+    eps_form: bool,
 }
 
 impl<'a> GuidedUNet<'a> {
@@ -475,7 +498,113 @@ impl<'a> GuidedUNet<'a> {
             n,
             labels,
             weight: guided.map(|g| g.weight),
+            classifier: None,
         })
+    }
+
+    /// Add classifier guidance. With `eps_form` every model output is shifted,
+    /// ε̂ ← ε̂ − s √(1−ᾱ_t) ∇ₓ log p_φ(y | x_t, t) (Dhariwal & Nichol's Algorithm 2: the score of
+    /// p(x_t | y) ∝ p(x_t) p(y | x_t)^s); otherwise the caller shifts the DDPM mean with
+    /// [`GuidedUNet::classifier_grad`] (their Algorithm 1). Refused for models that do not
+    /// predict ε or have a learned variance, and for a classifier of another forward process.
+    pub fn with_classifier(
+        mut self,
+        ctx: &Context,
+        guide: &ClassifierGuide<'a>,
+        schedule: &Schedule,
+        prediction: Prediction,
+        eps_form: bool,
+    ) -> Result<Self> {
+        let cfg = self.unet.config();
+        let ccfg = guide.classifier.config();
+        let arg = "--classifier";
+        if prediction != Prediction::Epsilon || cfg.out_channels != cfg.in_channels {
+            return Err(Error::arg(
+                arg,
+                "classifier guidance needs an ε-prediction model with a fixed variance (out_channels = in_channels)",
+            ));
+        }
+        if ccfg.encoder.in_channels != cfg.in_channels {
+            return Err(Error::arg(
+                arg,
+                format!(
+                    "the classifier takes {}-channel images, the model makes {}-channel ones",
+                    ccfg.encoder.in_channels, cfg.in_channels
+                ),
+            ));
+        }
+        let theirs = ccfg.noise.schedule()?;
+        let same = theirs.len() == schedule.len()
+            && theirs
+                .alphas_cumprod
+                .iter()
+                .zip(&schedule.alphas_cumprod)
+                .all(|(a, b)| (a - b).abs() <= 1e-9);
+        if !same {
+            return Err(Error::arg(
+                arg,
+                format!(
+                    "the classifier was trained on another forward process ({} steps of '{}') than the model's ({} steps of '{}')",
+                    ccfg.noise.num_train_timesteps,
+                    ccfg.noise.beta_schedule,
+                    schedule.len(),
+                    schedule.kind.diffusers_name()
+                ),
+            ));
+        }
+        if guide.labels.len() != self.n {
+            return Err(Error::arg(
+                arg,
+                format!("{} classifier labels for {} samples", guide.labels.len(), self.n),
+            ));
+        }
+        if let Some(bad) = guide.labels.iter().find(|&&l| l as usize >= ccfg.num_classes) {
+            return Err(Error::arg(
+                "--class",
+                format!("class {bad} is outside the classifier's {} classes", ccfg.num_classes),
+            ));
+        }
+        if !guide.scale.is_finite() {
+            return Err(Error::arg(
+                "--classifier-scale",
+                format!("{}: expected a finite scale", guide.scale),
+            ));
+        }
+        let l: Vec<f32> = guide.labels.iter().map(|&v| v as f32).collect();
+        self.classifier = Some(ClassifierState {
+            classifier: guide.classifier,
+            labels: ctx.upload(&[l.len()], &l)?,
+            scale: guide.scale,
+            sqrt_one_minus_ab: schedule.alphas_cumprod.iter().map(|a| (1.0 - a).sqrt()).collect(),
+            eps_form,
+        });
+        Ok(self)
+    }
+
+    /// s·∇ₓ log p_φ(y | x_t, t) for the batch x at timestep t (on the GPU), when classifier
+    /// guidance is on.
+    pub fn classifier_grad(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Option<Tensor>> {
+        let Some(cg) = &self.classifier else {
+            return Ok(None);
+        };
+        let tt = ctx.upload(&[self.n], &vec![t as f32; self.n])?;
+        let g = cg.classifier.grad_log_prob(ctx, x, &tt, &cg.labels)?;
+        Ok(Some(ew::scale(ctx, &g, cg.scale)?))
+    }
+
+    /// [`GuidedUNet::forward`] with the ε̂ shift of classifier guidance (when it is on, in the
+    /// ε form).
+    fn output_at(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Tensor> {
+        let e = self.forward(ctx, x, t as f32)?;
+        match &self.classifier {
+            Some(cg) if cg.eps_form => {
+                let g = self.classifier_grad(ctx, x, t)?.expect("classifier guidance is on");
+                let k = cg.sqrt_one_minus_ab[t.min(cg.sqrt_one_minus_ab.len() - 1)] as f32;
+                ew::add_scaled_inplace(ctx, &e, &g, -k)?;
+                Ok(e)
+            }
+            _ => Ok(e),
+        }
     }
 
     /// The model output at timestep t for x `[n, C, H, W]`: `[n, out_channels, H, W]`.
@@ -521,7 +650,7 @@ impl<'a> GuidedUNet<'a> {
 
 impl Denoiser for GuidedUNet<'_> {
     fn output(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Tensor> {
-        self.forward(ctx, x, t as f32)
+        self.output_at(ctx, x, t)
     }
 }
 
@@ -533,6 +662,23 @@ pub fn sample_with(
     schedule: &Schedule,
     prediction: Prediction,
     opts: &SampleOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<Samples> {
+    sample_guided(ctx, unet, schedule, prediction, opts, None, progress)
+}
+
+/// [`sample_with`] with optional classifier guidance. DDPM ancestral sampling shifts the mean,
+/// x_{t−1} = μ + s σ_t² ∇ₓ log p_φ(y | x_t, t) + σ_t z (Dhariwal & Nichol's Algorithm 1; σ_t = 0
+/// at the last step, as diffusers' DDPMScheduler has it, so the last step is unguided); every
+/// other sampler shifts ε̂ (their Algorithm 2, the conditional score). The classifier's gradient
+/// comes from its backward pass on the GPU inside the loop: still no readback until the end.
+pub fn sample_guided(
+    ctx: &Context,
+    unet: &UNet,
+    schedule: &Schedule,
+    prediction: Prediction,
+    opts: &SampleOptions,
+    classifier: Option<&ClassifierGuide<'_>>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Samples> {
     let cfg = unet.config();
@@ -541,7 +687,11 @@ pub fn sample_with(
         return Err(Error::arg("--n", "must be at least 1"));
     }
     check_out_channels(cfg.in_channels, cfg.out_channels, opts.sampler)?;
-    let model = GuidedUNet::new(ctx, unet, n, opts.guidance.as_ref())?;
+    let mut model = GuidedUNet::new(ctx, unet, n, opts.guidance.as_ref())?;
+    let mean_form = matches!(opts.sampler, Sampler::Ddpm { .. });
+    if let Some(guide) = classifier {
+        model = model.with_classifier(ctx, guide, schedule, prediction, !mean_form)?;
+    }
     if let Sampler::Sde(sampler) = opts.sampler {
         let o = SdeOptions {
             n,
@@ -559,8 +709,18 @@ pub fn sample_with(
     let mut x0_prev: Option<Tensor> = None;
     let mut trajectory = Vec::new();
     for (i, st) in steps.iter().enumerate() {
-        let eps = model.forward(ctx, &x, st.t as f32)?;
+        let eps = model.output_at(ctx, &x, st.t)?;
+        // The mean form: s·∇ log p at x_t, before x_t is replaced.
+        let shift = if mean_form && st.coefs.sigma > 0.0 {
+            model.classifier_grad(ctx, &x, st.t)?
+        } else {
+            None
+        };
         let (x_next, x0) = ddpm::sampler_update(ctx, &x, &eps, x0_prev.as_ref(), &st.coefs, opts.seed, i as u32)?;
+        if let Some(g) = shift {
+            let var = st.coefs.sigma * st.coefs.sigma;
+            ew::add_scaled_inplace(ctx, &x_next, &g, var)?;
+        }
         if opts.keep.contains(&i) {
             trajectory.push((i, x_next.clone(), x0.clone()));
         }

@@ -370,29 +370,22 @@ impl ClassifierTrainer {
         Ok(loss)
     }
 
-    /// Train for `epochs` passes over `images`/`labels` (shuffled each epoch with the seed),
-    /// calling `progress(step, total_steps, loss)` after each step.
+    /// Train for `epochs` passes over `images`/`labels` (shuffled each epoch with the seed; a
+    /// fraction cuts the last pass short), calling `progress(step, total_steps, loss)` after
+    /// each step.
     pub fn fit(
         &mut self,
         ctx: &Context,
         images: &[f32],
         labels: &[u32],
-        epochs: usize,
+        epochs: f64,
         progress: impl FnMut(u32, u32, f32),
     ) -> Result<()> {
         let (b, lr0, seed) = (self.opts.batch_size, self.opts.lr, self.opts.seed);
-        fit_epochs(
-            images,
-            labels,
-            b,
-            epochs as f64,
-            seed,
-            progress,
-            |xb, yb, step, total| {
-                let lr = lr0 * (1.0 - step as f32 / total as f32);
-                self.step(ctx, xb, yb, lr)
-            },
-        )
+        fit_epochs(images, labels, b, epochs, seed, progress, |xb, yb, step, total| {
+            let lr = lr0 * (1.0 - step as f32 / total as f32);
+            self.step(ctx, xb, yb, lr)
+        })
     }
 }
 

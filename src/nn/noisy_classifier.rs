@@ -136,6 +136,14 @@ pub struct NoisyClassifier {
     linear: Linear,
 }
 
+impl std::fmt::Debug for NoisyClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoisyClassifier")
+            .field("config", self.config())
+            .finish()
+    }
+}
+
 impl NoisyClassifier {
     /// Declare the layers of `config` (no storage: initialise or load).
     pub fn new(config: NoisyClassifierConfig) -> Result<Self> {
