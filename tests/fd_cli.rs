@@ -181,6 +181,31 @@ fn cli_train_classifier_and_eval_fd() {
         !ok && err.contains("--classifier") && err.contains("1×16×16") && err.contains("3×8×8"),
         "{err}"
     );
+    // The probability-flow ODE likelihood of the same model.
+    let (ok, out, err) = ddpm(
+        &[
+            "eval",
+            "--ode-bpd",
+            "--ode-steps",
+            "2",
+            "--model",
+            "run/model",
+            "--data",
+            d,
+            "--n",
+            "3",
+            "--batch-size",
+            "2",
+        ],
+        &dir,
+    );
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ODE bits/dim:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let bpd: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(bpd.is_finite() && line.contains("3 images"), "{line}");
     // Classifier guidance: a noise-aware classifier trained by `train-classifier --noisy`
     // steers `sample` and `eval --fd`.
     let (ok, out, err) = ddpm(

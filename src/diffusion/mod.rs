@@ -6,6 +6,7 @@ pub mod fd;
 pub mod generate;
 pub mod hybrid;
 pub mod importance;
+pub mod likelihood;
 pub mod sample;
 pub mod schedule;
 pub mod sde;
