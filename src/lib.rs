@@ -62,6 +62,13 @@
 //! command-line tool is a thin client of exactly these calls; `examples/` has a complete program
 //! for each path (`sample`, `train_folder`, `shared_device`, `custom_op`).
 //!
+//! The successors of the DDPM paper sit on the same pieces: [`diffusion::hybrid`] (improved
+//! DDPM's learned variance and hybrid loss), [`diffusion::sde`] (score-SDE and Langevin
+//! samplers), [`nn::NoisyClassifier`] with [`diffusion::sample::sample_guided`] (guided
+//! diffusion's classifier guidance, the classifier's input gradient taken by its own backward
+//! pass inside the sampling loop) and [`diffusion::likelihood`] (exact log-likelihood through the
+//! probability-flow ODE, the divergence by Hutchinson's estimator over [`UNet::backward_input`]).
+//!
 //! ## Architecture
 //!
 //! **How a tensor becomes a dispatch.** A [`Tensor`] is a pooled `wgpu::Buffer` plus a shape.
