@@ -81,9 +81,11 @@ fn shipped_classifier_recognises_test_images_and_guided_samples() {
     let (_, pred) = clf.embed(ctx, &images, 20).unwrap();
     let hits = pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
     eprintln!("guided samples classified as requested: {hits}/20");
-    // chance is 2 of 20; P(≥ 8 of 20 | chance) ≈ 4e-4
+    // Chance is 2 of 20; P(≥ 10 of 20 | chance) ≈ 7e-6. The shipped step-1152 model gets 16/20
+    // on lavapipe (65% over 300 samples in assets/README.md); 10 leaves room for other adapters'
+    // rounding.
     assert!(
-        hits >= 8,
+        hits >= 10,
         "guided samples classified as requested: {hits}/20 ({pred:?} vs {labels:?})"
     );
 }
