@@ -25,7 +25,7 @@ for loss in simple hybrid; do
     echo "== train --loss $loss, $steps steps of 32"
     /usr/bin/time -f "wall %e s" "$ddpm" train --data "$train" --channels 1 --image-size 32 --no-hflip \
         --unconditional --config "$out/config-$loss.json" --loss "$loss" --batch-size 32 --lr 1e-3 \
-        --warmup 50 --ema-decay 0.995 --seed 0 --steps "$steps" --save-every "$steps" --sample-every 0 \
+        --warmup 50 --ema-decay 0.99 --seed 0 --steps "$steps" --save-every "$steps" --sample-every 0 \
         --out "$out/$loss" 2>&1 | grep -v '^\s*$' | tail -n 3
     python3 -c "
 import json

@@ -955,7 +955,7 @@ fn ode_bpd_eval(
     label_note: &str,
     args: &EvalArgs,
 ) -> Result<()> {
-    use ddpm_wgpu::diffusion::likelihood::{bits_per_dim, ode_log_likelihood, LikelihoodOptions, UNetEps};
+    use ddpm_wgpu::diffusion::likelihood::{bits_per_dim, dequantize, ode_log_likelihood, LikelihoodOptions, UNetEps};
     use ddpm_wgpu::diffusion::Prediction;
     if model.scheduler.prediction != Prediction::Epsilon {
         return Err(Error::arg(
@@ -979,24 +979,9 @@ fn ode_bpd_eval(
     let started = Instant::now();
     let mut bpd = Vec::with_capacity(n);
     let (mut prior, mut delta) = (0.0, 0.0);
-    // Uniform dequantisation: x = 2(k + u)/256 − 1 with u ~ U[0, 1), from the data's 8-bit k.
-    let mut rng = args.seed ^ 0xde_9a47;
-    let mut uniform = || {
-        rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
     for b in 0..batches {
         let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
-        let xs: Vec<f32> = data.images[lo * per..hi * per]
-            .iter()
-            .map(|&v| {
-                let k = ((v as f64 + 1.0) * 127.5).round().clamp(0.0, 255.0);
-                (2.0 * (k + uniform()) / 256.0 - 1.0) as f32
-            })
-            .collect();
+        let xs = dequantize(&data.images[lo * per..hi * per], args.seed.wrapping_add(b as u64));
         let x = ctx.upload(&[hi - lo, cfg.in_channels, cfg.sample_size, cfg.sample_size], &xs)?;
         let lt = labels
             .map(|l| ctx.upload(&[hi - lo], &l[lo..hi].iter().map(|&v| v as f32).collect::<Vec<_>>()))

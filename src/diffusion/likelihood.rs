@@ -30,7 +30,7 @@ use crate::diffusion::schedule::Schedule;
 use crate::diffusion::sde::vp_beta;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::nn::{Grads, Mode, UNet};
+use crate::nn::{Grads, InitRng, Mode, UNet};
 use crate::ops::{elementwise as ew, matmul};
 use crate::tensor::Tensor;
 
@@ -120,20 +120,22 @@ pub struct Likelihood {
     pub delta: Vec<f64>,
 }
 
-/// Rademacher vectors (±1) from a SplitMix64 stream: drawn once per call on the host.
+/// Rademacher vectors (±1), drawn once per call on the host.
 fn rademacher(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed ^ 0x7ade_3ac3_e000_0001;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            if (z ^ (z >> 31)) >> 63 == 0 {
-                1.0
-            } else {
-                -1.0
-            }
+    let mut rng = InitRng(seed ^ 0x7ade_3ac3);
+    (0..n).map(|_| if rng.next_f64() < 0.5 { 1.0 } else { -1.0 }).collect()
+}
+
+/// Uniform dequantisation of 8-bit images scaled to [−1, 1]: each value v = 2k/255 − 1 becomes
+/// x = 2(k + u)/256 − 1 with u ~ U[0, 1) from `seed`, the continuous data whose density
+/// [`bits_per_dim`] turns into a bound on the discrete likelihood.
+pub fn dequantize(images: &[f32], seed: u64) -> Vec<f32> {
+    let mut rng = InitRng(seed ^ 0xde_9a47);
+    images
+        .iter()
+        .map(|&v| {
+            let k = ((v as f64 + 1.0) * 127.5).round().clamp(0.0, 255.0);
+            (2.0 * (k + rng.next_f64()) / 256.0 - 1.0) as f32
         })
         .collect()
 }

@@ -347,27 +347,15 @@ impl ClassifierTrainer {
         let mut grads = Grads::new(self.model.params.len());
         self.model.backward(ctx, tape, &xent.dlogits, &mut grads)?;
         self.step += 1;
-        let p = optim::AdamParams {
+        adam_and_read_loss(
+            ctx,
+            &self.model.params,
+            &grads,
+            [&self.m, &self.v],
             lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: self.step,
-        };
-        for i in 0..self.model.params.len() {
-            let g = grads.get(i).expect("every parameter gets a gradient");
-            optim::adam_step(ctx, self.model.params.get(i), g, self.m.get(i), self.v.get(i), &p, None)?;
-        }
-        ctx.flush();
-        let loss = ctx.read(&xent.loss)?[0];
-        if !loss.is_finite() {
-            return Err(Error::NonFinite {
-                step: self.step as u64,
-                value: loss,
-            });
-        }
-        Ok(loss)
+            self.step,
+            &xent.loss,
+        )
     }
 
     /// Train for `epochs` passes over `images`/`labels` (shuffled each epoch with the seed; a
@@ -387,6 +375,41 @@ impl ClassifierTrainer {
             self.step(ctx, xb, yb, lr)
         })
     }
+}
+
+/// The end of a classifier training step: Adam (β 0.9, 0.999, ε 1e-8, no weight decay) on every
+/// parameter with moments `mv`, then the batch's mean `loss` read back, so that a NaN stops the
+/// caller at once.
+pub(crate) fn adam_and_read_loss(
+    ctx: &Context,
+    params: &Params,
+    grads: &Grads,
+    mv: [&Params; 2],
+    lr: f32,
+    step: u32,
+    loss: &Tensor,
+) -> Result<f32> {
+    let p = optim::AdamParams {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step,
+    };
+    for i in 0..params.len() {
+        let g = grads.get(i).expect("every parameter gets a gradient");
+        optim::adam_step(ctx, params.get(i), g, mv[0].get(i), mv[1].get(i), &p, None)?;
+    }
+    ctx.flush();
+    let loss = ctx.read(loss)?[0];
+    if !loss.is_finite() {
+        return Err(Error::NonFinite {
+            step: step as u64,
+            value: loss,
+        });
+    }
+    Ok(loss)
 }
 
 /// The epoch loop shared by the classifiers' trainers: `epochs` (fractional: the last epoch is

@@ -22,10 +22,10 @@ use crate::error::Result;
 use crate::gpu::Context;
 
 /// SplitMix64 stream for weight initialisation (host side, reproducible from a seed).
-struct InitRng(u64);
+pub(crate) struct InitRng(pub(crate) u64);
 
 impl InitRng {
-    fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -19,13 +19,13 @@ use crate::checkpoint::{self, TensorFile};
 use crate::diffusion::schedule::{BetaSchedule, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::nn::classifier::fit_epochs;
+use crate::nn::classifier::{adam_and_read_loss, fit_epochs};
 use crate::nn::config::UNetConfig;
 use crate::nn::encoder::{Encoder, EncoderOut, EncoderTape};
 use crate::nn::layers::{GroupNorm, Linear, Mode};
 use crate::nn::params::{Grads, Params};
 use crate::nn::InitRng;
-use crate::ops::{ddpm, loss, matmul, optim};
+use crate::ops::{ddpm, loss, matmul};
 use crate::tensor::Tensor;
 
 const CONFIG_FILE: &str = "config.json";
@@ -424,27 +424,15 @@ impl NoisyClassifierTrainer {
         let mut grads = Grads::new(self.model.params.len());
         self.model.backward(ctx, tape, &xent.dlogits, &mut grads, false)?;
         self.step += 1;
-        let p = optim::AdamParams {
+        adam_and_read_loss(
+            ctx,
+            &self.model.params,
+            &grads,
+            [&self.m, &self.v],
             lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: self.step,
-        };
-        for i in 0..self.model.params.len() {
-            let g = grads.get(i).expect("every parameter gets a gradient");
-            optim::adam_step(ctx, self.model.params.get(i), g, self.m.get(i), self.v.get(i), &p, None)?;
-        }
-        ctx.flush();
-        let loss = ctx.read(&xent.loss)?[0];
-        if !loss.is_finite() {
-            return Err(Error::NonFinite {
-                step: self.step as u64,
-                value: loss,
-            });
-        }
-        Ok(loss)
+            self.step,
+            &xent.loss,
+        )
     }
 
     /// Train for `epochs` passes over `images`/`labels` (shuffled each epoch), calling
