@@ -3,7 +3,8 @@
 //! Euler–Maruyama, predictor–corrector and the probability-flow ODE — and annealed Langevin
 //! dynamics on the model's noise levels (Song & Ermon 2019). Any prediction type (ε, x₀, v) and
 //! a learned-variance output (its variance channels are ignored) work; classifier-free guidance
-//! comes with the model ([`crate::diffusion::sample::GuidedUNet`]).
+//! and classifier guidance (the score shifted by s·∇ₓ log p(y | x_t), i.e. ε̂ − s√(1−ᾱ_t)∇)
+//! come with the model ([`crate::diffusion::sample::GuidedUNet`]).
 //!
 //! # The VP SDE of a discrete DDPM
 //! Forward: dx = −½β(t)·x dt + √β(t) dw for t ∈ [0, 1], with β(t) = T·β_{t·(T−1)}, the T
