@@ -31,7 +31,7 @@ use crate::diffusion::sde::vp_beta;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::nn::{Grads, InitRng, Mode, UNet};
-use crate::ops::{elementwise as ew, matmul};
+use crate::ops::elementwise as ew;
 use crate::tensor::Tensor;
 
 /// t_min of the likelihood ODE (score_sde's `eps` for likelihoods, 1e-5).
@@ -159,20 +159,19 @@ pub fn ode_log_likelihood(
     }
     let label_scale = (schedule.len() - 1) as f64;
     let z = ctx.upload(x.shape(), &rademacher(b * d, opts.seed))?;
-    let ones = ctx.upload(&[d, 1], &vec![1.0; d])?;
     // (F(x, t), ∇·F) with F = a·x + k·ε̂, ∇·F = a·D + k·zᵀJz.
     let drift = |x: &Tensor, t: f64| -> Result<(Tensor, Tensor)> {
         let beta = vp_beta(schedule, t);
         let (a, k) = (-0.5 * beta, 0.5 * beta / vp_std(schedule, t));
         let (eps, vjp) = model.eps_vjp(ctx, x, (t * label_scale) as f32, &z)?;
         let f = ew::axpby(ctx, x, &eps, a as f32, k as f32)?;
-        let zjz = matmul::matmul(ctx, &ew::mul(ctx, &vjp, &z)?.reshape(&[b, d])?, &ones, false, false)?;
-        let div = ew::scale(ctx, &zjz.reshape(&[b])?, k as f32)?;
+        // k·zᵀJz per sample: the row sums of vjp ⊙ z viewed as [B, D].
+        let div = ew::sum_rows(ctx, &ew::mul(ctx, &vjp, &z)?, b, d, k as f32)?;
         Ok((f, div))
     };
     let r0 = opts.t_min.sqrt();
     let grid = |k: usize| (r0 + (1.0 - r0) * k as f64 / opts.steps as f64).powi(2);
-    let mut cur = ew::scale(ctx, x, 1.0)?;
+    let mut cur = x.clone();
     let delta = ctx.empty(&[b], "likelihood.delta")?;
     ew::fill(ctx, &delta, 0.0)?;
     let mut pending: Option<(Tensor, Tensor)> = None;

@@ -505,7 +505,7 @@ impl<'a> GuidedUNet<'a> {
     /// Add classifier guidance. With `eps_form` every model output is shifted,
     /// ε̂ ← ε̂ − s √(1−ᾱ_t) ∇ₓ log p_φ(y | x_t, t) (Dhariwal & Nichol's Algorithm 2: the score of
     /// p(x_t | y) ∝ p(x_t) p(y | x_t)^s); otherwise the caller shifts the DDPM mean with
-    /// [`GuidedUNet::classifier_grad`] (their Algorithm 1). Refused for models that do not
+    /// [`GuidedUNet::add_classifier_guidance`] (their Algorithm 1). Refused for models that do not
     /// predict ε or have a learned variance, and for a classifier of another forward process.
     pub fn with_classifier(
         mut self,
@@ -581,30 +581,26 @@ impl<'a> GuidedUNet<'a> {
         Ok(self)
     }
 
-    /// s·∇ₓ log p_φ(y | x_t, t) for the batch x at timestep t (on the GPU), when classifier
-    /// guidance is on.
-    pub fn classifier_grad(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Option<Tensor>> {
+    /// acc += coef·s·∇ₓ log p_φ(y | x_t, t) for the batch x at timestep t, on the GPU, when
+    /// classifier guidance is on (a no-op otherwise).
+    pub fn add_classifier_guidance(&self, ctx: &Context, acc: &Tensor, x: &Tensor, t: usize, coef: f32) -> Result<()> {
         let Some(cg) = &self.classifier else {
-            return Ok(None);
+            return Ok(());
         };
         let tt = ctx.upload(&[self.n], &vec![t as f32; self.n])?;
         let g = cg.classifier.grad_log_prob(ctx, x, &tt, &cg.labels)?;
-        Ok(Some(ew::scale(ctx, &g, cg.scale)?))
+        ew::add_scaled_inplace(ctx, acc, &g, coef * cg.scale)
     }
 
     /// [`GuidedUNet::forward`] with the ε̂ shift of classifier guidance (when it is on, in the
     /// ε form).
     fn output_at(&self, ctx: &Context, x: &Tensor, t: usize) -> Result<Tensor> {
         let e = self.forward(ctx, x, t as f32)?;
-        match &self.classifier {
-            Some(cg) if cg.eps_form => {
-                let g = self.classifier_grad(ctx, x, t)?.expect("classifier guidance is on");
-                let k = cg.sqrt_one_minus_ab[t.min(cg.sqrt_one_minus_ab.len() - 1)] as f32;
-                ew::add_scaled_inplace(ctx, &e, &g, -k)?;
-                Ok(e)
-            }
-            _ => Ok(e),
+        if let Some(cg) = self.classifier.as_ref().filter(|cg| cg.eps_form) {
+            let k = cg.sqrt_one_minus_ab[t.min(cg.sqrt_one_minus_ab.len() - 1)] as f32;
+            self.add_classifier_guidance(ctx, &e, x, t, -k)?;
         }
+        Ok(e)
     }
 
     /// The model output at timestep t for x `[n, C, H, W]`: `[n, out_channels, H, W]`.
@@ -710,16 +706,10 @@ pub fn sample_guided(
     let mut trajectory = Vec::new();
     for (i, st) in steps.iter().enumerate() {
         let eps = model.output_at(ctx, &x, st.t)?;
-        // The mean form: s·∇ log p at x_t, before x_t is replaced.
-        let shift = if mean_form && st.coefs.sigma > 0.0 {
-            model.classifier_grad(ctx, &x, st.t)?
-        } else {
-            None
-        };
         let (x_next, x0) = ddpm::sampler_update(ctx, &x, &eps, x0_prev.as_ref(), &st.coefs, opts.seed, i as u32)?;
-        if let Some(g) = shift {
-            let var = st.coefs.sigma * st.coefs.sigma;
-            ew::add_scaled_inplace(ctx, &x_next, &g, var)?;
+        if mean_form && st.coefs.sigma > 0.0 {
+            // The mean form: x_{t−1} += s σ_t² ∇ log p(y | x_t), the gradient at x_t.
+            model.add_classifier_guidance(ctx, &x_next, &x, st.t, st.coefs.sigma * st.coefs.sigma)?;
         }
         if opts.keep.contains(&i) {
             trajectory.push((i, x_next.clone(), x0.clone()));

@@ -25,7 +25,7 @@ use crate::nn::encoder::{Encoder, EncoderOut, EncoderTape};
 use crate::nn::layers::{GroupNorm, Linear, Mode};
 use crate::nn::params::{Grads, Params};
 use crate::nn::InitRng;
-use crate::ops::{ddpm, loss, matmul};
+use crate::ops::{ddpm, elementwise as ew, loss};
 use crate::tensor::Tensor;
 
 const CONFIG_FILE: &str = "config.json";
@@ -120,10 +120,7 @@ pub struct NoisyClassifierTape {
     skips: usize,
     h: Tensor,
     stats: Tensor,
-    /// [B·C, H·W] view of the head's activation.
-    act: Tensor,
     pooled: Tensor,
-    spatial: [usize; 4],
 }
 
 /// p_φ(y | x_t, t): configuration, parameters, layers.
@@ -221,19 +218,15 @@ impl NoisyClassifier {
         let EncoderOut { h, skips, tape } = self.encoder.forward(ctx, ps, x, t, None, mode)?;
         let (_, c, hh, ww) = h.dims4("encoder output")?;
         let (act, stats) = self.norm.forward(ctx, ps, &h, true)?;
-        // Global mean pool as a matrix–vector product: [B·C, H·W] · (1/HW)·1 → [B·C, 1].
-        let act = act.reshape(&[b * c, hh * ww])?;
-        let mean_col = ctx.upload(&[hh * ww, 1], &vec![1.0 / (hh * ww) as f32; hh * ww])?;
-        let pooled = matmul::matmul(ctx, &act, &mean_col, false, false)?.reshape(&[b, c])?;
+        // Global mean pool: the row sums of [B·C, H·W], scaled by 1/HW.
+        let pooled = ew::sum_rows(ctx, &act, b * c, hh * ww, 1.0 / (hh * ww) as f32)?.reshape(&[b, c])?;
         let logits = self.linear.forward(ctx, ps, &pooled)?;
         let tape = NoisyClassifierTape {
             encoder: tape,
             skips: skips.len(),
             h,
             stats,
-            act,
             pooled,
-            spatial: [b, c, hh, ww],
         };
         Ok((logits, tape))
     }
@@ -254,16 +247,15 @@ impl NoisyClassifier {
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
         let ps = &self.params;
-        let [b, c, hh, ww] = tape.spatial;
+        let (_, _, hh, ww) = tape.h.dims4("encoder output")?;
         let dpooled = self
             .linear
             .backward(ctx, ps, grads, &tape.pooled, dlogits, true)?
             .expect("dx requested");
-        // d act = d pooled · (1/HW)·1ᵀ, broadcast over the pixels.
-        let mean_row = ctx.upload(&[1, hh * ww], &vec![1.0 / (hh * ww) as f32; hh * ww])?;
-        let dact =
-            matmul::matmul(ctx, &dpooled.reshape(&[b * c, 1])?, &mean_row, false, false)?.reshape(&[b, c, hh, ww])?;
-        drop(tape.act);
+        // d act = d pooled / HW, broadcast over the pixels.
+        let zeros = ctx.empty(tape.h.shape(), "noisy_classifier.pool_backward")?;
+        ew::fill(ctx, &zeros, 0.0)?;
+        let dact = ew::add_channel_bias(ctx, &zeros, &ew::scale(ctx, &dpooled, 1.0 / (hh * ww) as f32)?)?;
         let dh = self.norm.backward(ctx, ps, grads, &tape.h, &tape.stats, &dact, true)?;
         self.encoder
             .backward(ctx, ps, grads, tape.encoder, dh, vec![None; tape.skips], None, need_dx)
