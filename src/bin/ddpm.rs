@@ -634,13 +634,16 @@ fn print_profile(ctx: &Context, step: u64) {
     if prof.is_empty() {
         return;
     }
-    let total: f64 = prof.iter().map(|p| p.2).sum();
+    let total: f64 = prof.iter().map(|p| p.secs).sum();
     eprintln!("step {step}: kernel wall time {total:.3} s (DDPM_PROFILE)");
-    for (name, calls, secs) in prof.iter().take(25) {
+    for p in prof.iter().take(25) {
+        let rate = p.gflops().map_or(String::new(), |g| format!("{g:>6.2} GFLOP/s "));
         eprintln!(
-            "  {:>7.1} ms {:>5.1}% {calls:>5}x {name}",
-            secs * 1e3,
-            100.0 * secs / total
+            "  {:>7.1} ms {:>5.1}% {:>5}x {rate}{}",
+            p.secs * 1e3,
+            100.0 * p.secs / total,
+            p.calls,
+            p.name
         );
     }
 }

@@ -163,7 +163,42 @@ pub struct Context {
     submits: AtomicU64,
     /// Per-kernel wall time when `DDPM_PROFILE` is set: every dispatch is submitted and waited
     /// for on its own (slow, but it works on adapters without timestamp queries).
-    profile: Option<Mutex<std::collections::HashMap<String, (u64, f64)>>>,
+    profile: Option<Profile>,
+}
+
+/// What `DDPM_PROFILE` gathers: (calls, seconds, FLOPs) per kernel, or per kernel and problem
+/// size when `DDPM_PROFILE=shapes`.
+struct Profile {
+    by_shape: bool,
+    map: Mutex<std::collections::HashMap<String, (u64, f64, f64)>>,
+}
+
+/// One line of [`Context::take_profile`]: a kernel (with its problem size under
+/// `DDPM_PROFILE=shapes`), how often it ran, its wall time and the FLOPs it did where the op
+/// counts them (the matrix products; 0 elsewhere).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProfile {
+    /// `shader::entry`, followed by the problem size under `DDPM_PROFILE=shapes`.
+    pub name: String,
+    /// Dispatches.
+    pub calls: u64,
+    /// Wall time of those dispatches, each submitted and waited for alone.
+    pub secs: f64,
+    /// Floating-point operations they did (0 where the op does not count them).
+    pub flops: f64,
+}
+
+impl KernelProfile {
+    /// GFLOP/s, where the op counts FLOPs.
+    pub fn gflops(&self) -> Option<f64> {
+        (self.flops > 0.0 && self.secs > 0.0).then(|| self.flops / self.secs / 1e9)
+    }
+}
+
+/// Optional profile detail of a dispatch: a label of its problem size and the FLOPs it does.
+pub(crate) struct Work<'a> {
+    pub shape: &'a dyn Fn() -> String,
+    pub flops: f64,
 }
 
 impl Context {
@@ -263,7 +298,10 @@ impl Context {
             gpu_error,
             readbacks: AtomicU64::new(0),
             submits: AtomicU64::new(0),
-            profile: std::env::var_os("DDPM_PROFILE").map(|_| Mutex::new(Default::default())),
+            profile: std::env::var_os("DDPM_PROFILE").map(|v| Profile {
+                by_shape: v == "shapes",
+                map: Mutex::new(Default::default()),
+            }),
         }
     }
 
@@ -320,13 +358,32 @@ impl Context {
         self.readbacks.load(Ordering::Relaxed)
     }
 
-    /// Per-kernel (calls, seconds) gathered since the last call, slowest first; empty unless the
-    /// `DDPM_PROFILE` environment variable was set when the context was created.
-    pub fn take_profile(&self) -> Vec<(String, u64, f64)> {
+    /// Time every dispatch from now on, as the `DDPM_PROFILE` environment variable does at
+    /// creation (`by_shape`: as `DDPM_PROFILE=shapes`); read with [`Context::take_profile`].
+    /// Each dispatch is then submitted and waited for alone, so everything runs slower.
+    pub fn enable_profile(&mut self, by_shape: bool) {
+        self.profile = Some(Profile {
+            by_shape,
+            map: Mutex::new(Default::default()),
+        });
+    }
+
+    /// Per-kernel calls, seconds and FLOPs gathered since the last call, slowest first; empty
+    /// unless the `DDPM_PROFILE` environment variable was set when the context was created
+    /// (`DDPM_PROFILE=shapes` splits the matrix products by problem size).
+    pub fn take_profile(&self) -> Vec<KernelProfile> {
         let Some(prof) = &self.profile else { return Vec::new() };
-        let mut map = prof.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<(String, u64, f64)> = map.drain().map(|(k, (n, s))| (k, n, s)).collect();
-        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<KernelProfile> = map
+            .drain()
+            .map(|(name, (calls, secs, flops))| KernelProfile {
+                name,
+                calls,
+                secs,
+                flops,
+            })
+            .collect();
+        v.sort_by(|a, b| b.secs.total_cmp(&a.secs));
         v
     }
 
@@ -352,6 +409,11 @@ impl Context {
 
     /// Record one compute dispatch into the pending encoder.
     pub(crate) fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        self.dispatch_work(d, None)
+    }
+
+    /// [`Context::dispatch`] with the problem size and FLOPs that `DDPM_PROFILE` reports.
+    pub(crate) fn dispatch_work(&self, d: Dispatch<'_>, work: Option<Work<'_>>) -> Result<()> {
         let pipeline = self.pipelines.get(&self.device, d.shader, d.entry, d.constants)?;
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries = Vec::with_capacity(d.buffers.len() + 1);
@@ -387,8 +449,11 @@ impl Context {
                 d.shader.name, d.entry, d.workgroups, max
             )));
         }
-        self.record(&pipeline, &bind_group, uniform, d.workgroups, d.entry, || {
-            format!("{}::{}", d.shader.name, d.entry)
+        let by_shape = self.profile.as_ref().is_some_and(|p| p.by_shape);
+        let flops = work.as_ref().map_or(0.0, |w| w.flops);
+        self.record(&pipeline, &bind_group, uniform, d.workgroups, d.entry, || match &work {
+            Some(w) if by_shape => (format!("{}::{} {}", d.shader.name, d.entry, (w.shape)()), flops),
+            _ => (format!("{}::{}", d.shader.name, d.entry), flops),
         });
         Ok(())
     }
@@ -491,7 +556,7 @@ impl Context {
             )));
         }
         self.record(&pipeline, &bind_group, uniform, workgroups, kernel.entry, || {
-            what.clone()
+            (what.clone(), 0.0)
         });
         Ok(())
     }
@@ -504,7 +569,7 @@ impl Context {
         uniform: Option<wgpu::Buffer>,
         workgroups: [u32; 3],
         pass_label: &str,
-        name: impl FnOnce() -> String,
+        profile_key: impl FnOnce() -> (String, f64),
     ) {
         let [x, y, z] = workgroups;
         let mut pending = self.lock_pending();
@@ -537,10 +602,12 @@ impl Context {
             }
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
             let secs = start.elapsed().as_secs_f64();
-            let mut map = prof.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = map.entry(name()).or_insert((0, 0.0));
+            let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
+            let (name, flops) = profile_key();
+            let slot = map.entry(name).or_insert((0, 0.0, 0.0));
             slot.0 += 1;
             slot.1 += secs;
+            slot.2 += flops;
         }
         // Keep command buffers bounded so a long recording does not hold every uniform alive.
         if pending.dispatches >= 4096 {

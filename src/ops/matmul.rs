@@ -21,7 +21,7 @@
 //! [`kernel_for`] picks per adapter and shape; [`gemm_with`] runs a chosen kernel (benches, tests).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch, Shader};
+use crate::gpu::{Context, Dispatch, Shader, Work};
 use crate::tensor::Tensor;
 
 static SHADER: Shader = crate::shader!("matmul");
@@ -263,14 +263,34 @@ fn launch(
         _pad0: 0,
         _pad1: 0,
     };
-    ctx.dispatch(Dispatch {
-        shader,
-        entry,
-        constants: &constants,
-        params: bytemuck::bytes_of(&params),
-        buffers: &[a, b, out],
-        workgroups: ctx.grid(total),
-    })
+    let shape = || {
+        let t = |on: bool| if on { "ᵀ" } else { "" };
+        format!(
+            "[{}×] {}×{}{} · {}×{}{}",
+            g.batch,
+            g.m,
+            g.k,
+            t(g.trans_a),
+            g.k,
+            g.n,
+            t(g.trans_b)
+        )
+    };
+    let work = Work {
+        shape: &shape,
+        flops: 2.0 * g.batch as f64 * g.m as f64 * g.k as f64 * g.n as f64,
+    };
+    ctx.dispatch_work(
+        Dispatch {
+            shader,
+            entry,
+            constants: &constants,
+            params: bytemuck::bytes_of(&params),
+            buffers: &[a, b, out],
+            workgroups: ctx.grid(total),
+        },
+        Some(work),
+    )
 }
 
 /// out = alpha·op(a)·op(b) + beta·out, in place on `out` (beta = 0 ignores out's old contents).

@@ -285,3 +285,32 @@ fn shape_errors_are_typed() {
         Err(Error::Shape { .. })
     ));
 }
+
+/// `DDPM_PROFILE=shapes` (here `enable_profile(true)`): each product is listed under its problem
+/// size with the FLOPs it did, other kernels under their name with none; a take empties it.
+#[test]
+fn profile_by_shape_counts_flops() {
+    let mut ctx = ddpm_wgpu::Context::new().unwrap();
+    ctx.enable_profile(true);
+    let a = ctx.upload(&[2, 12, 8], &rand_vec(2 * 12 * 8, 1)).unwrap();
+    let b = ctx.upload(&[2, 12, 16], &rand_vec(2 * 12 * 16, 2)).unwrap();
+    for _ in 0..3 {
+        mm::matmul(&ctx, &a, &b, true, false).unwrap();
+    }
+    let c = mm::matmul(&ctx, &b, &a, true, false).unwrap();
+    ddpm_wgpu::ops::elementwise::scale(&ctx, &c, 2.0).unwrap();
+    let prof = ctx.take_profile();
+    let find = |name: &str| {
+        prof.iter()
+            .find(|p| p.name.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {prof:?}"))
+    };
+    let ab = find("[2×] 8×12ᵀ · 12×16");
+    assert_eq!((ab.calls, ab.flops), (3, 3.0 * 2.0 * 2.0 * 8.0 * 12.0 * 16.0));
+    assert!(ab.secs > 0.0 && ab.gflops().unwrap() > 0.0);
+    assert_eq!(find("[2×] 16×12ᵀ · 12×8").calls, 1);
+    let other: Vec<_> = prof.iter().filter(|p| !p.name.contains('×')).collect();
+    assert!(!other.is_empty() && other.iter().all(|p| p.flops == 0.0 && p.gflops().is_none()));
+    assert_eq!(prof.iter().map(|p| p.calls).sum::<u64>(), 5);
+    assert!(ctx.take_profile().is_empty());
+}
