@@ -206,6 +206,41 @@ fn cli_train_classifier_and_eval_fd() {
         .unwrap_or_else(|| panic!("{out}"));
     let bpd: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(bpd.is_finite() && line.contains("3 images"), "{line}");
+    // The adaptive solver reports its steps and model calls; an unknown solver is refused.
+    let rk45 = |solver: &str| {
+        ddpm(
+            &[
+                "eval",
+                "--ode-bpd",
+                "--ode-solver",
+                solver,
+                "--ode-tol",
+                "1e-2",
+                "--model",
+                "run/model",
+                "--data",
+                d,
+                "--n",
+                "2",
+            ],
+            &dir,
+        )
+    };
+    let (ok, out, err) = rk45("rk45");
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ODE bits/dim:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("RK45, rtol = atol = 1e-2") && line.contains("model calls per batch"),
+        "{line}"
+    );
+    let (ok, _, err) = rk45("euler");
+    assert!(
+        !ok && err.contains("--ode-solver") && err.contains("heun or rk45"),
+        "{err}"
+    );
     // Classifier guidance: a noise-aware classifier trained by `train-classifier --noisy`
     // steers `sample` and `eval --fd`.
     let (ok, out, err) = ddpm(
