@@ -130,7 +130,7 @@ fn gaussian_data_log_density_is_recovered() {
             l.steps, l.evals
         );
         assert!(
-            l.steps > 0 && l.evals >= 2 + 6 * l.steps && (l.evals - 2) % 6 == 0,
+            l.steps > 0 && l.evals >= 2 + 6 * l.steps && (l.evals - 2).is_multiple_of(6),
             "{l:?}"
         );
         rk.push((err, l.evals));
