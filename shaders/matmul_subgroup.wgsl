@@ -13,6 +13,16 @@
 // op(B) (4 vec4 loads) and 1/8 of the 16x4 block of op(A) (2 vec4 loads); each A value is then
 // broadcast to all lanes. That is 6 loads per 256 FMAs per lane.
 //
+// Why loads cost so much there (Mesa 22.3's lp_bld_nir_soa.c, emit_load_mem): a storage load
+// whose address is not "always uniform" (built from constants and uniforms only; workgroup_id
+// and loop counters do not count) becomes a loop over the 8 lanes with a bounds-check branch
+// and a scalar load per component. Variants measured against this one and not kept (2026-12-02,
+// back to back, on 2 cores shared with a training run): rows loaded at per-row uniform addresses
+// (one subgroup per workgroup) 0.5-0.9x; 16x32, 32x64 and 64x64 tiles generated fully
+// unrolled, level within the noise; B read through an rgba32float texture (textureLoad), level;
+// llvmpipe at 512 bits (LP_NATIVE_VECTOR_WIDTH=512, subgroups of 16) with a 16-lane variant,
+// 0.6-0.9x.
+//
 // Requirements (checked by the launcher): K % 4 == 0, N % 4 == 0, and M % 4 == 0 when trans_a,
 // so that every vec4 lies inside one row. Rows past M and columns past N load clamped (valid)
 // addresses and are not stored. The workgroup stacks WG / 8 subgroups along M, and tiles are
