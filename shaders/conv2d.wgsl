@@ -391,7 +391,10 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // g_a = dcol [nb, Kp, Ho·Wo], g_o2 = dx (images n0..n0+nb written). A workgroup covers 256
-// consecutive pixels of one (b, ci) plane of dx.
+// consecutive pixels of one (b, ci) plane of dx. Only the taps that reach the pixel are visited:
+// r ≡ ih (mod stride), with oh = (ih − r) / stride falling by one per step of r (likewise s and
+// ow), so a stride-2 3×3 layer reads at most 4 of the 9 columns and divides 4 times, not 24
+// (u32 division runs lane by lane on SIMD CPU adapters, and so do storage loads).
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -408,33 +411,26 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     let b = bc / cp.cin;
     let ci = bc % cp.cin;
+    // Padded coordinates of the pixel.
     let ih = q / cp.w + cp.pad_top;
     let iw = q % cp.w + cp.pad_left;
     let pix = cp.ho * cp.wo;
     let base = (b * cp.kp + ci * cp.kh * cp.kw) * pix;
+    let s0 = iw % cp.stride;
+    let ow0 = i32(iw / cp.stride);
     var acc = 0.0;
-    for (var r = 0u; r < cp.kh; r++) {
-        // oh·st = ih − r and ow·st = iw − s (padded coordinates), both in range
-        let th = ih - r;
-        var oh = th;
-        var row_ok = ih >= r;
-        if (cp.stride != 1u) {
-            oh = th / cp.stride;
-            row_ok = row_ok && th % cp.stride == 0u;
-        }
-        row_ok = row_ok && oh < cp.ho;
-        for (var s = 0u; s < cp.kw; s++) {
-            let tw = iw - s;
-            var ow = tw;
-            var col_ok = iw >= s;
-            if (cp.stride != 1u) {
-                ow = tw / cp.stride;
-                col_ok = col_ok && tw % cp.stride == 0u;
+    var oh = i32(ih / cp.stride);
+    for (var r = ih % cp.stride; r < cp.kh && oh >= 0; r += cp.stride) {
+        if (u32(oh) < cp.ho) {
+            var ow = ow0;
+            for (var s = s0; s < cp.kw && ow >= 0; s += cp.stride) {
+                if (u32(ow) < cp.wo) {
+                    acc += g_a[base + (r * cp.kw + s) * pix + u32(oh) * cp.wo + u32(ow)];
+                }
+                ow -= 1;
             }
-            let ok = row_ok && col_ok && ow < cp.wo;
-            let src = base + (r * cp.kw + s) * pix + select(0u, oh * cp.wo + ow, ok);
-            acc += select(0.0, g_a[src], ok);
         }
+        oh -= 1;
     }
     g_o2[(cp.n0 + b) * cp.cin * plane + ci * plane + q] = acc;
 }
