@@ -1,58 +1,21 @@
-// Layout ops: channel concat/split, nearest 2x upsampling (and its adjoint), and the batched
-// transpose between NCHW and NLC (L = H·W). Elementwise entry points use 256 invocations per
-// workgroup over a 2-D grid of workgroups (Context::grid): linear index wg.x + wg.y·nwg.x.
+// Layout ops: nearest 2x upsampling (and its adjoint) and the batched transpose between NCHW
+// and NLC (L = H·W); the channel concat/split are buffer copies (src/ops/layout.rs).
+// Elementwise entry points use 256 invocations per workgroup over a 2-D grid of workgroups
+// (Context::grid): linear index wg.x + wg.y·nwg.x.
 
 struct Params {
     n: u32,   // elements handled (one per invocation), or batch for the transpose
-    p0: u32,  // concat/split: Ca·HW; upsample: W; transpose: rows R
-    p1: u32,  // concat/split: Cb·HW; transpose: columns K
+    p0: u32,  // upsample: W; transpose: rows R
+    p1: u32,  // transpose: columns K
     p2: u32,  // transpose: tiles per matrix
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out_a: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out_b: array<f32>;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * 256u + lid;
-}
-
-// out [N, Ca+Cb, HW] = cat(a [N, Ca, HW], b [N, Cb, HW]): each sample is Ca·HW floats of a
-// followed by Cb·HW floats of b. Bindings: a, b, out.
-@compute @workgroup_size(256)
-fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
-    if (i >= p.n) { return; }
-    let per = p.p0 + p.p1;
-    let n = i / per;
-    let r = i - n * per;
-    if (r < p.p0) {
-        out[i] = a[n * p.p0 + r];
-    } else {
-        out[i] = b[n * p.p1 + r - p.p0];
-    }
-}
-
-// The inverse of concat_channels. Bindings: src, out_a, out_b.
-@compute @workgroup_size(256)
-fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
-    if (i >= p.n) { return; }
-    let per = p.p0 + p.p1;
-    let n = i / per;
-    let r = i - n * per;
-    if (r < p.p0) {
-        out_a[n * p.p0 + r] = src[i];
-    } else {
-        out_b[n * p.p1 + r - p.p0] = src[i];
-    }
 }
 
 // Nearest 2x: input element (row, x) of rows of width W (row = (n·C + c)·H + h) fills the 2x2

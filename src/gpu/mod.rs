@@ -593,26 +593,30 @@ impl Context {
             pending.uniforms.push(u);
         }
         pending.dispatches += 1;
-        if let Some(prof) = &self.profile {
-            // Time this dispatch alone: finish earlier work, then submit and wait for this one.
-            let encoder = pending.encoder.take();
-            let start = std::time::Instant::now();
-            if let Some(e) = encoder {
-                self.queue.submit(Some(e.finish()));
-            }
-            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
-            let secs = start.elapsed().as_secs_f64();
-            let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
-            let (name, flops) = profile_key();
-            let slot = map.entry(name).or_insert((0, 0.0, 0.0));
-            slot.0 += 1;
-            slot.1 += secs;
-            slot.2 += flops;
-        }
+        self.profile_last(&mut pending, profile_key);
         // Keep command buffers bounded so a long recording does not hold every uniform alive.
         if pending.dispatches >= 4096 {
             self.submit_locked(&mut pending);
         }
+    }
+
+    /// Under `DDPM_PROFILE`, time the command just recorded alone: the encoder holds only it
+    /// (every earlier one was submitted and waited for), so submit it and wait.
+    fn profile_last(&self, pending: &mut Pending, profile_key: impl FnOnce() -> (String, f64)) {
+        let Some(prof) = &self.profile else { return };
+        let encoder = pending.encoder.take();
+        let start = std::time::Instant::now();
+        if let Some(e) = encoder {
+            self.queue.submit(Some(e.finish()));
+        }
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let secs = start.elapsed().as_secs_f64();
+        let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (name, flops) = profile_key();
+        let slot = map.entry(name).or_insert((0, 0.0, 0.0));
+        slot.0 += 1;
+        slot.1 += secs;
+        slot.2 += flops;
     }
 
     /// Record a buffer-to-buffer copy into the pending encoder.
@@ -631,6 +635,7 @@ impl Context {
             })
         });
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, Some(bytes));
+        self.profile_last(&mut pending, || ("copy_buffer_to_buffer".to_string(), 0.0));
     }
 
     /// Record a zero-fill of a whole buffer.
