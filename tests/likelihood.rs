@@ -83,19 +83,23 @@ fn gaussian_data_log_density_is_recovered() {
             -0.5 * (d as f64 * (2.0 * std::f64::consts::PI * s2).ln() + sq / s2)
         })
         .collect();
-    let mut errs = Vec::new();
-    for steps in [25, 100] {
-        let opts = LikelihoodOptions {
-            steps,
-            ..Default::default()
-        };
-        let l = ode_log_likelihood(ctx, &model, &model.schedule, &x, &opts).unwrap();
+    // (the solve, its largest error against the exact log-density)
+    let solve = |opts: &LikelihoodOptions| {
+        let l = ode_log_likelihood(ctx, &model, &model.schedule, &x, opts).unwrap();
         let err = l
             .log_p
             .iter()
             .zip(&exact)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
+        (l, err)
+    };
+    let mut errs = Vec::new();
+    for steps in [25, 100] {
+        let (l, err) = solve(&LikelihoodOptions {
+            steps,
+            ..Default::default()
+        });
         eprintln!(
             "{steps} Heun steps: log p {:?} vs exact {exact:?}; max error {err:.2e}",
             l.log_p
@@ -113,18 +117,11 @@ fn gaussian_data_log_density_is_recovered() {
     // step's choice).
     let mut rk = Vec::new();
     for tol in [1e-5, 1e-7] {
-        let opts = LikelihoodOptions {
+        let (l, err) = solve(&LikelihoodOptions {
             steps: 1000,
             solver: OdeSolver::Rk45 { rtol: tol, atol: tol },
             ..Default::default()
-        };
-        let l = ode_log_likelihood(ctx, &model, &model.schedule, &x, &opts).unwrap();
-        let err = l
-            .log_p
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        });
         eprintln!(
             "RK45 tol {tol:e}: {} steps, {} model calls, max error {err:.2e}",
             l.steps, l.evals
