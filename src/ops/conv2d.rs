@@ -254,6 +254,7 @@ pub fn conv2d_with(
     match resolve_forward(ctx, algo, &g)? {
         Algo::Im2col { window } => return im2col_forward(ctx, &g, x, w, bias, window),
         Algo::Winograd { window } => return winograd_forward(ctx, &g, x, w, bias, window, false),
+        Algo::Pointwise => return pointwise_forward(ctx, &g, x, w, bias),
         _ => {}
     }
     let y = ctx.empty(&[g.n, g.cout, g.ho, g.wo], "conv2d.y")?;
@@ -297,6 +298,9 @@ pub fn conv2d_backward_with(
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
+    if matches!(algo, Algo::Auto | Algo::Pointwise) && resolve(ctx, algo, &g, false)? == Algo::Pointwise {
+        return pointwise_backward(ctx, &g, x, w, dy, need_dx);
+    }
     // For a 3×3, stride 1, padding 1 convolution the input grad is the same kind of
     // convolution of dy with the transposed, rotated weights: Winograd runs it where it can
     // (Auto, or Winograd asked for); the weight grad runs what Auto picks.
@@ -416,7 +420,8 @@ fn direct_backward_input(ctx: &Context, g: &Geometry, w: &Tensor, dy: &Tensor) -
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algo {
-    /// [`Algo::Im2col`] where it applies and is faster (CPU adapters with 8-wide subgroups),
+    /// On CPU adapters with 8-wide subgroups, where they apply: [`Algo::Pointwise`] for 1×1
+    /// kernels, [`Algo::Winograd`] forwards for 3×3 ones, [`Algo::Im2col`] for the rest;
     /// [`Algo::Direct`] otherwise.
     Auto,
     /// Implicit GEMM with no column matrix in memory: any adapter, any shape.
@@ -428,6 +433,10 @@ pub enum Algo {
         /// Images per column-matrix window; 0 = as many as fit in [`IM2COL_BUDGET_BYTES`].
         window: usize,
     },
+    /// 1×1 kernels with stride 1 and no padding: the convolution is a matrix product per image
+    /// (y = W·x, dx = Wᵀ·dy, dW = Σ dy·xᵀ), run by the subgroup GEMM straight on the tensors
+    /// with no column matrix. Needs 8-wide subgroups and Cin, Cout and H·W multiples of 4.
+    Pointwise,
     /// Forward only: Winograd F(2×2, 3×3) (16 products per 4 outputs instead of 36) for 3×3
     /// kernels with stride 1 and padding 1, input and output transforms around 16 subgroup
     /// GEMMs. Needs 8-wide subgroups, Cin % 4 == 0 and ⌈H/2⌉·⌈W/2⌉ % 4 == 0; the backward
@@ -467,6 +476,19 @@ fn winograd_possible(ctx: &Context, g: &Geometry) -> bool {
         && g.wino_bytes_per_image() <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes())
 }
 
+/// Whether [`Algo::Pointwise`] can run `g` on `ctx` (forward, input grad and weight grad).
+fn pointwise_possible(ctx: &Context, g: &Geometry) -> bool {
+    let sg = matmul::Kernel::Subgroup { wg: matmul::SG_WG };
+    let hw = g.h * g.w;
+    g.kh == 1
+        && g.kw == 1
+        && g.p.stride == 1
+        && g.p.pad == [0; 4]
+        && matmul::supports(ctx, sg, g.cout, g.cin, hw, false)
+        && matmul::supports(ctx, sg, g.cin, g.cout, hw, true)
+        && matmul::supports(ctx, sg, g.cout, hw, g.cin, false)
+}
+
 /// The forward's algorithm: [`resolve`], plus Winograd where asked for or (Auto) possible.
 fn resolve_forward(ctx: &Context, algo: Algo, g: &Geometry) -> Result<Algo> {
     match algo {
@@ -502,6 +524,18 @@ fn resolve(ctx: &Context, algo: Algo, g: &Geometry, input_grad: bool) -> Result<
         && (kp * pix * 4) as u64 <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
     match algo {
         Algo::Direct => Ok(Algo::Direct),
+        Algo::Pointwise if pointwise_possible(ctx, g) => Ok(algo),
+        Algo::Pointwise => Err(Error::arg(
+            "algo",
+            format!(
+                "the pointwise convolution needs a 1×1 kernel with stride 1 and no padding, Cin = {}, \
+                 Cout = {} and H·W = {} multiples of 4, and 8-wide subgroups (adapter {})",
+                g.cin,
+                g.cout,
+                g.h * g.w,
+                ctx.adapter_name()
+            ),
+        )),
         Algo::Winograd { window } => resolve(ctx, Algo::Im2col { window }, g, input_grad),
         Algo::Im2col { .. } if possible => Ok(algo),
         Algo::Im2col { .. } => Err(Error::arg(
@@ -517,6 +551,9 @@ fn resolve(ctx: &Context, algo: Algo, g: &Geometry, input_grad: bool) -> Result<
             ),
         )),
         Algo::Auto if std::env::var("DDPM_CONV").is_ok_and(|v| v == "direct") => Ok(Algo::Direct),
+        Algo::Auto if pointwise_possible(ctx, g) && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu => {
+            Ok(Algo::Pointwise)
+        }
         Algo::Auto if possible && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu => Ok(IM2COL),
         Algo::Auto => Ok(Algo::Direct),
     }
@@ -804,6 +841,72 @@ fn wino_tiles(
         buffers,
         workgroups,
     })
+}
+
+/// One GEMM of a pointwise convolution over the whole batch: `batch` products, `a` the weights
+/// shared by all of them or (the weight grad) per image.
+fn pointwise_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: usize,
+    trans_a: bool,
+    trans_b: bool,
+    a_shared: bool,
+) -> matmul::SgGemm {
+    matmul::SgGemm {
+        m,
+        k,
+        n,
+        batch,
+        trans_a,
+        trans_b,
+        alpha: 1.0,
+        beta: 0.0,
+        a_shared,
+        a_off: 0,
+        b_off: 0,
+        out_off: 0,
+    }
+}
+
+/// [`Algo::Pointwise`] forward: y[n] = W·x[n] (+ bias per channel).
+fn pointwise_forward(ctx: &Context, g: &Geometry, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let hw = g.h * g.w;
+    let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
+    let gemm = pointwise_gemm(g.cout, g.cin, hw, g.n, false, false, true);
+    matmul::gemm_sg_raw(ctx, gemm, w.buffer(), x.buffer(), y.buffer())?;
+    let Some(b) = bias else { return Ok(y) };
+    let per_image = ctx.empty(&[g.n, g.cout], "conv2d.bias_rows")?;
+    matmul::broadcast_rows(ctx, b, &per_image, g.n, g.cout)?;
+    crate::ops::elementwise::add_channel_bias(ctx, &y, &per_image)
+}
+
+/// [`Algo::Pointwise`] backward: dx[n] = Wᵀ·dy[n], dW = Σ_n dy[n]·x[n]ᵀ (one batched GEMM of
+/// per-image products, then their sum), db = Σ dy.
+fn pointwise_backward(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+) -> Result<Conv2dGrads> {
+    let hw = g.h * g.w;
+    let dx = if need_dx {
+        let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
+        let gemm = pointwise_gemm(g.cin, g.cout, hw, g.n, true, false, true);
+        matmul::gemm_sg_raw(ctx, gemm, w.buffer(), dy.buffer(), dx.buffer())?;
+        Some(dx)
+    } else {
+        None
+    };
+    let parts = ctx.empty(&[g.n, g.cout * g.cin], "conv2d.dw_per_image")?;
+    let gemm = pointwise_gemm(g.cout, hw, g.cin, g.n, false, true, false);
+    matmul::gemm_sg_raw(ctx, gemm, dy.buffer(), x.buffer(), parts.buffer())?;
+    let dw = matmul::sum_rows(ctx, &parts)?.reshape(&[g.cout, g.cin, 1, 1])?;
+    let db = matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?;
+    Ok(Conv2dGrads { dx, dw, db })
 }
 
 /// Images per Winograd window: `requested`, or as many as fit the budget; at most as many as

@@ -385,7 +385,7 @@ pub fn sum_rows(ctx: &Context, x: &Tensor) -> Result<Tensor> {
 }
 
 /// y[r, c] = x[c] for y [rows, cols].
-fn broadcast_rows(ctx: &Context, x: &Tensor, y: &Tensor, rows: usize, cols: usize) -> Result<()> {
+pub(crate) fn broadcast_rows(ctx: &Context, x: &Tensor, y: &Tensor, rows: usize, cols: usize) -> Result<()> {
     let params = RowParams {
         rows: rows as u32,
         cols: cols as u32,

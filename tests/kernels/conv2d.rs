@@ -38,6 +38,29 @@ fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
         check_algo(name, d, with_bias, seed, Algo::Winograd { window: 0 });
         check_algo(name, d, with_bias, seed, Algo::Winograd { window: 1 });
     }
+    let pointwise = d.kh == 1
+        && d.kw == 1
+        && d.stride == 1
+        && d.pad == [0; 4]
+        && d.cin.is_multiple_of(4)
+        && d.cout.is_multiple_of(4)
+        && (d.h * d.w).is_multiple_of(4);
+    if pointwise {
+        check_algo(name, d, with_bias, seed, Algo::Pointwise);
+        check_algo(name, d, with_bias, seed, Algo::Auto);
+    } else {
+        let ctx = ctx();
+        let x = ctx.zeros(&[d.n, d.cin, d.h, d.w], "x").unwrap();
+        let w = ctx.zeros(&[d.cout, d.cin, d.kh, d.kw], "w").unwrap();
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let err = conv2d_with(ctx, Algo::Pointwise, &x, &w, None, p).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("1×1 kernel"),
+            "{name}: {err}"
+        );
+        let dy = ctx.zeros(&[d.n, d.cout, d.out_hw().0, d.out_hw().1], "dy").unwrap();
+        assert!(conv2d_backward_with(ctx, Algo::Pointwise, &x, &w, &dy, p, true).is_err());
+    }
     let (ho, wo) = d.out_hw();
     if (ho * wo) % 4 == 0 {
         check_algo(name, d, with_bias, seed, Algo::Im2col { window: 0 });
@@ -219,6 +242,14 @@ fn conv2d_1x1() {
     check_case("3x5x5x7 k1", d, true, 40);
     let d = dims(2, 6, (7, 5), 3, (1, 1), Conv2dParams::new(2, 0));
     check_case("2x6x7x5 k1 s2", d, false, 41);
+    // The pointwise GEMM path (Cin, Cout, H·W multiples of 4): more channels than one GEMM
+    // tile, a rectangular image, one image, with and without a bias.
+    let d = dims(3, 12, (4, 6), 8, (1, 1), Conv2dParams::new(1, 0));
+    check_case("3x12x4x6 -> 8 k1", d, true, 42);
+    let d = dims(1, 36, (2, 2), 20, (1, 1), Conv2dParams::new(1, 0));
+    check_case("1x36x2x2 -> 20 k1", d, false, 43);
+    let d = dims(2, 96, (8, 8), 64, (1, 1), Conv2dParams::new(1, 0));
+    check_case("2x96x8x8 -> 64 k1", d, true, 44);
 }
 
 #[test]
