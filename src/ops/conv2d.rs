@@ -1,4 +1,6 @@
-//! 2-D convolution (`shaders/conv2d.wgsl`), forward and backward, as implicit GEMM.
+//! 2-D convolution (`shaders/conv2d.wgsl`), forward and backward: as implicit GEMM on any
+//! adapter, and on CPU adapters with 8-wide subgroups as Winograd, pointwise or im2col GEMMs
+//! ([`Algo`]).
 //!
 //! # Contracts
 //! - `conv2d(x, w, bias, p)`: x [N,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout] or None →
@@ -9,8 +11,8 @@
 //!   written = (not accumulated).
 //!
 //! Any kernel size up to 22×22 (kh·kw ≤ 512), any stride ≥ 1 and any (asymmetric) zero padding
-//! are supported. No im2col matrix is materialised: besides x, w, y and the gradients, the only
-//! scratch memory is the weight grad's partial sums, ⌈N·Ho·Wo / 4096⌉ · Cout · (Cin·kh·kw + 1)
+//! are supported. The implicit GEMM materialises no im2col matrix: besides x, w, y and the
+//! gradients, its only scratch memory is the weight grad's partial sums, ⌈N·Ho·Wo / 4096⌉ · Cout · (Cin·kh·kw + 1)
 //! floats. On llvmpipe, which ends any loop after 65,535 iterations per invocation, one
 //! invocation runs about Cin·kh·kw (forward) or Cout·kh·kw/stride² (input grad) steps, so those
 //! must stay below ~60,000 (a 3×3 conv with up to ~6,500 channels).
