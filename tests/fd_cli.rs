@@ -241,6 +241,105 @@ fn cli_train_classifier_and_eval_fd() {
         !ok && err.contains("--ode-solver") && err.contains("heun or rk45"),
         "{err}"
     );
+    // Paired bits/dim (--vs-model): a second model, trained from another seed, on the same
+    // images, timesteps and noise. Against itself the difference is exactly zero; against the
+    // other it is that model's own bound minus this one's, and that bound equals a separate run
+    // of the other model with the same seed (the same draws).
+    let (ok, _, err) = ddpm(
+        &[
+            "train",
+            "--data",
+            d,
+            "--config",
+            "config.json",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--sample-every",
+            "0",
+            "--seed",
+            "7",
+            "--out",
+            "run2",
+        ],
+        &dir,
+    );
+    assert!(ok, "{err}");
+    let bpd_run = |model: &str, vs: Option<&str>| {
+        let mut a = vec![
+            "eval",
+            "--bpd",
+            "--bpd-timesteps",
+            "3",
+            "--model",
+            model,
+            "--data",
+            d,
+            "--n",
+            "4",
+            "--batch-size",
+            "2",
+            "--seed",
+            "5",
+        ];
+        if let Some(v) = vs {
+            a.extend(["--vs-model", v]);
+        }
+        let (ok, out, err) = ddpm(&a, &dir);
+        assert!(ok, "{err}");
+        out
+    };
+    let first_num = |out: &str, prefix: &str, skip: usize| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' in {out}"));
+        line.split_whitespace()
+            .filter_map(|w| w.trim_start_matches('+').parse::<f64>().ok())
+            .nth(skip)
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let same = bpd_run("run/model", Some("run/model"));
+    assert_eq!(
+        first_num(&same, "bits/dim:", 0),
+        first_num(&same, "--vs-model", 0),
+        "{same}"
+    );
+    assert!(
+        same.contains("paired difference") && same.contains("+0.0000 ± 0.0000"),
+        "{same}"
+    );
+    let paired = bpd_run("run/model", Some("run2/model"));
+    let alone = bpd_run("run2/model", None);
+    let (this, other) = (first_num(&paired, "bits/dim:", 0), first_num(&paired, "--vs-model", 0));
+    assert_eq!(other, first_num(&alone, "bits/dim:", 0), "{paired}\n{alone}");
+    let line = paired.lines().find(|l| l.contains("paired difference")).unwrap();
+    let diff: f64 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        diff != 0.0 && (diff - (other - this)).abs() <= 2e-4,
+        "{line}: {other} − {this}"
+    );
+    let (ok, _, err) = ddpm(
+        &[
+            "eval",
+            "--loss-buckets",
+            "2",
+            "--vs-model",
+            "run2/model",
+            "--data",
+            d,
+            "--model",
+            "run/model",
+        ],
+        &dir,
+    );
+    assert!(!ok && err.contains("--vs-model") && err.contains("--bpd"), "{err}");
     // Classifier guidance: a noise-aware classifier trained by `train-classifier --noisy`
     // steers `sample` and `eval --fd`.
     let (ok, out, err) = ddpm(

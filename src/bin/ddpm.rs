@@ -225,6 +225,11 @@ struct EvalArgs {
     /// with its spread). 0 = every timestep (the exact bound).
     #[arg(long, default_value_t = 0)]
     bpd_timesteps: usize,
+    /// --bpd: also evaluate this second model folder on the same images, timesteps and noise,
+    /// and report the paired difference (this model − --model) with its standard error: the
+    /// way to tell whether two models differ by less than the spread of either bound.
+    #[arg(long)]
+    vs_model: Option<PathBuf>,
     /// Split the timesteps into K equal buckets and report the mean L_simple ‖ε − ε_θ(x_t, t)‖²
     /// per bucket (t uniform inside the bucket, one draw per image; K model calls per batch).
     #[arg(long, default_value_t = 0)]
@@ -768,6 +773,9 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
             "nothing to evaluate: pass --bpd, --ode-bpd, --loss-buckets K and/or --fd",
         ));
     }
+    if args.vs_model.is_some() && !args.bpd {
+        return Err(Error::arg("--vs-model", "compares bits/dim: pass --bpd with it"));
+    }
     let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     if args.model.is_none() && !model_dir.exists() {
         return Err(Error::arg(
@@ -818,52 +826,89 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} model calls [{elapsed_precise}<{eta_precise}]")
             .expect("valid template");
     if args.bpd {
+        let vs = match &args.vs_model {
+            Some(dir) => {
+                let other = generate::load_model(&ctx, dir)?;
+                let (a, b) = (model.unet.config(), other.unet.config());
+                if (a.in_channels, a.sample_size, a.num_class_embeds)
+                    != (b.in_channels, b.sample_size, b.num_class_embeds)
+                    || other.scheduler.schedule()?.betas != schedule.betas
+                {
+                    return Err(Error::arg(
+                        "--vs-model",
+                        format!(
+                            "{} differs from {} in channels, size, classes or β schedule; a paired \
+                             bound needs the same data and timesteps for both",
+                            dir.display(),
+                            model_dir.display()
+                        ),
+                    ));
+                }
+                Some(other)
+            }
+            None => None,
+        };
         let calls = if args.bpd_timesteps == 0 {
             t
         } else {
             1 + args.bpd_timesteps.min(t - 1)
         };
-        let bar = indicatif::ProgressBar::new((batches * calls) as u64);
+        let runs = 1 + vs.is_some() as usize;
+        let bar = indicatif::ProgressBar::new((batches * calls * runs) as u64);
         bar.set_style(bar_style.clone());
-        let (mut totals, mut priors) = (Vec::new(), Vec::new());
-        let mut batch_means = Vec::new();
-        let mut terms = vec![0.0; t];
-        for b in 0..batches {
+        let bound = |m: &generate::Model, b: usize, pass: usize| -> Result<ddpm_wgpu::diffusion::bpd::Bpd> {
             let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
-            let r = if args.bpd_timesteps == 0 {
+            let done = (b * runs + pass) * calls;
+            if args.bpd_timesteps == 0 {
                 ddpm_wgpu::diffusion::bpd::eval_bpd(
                     &ctx,
-                    &model.unet,
+                    &m.unet,
                     &schedule,
-                    model.scheduler.variance,
-                    model.scheduler.prediction,
-                    model.scheduler.clip_sample,
+                    m.scheduler.variance,
+                    m.scheduler.prediction,
+                    m.scheduler.clip_sample,
                     &data.images[lo * per..hi * per],
                     labels.as_ref().map(|l| &l[lo..hi]),
                     hi - lo,
                     args.seed.wrapping_add(b as u64),
-                    |i, _| bar.set_position((b * calls + i) as u64),
-                )?
+                    |i, _| bar.set_position((done + i) as u64),
+                )
             } else {
                 ddpm_wgpu::diffusion::bpd::eval_bpd_sampled(
                     &ctx,
-                    &model.unet,
+                    &m.unet,
                     &schedule,
-                    model.scheduler.variance,
-                    model.scheduler.prediction,
-                    model.scheduler.clip_sample,
+                    m.scheduler.variance,
+                    m.scheduler.prediction,
+                    m.scheduler.clip_sample,
                     &data.images[lo * per..hi * per],
                     labels.as_ref().map(|l| &l[lo..hi]),
                     hi - lo,
                     args.bpd_timesteps,
                     args.seed.wrapping_add(b as u64),
-                    |i, _| bar.set_position((b * calls + i) as u64),
-                )?
-            };
+                    |i, _| bar.set_position((done + i) as u64),
+                )
+            }
+        };
+        let (mut totals, mut priors) = (Vec::new(), Vec::new());
+        let mut batch_means = Vec::new();
+        let mut terms = vec![0.0; t];
+        // --vs-model: per image and per batch, (other − this) on the same draws.
+        let (mut vs_totals, mut diffs, mut batch_diffs) = (Vec::new(), Vec::new(), Vec::new());
+        for b in 0..batches {
+            let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
+            let r = bound(&model, b, 0)?;
             for (acc, v) in terms.iter_mut().zip(&r.terms) {
                 *acc += v * (hi - lo) as f64 / n as f64;
             }
-            batch_means.push(r.total.iter().sum::<f64>() / r.total.len() as f64);
+            let batch_mean = r.total.iter().sum::<f64>() / r.total.len() as f64;
+            if let Some(other) = &vs {
+                let o = bound(other, b, 1)?;
+                diffs.extend(o.total.iter().zip(&r.total).map(|(x, y)| x - y));
+                batch_diffs.push(o.total.iter().sum::<f64>() / o.total.len() as f64 - batch_mean);
+                vs_totals.extend(o.total);
+            }
+            batch_means.push(batch_mean);
             totals.extend(r.total);
             priors.extend(r.prior);
         }
@@ -874,33 +919,60 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
             let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
             (var / v.len() as f64).sqrt()
         };
-        if args.bpd_timesteps == 0 {
-            println!(
-                "bits/dim: {mean:.4} ± {:.4} (standard error, {n} images, T = {t}{label_note})",
-                sd_err(&totals)
-            );
-        } else if batches >= 2 {
-            // Images of a batch share its timestep draw: the batches are the independent units.
-            println!(
-                "bits/dim: {mean:.4} ± {:.4} (standard error over {batches} batches, each with its own \
-                 {} timesteps of T = {t}; {n} images{label_note})",
-                sd_err(&batch_means),
-                calls - 1
-            );
-        } else {
-            println!(
-                "bits/dim: {mean:.4} ± {:.4} (image-to-image standard error only: one batch, one draw \
-                 of {} timesteps of T = {t}; {n} images{label_note})",
+        // Images of a batch share its timestep draw: with sampled timesteps the batches are the
+        // independent units.
+        let (err, err_note) = if args.bpd_timesteps == 0 {
+            (
                 sd_err(&totals),
-                calls - 1
-            );
-        }
+                format!("standard error, {n} images, T = {t}{label_note}"),
+            )
+        } else if batches >= 2 {
+            (
+                sd_err(&batch_means),
+                format!(
+                    "standard error over {batches} batches, each with its own {} timesteps of T = {t}; \
+                     {n} images{label_note}",
+                    calls - 1
+                ),
+            )
+        } else {
+            (
+                sd_err(&totals),
+                format!(
+                    "image-to-image standard error only: one batch, one draw of {} timesteps of T = {t}; \
+                     {n} images{label_note}",
+                    calls - 1
+                ),
+            )
+        };
+        println!("bits/dim: {mean:.4} ± {err:.4} ({err_note})");
         println!(
             "  L_T (prior) {:.5}  L_0 (decoder) {:.4}  Σ L_t-1 {:.4}",
             priors.iter().sum::<f64>() / n as f64,
             terms[0],
             terms[1..].iter().sum::<f64>()
         );
+        if let Some(dir) = &args.vs_model {
+            let vs_mean = vs_totals.iter().sum::<f64>() / n as f64;
+            let diff = diffs.iter().sum::<f64>() / n as f64;
+            let (derr, unit) = if args.bpd_timesteps == 0 || batches < 2 {
+                (sd_err(&diffs), "images")
+            } else {
+                (sd_err(&batch_diffs), "batches")
+            };
+            println!(
+                "--vs-model {}: bits/dim {vs_mean:.4} on the same images, timesteps and noise",
+                dir.display()
+            );
+            println!(
+                "  paired difference ({} − {}): {diff:+.4} ± {derr:.4} (standard error over {} {unit}); \
+                 |difference| / error = {:.1}",
+                dir.display(),
+                model_dir.display(),
+                if unit == "images" { n } else { batches },
+                diff.abs() / derr.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     if args.ode_bpd {
         ode_bpd_eval(&ctx, &model, &data, n, labels.as_deref(), &label_note, &args)?;
