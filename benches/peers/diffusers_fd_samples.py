@@ -4,7 +4,7 @@
 `ddpm eval --fd` samples with the engine; at ~2 s per guided image on the software adapter,
 10,000 images take hours there. This script draws them from the same model folder with
 diffusers' DPMSolverMultistepScheduler (the scheduler whose step() the engine's DPM-Solver++
-matches step for step, tests/schedulers.rs) and the same classifier-free guidance, and writes a
+matches step for step, tests/samplers.rs) and the same classifier-free guidance, and writes a
 safetensors file that `ddpm eval --fd --samples FILE` embeds with the engine-trained classifier.
 So the model, the metric and the classifier are the same as with the engine's sampler; only
 the noise differs (torch's generator instead of the engine's counter-based one).
