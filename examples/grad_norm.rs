@@ -19,7 +19,7 @@ fn main() -> Result<()> {
         std::process::exit(2);
     };
     let ctx = Context::new()?;
-    let unet = UNet::from_pretrained(&ctx, &PathBuf::from(model))?;
+    let unet = UNet::from_pretrained(&ctx, PathBuf::from(model))?;
     let io = TensorFile::read(&PathBuf::from(batch))?;
     let (x, t, noise) = (
         io.upload(&ctx, "sample")?,
