@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ddpm_wgpu::checkpoint::TensorFile;
 use ddpm_wgpu::nn::{Grads, Mode};
-use ddpm_wgpu::ops::loss;
+use ddpm_wgpu::ops::{loss, optim};
 use ddpm_wgpu::{Context, Result, UNet};
 
 fn main() -> Result<()> {
@@ -33,12 +33,9 @@ fn main() -> Result<()> {
         let dpred = loss::mse_loss_backward(&ctx, &pred, &noise, 1.0)?;
         let mut grads = Grads::new(unet.params.len());
         unet.backward(&ctx, tape, &dpred, &mut grads)?;
-        let mut sq = 0.0f64;
-        for i in 0..unet.params.len() {
-            if let Some(g) = grads.get(i) {
-                sq += ctx.read(g)?.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
-            }
-        }
+        // The trainer's own measure: Σ g² over every parameter's gradient, one readback.
+        let list: Vec<&ddpm_wgpu::Tensor> = (0..unet.params.len()).filter_map(|i| grads.get(i)).collect();
+        let sq = ctx.read(&optim::grad_norm_sq(&ctx, &list)?)?[0] as f64;
         Ok((l, sq.sqrt()))
     };
     let (l, g) = run(Mode::EVAL)?;

@@ -57,25 +57,30 @@ fn cli_train_classifier_and_eval_fd() {
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     cfg["in_channels"] = 3.into();
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let (ok, _, err) = ddpm(
-        &[
-            "train",
-            "--data",
-            d,
-            "--config",
-            "config.json",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--sample-every",
-            "0",
-            "--out",
-            "run",
-        ],
-        &dir,
-    );
-    assert!(ok, "{err}");
+    let train_one_step = |out: &str, seed: &str| {
+        let (ok, _, err) = ddpm(
+            &[
+                "train",
+                "--data",
+                d,
+                "--config",
+                "config.json",
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--sample-every",
+                "0",
+                "--seed",
+                seed,
+                "--out",
+                out,
+            ],
+            &dir,
+        );
+        assert!(ok, "{err}");
+    };
+    train_one_step("run", "0");
     // the classifier: 8×8 RGB, 2 classes
     let (ok, out, err) = ddpm(
         &[
@@ -245,27 +250,7 @@ fn cli_train_classifier_and_eval_fd() {
     // images, timesteps and noise. Against itself the difference is exactly zero; against the
     // other it is that model's own bound minus this one's, and that bound equals a separate run
     // of the other model with the same seed (the same draws).
-    let (ok, _, err) = ddpm(
-        &[
-            "train",
-            "--data",
-            d,
-            "--config",
-            "config.json",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--sample-every",
-            "0",
-            "--seed",
-            "7",
-            "--out",
-            "run2",
-        ],
-        &dir,
-    );
-    assert!(ok, "{err}");
+    train_one_step("run2", "7");
     let bpd_run = |model: &str, vs: Option<&str>| {
         let mut a = vec![
             "eval",

@@ -153,7 +153,7 @@ def main():
             print(f"{have}/{a.n} images, {made / el:.2f} images/s, ETA {(a.n - have) * el / made:.0f} s", flush=True)
             if b % a.save_every == 0 or have >= a.n:
                 write_atomic({"images": torch.cat(done_imgs), "labels": torch.cat(done_labels)}, a.out, meta)
-    print(json.dumps({"what": "diffusers_fd_samples", "n": a.n, "made": made,
+    print(json.dumps({"what": "diffusers_fd_samples", "made": made,
                       "seconds": round(time.perf_counter() - t0, 1), "out": a.out, **meta}))
 
 

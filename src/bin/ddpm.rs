@@ -894,7 +894,7 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
         let mut batch_means = Vec::new();
         let mut terms = vec![0.0; t];
         // --vs-model: per image and per batch, (other − this) on the same draws.
-        let (mut vs_totals, mut diffs, mut batch_diffs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut diffs, mut batch_diffs) = (Vec::new(), Vec::new());
         for b in 0..batches {
             let (lo, hi) = (b * args.batch_size, ((b + 1) * args.batch_size).min(n));
             let r = bound(&model, b, 0)?;
@@ -906,7 +906,6 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
                 let o = bound(other, b, 1)?;
                 diffs.extend(o.total.iter().zip(&r.total).map(|(x, y)| x - y));
                 batch_diffs.push(o.total.iter().sum::<f64>() / o.total.len() as f64 - batch_mean);
-                vs_totals.extend(o.total);
             }
             batch_means.push(batch_mean);
             totals.extend(r.total);
@@ -953,8 +952,8 @@ fn eval(opts: &ContextOptions, args: EvalArgs) -> Result<()> {
             terms[1..].iter().sum::<f64>()
         );
         if let Some(dir) = &args.vs_model {
-            let vs_mean = vs_totals.iter().sum::<f64>() / n as f64;
             let diff = diffs.iter().sum::<f64>() / n as f64;
+            let vs_mean = mean + diff;
             let (derr, unit) = if args.bpd_timesteps == 0 || batches < 2 {
                 (sd_err(&diffs), "images")
             } else {
