@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::{ctx, rand_vec};
 use ddpm_wgpu::checkpoint::{self, TensorFile};
 use ddpm_wgpu::data::Dataset;
-use ddpm_wgpu::diffusion::train::{TrainConfig, Trainer};
+use ddpm_wgpu::diffusion::train::{StepDraws, TrainConfig, Trainer};
 use ddpm_wgpu::{Error, UNet, UNetConfig};
 
 fn fixture(name: &str) -> PathBuf {
@@ -730,4 +730,144 @@ fn vlb_loss_trains_and_bad_loss_options_are_refused() {
     assert!(e.contains("--loss hybrid or vlb"), "{e}");
     let e = err(learned_unet(1), learned_config("kl"));
     assert!(e.contains("simple, hybrid or vlb"), "{e}");
+}
+
+/// Relative L2 error ‖a − b‖ / ‖b‖ (b the reference).
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let n: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (d / n.max(1e-30)).sqrt()
+}
+
+/// Step `k` of the draws in `tests/fixtures/trainer/draws.safetensors`.
+fn fixture_draws(f: &TensorFile, k: usize) -> StepDraws {
+    let (shape, x0) = f.get("x0").unwrap();
+    let [_, b, c, h, w] = shape[..] else {
+        panic!("x0 shape {shape:?}")
+    };
+    let (n, per) = (b * c * h * w, b);
+    let part = |name: &str, len: usize| f.get(name).unwrap().1[k * len..(k + 1) * len].to_vec();
+    StepDraws {
+        shape: [b, c, h, w],
+        x0: x0[k * n..(k + 1) * n].to_vec(),
+        t: part("t", per),
+        y: part("y", per),
+        eps: part("eps", n),
+    }
+}
+
+/// Whole optimizer steps against PyTorch (`tests/fixtures/make_trainer_fixture.py`): on the
+/// same images, timesteps, labels and noise, six steps of the trainer (two micro-batches,
+/// clipping active on the first two steps only, lr warmup over three, Adam, EMA with warmup)
+/// give PyTorch's loss and pre-clipping gradient norm at every step, and its weights, Adam
+/// moments and EMA weights after the last. This is the composition `optim::adam_step`'s own
+/// test (tests/unet.rs) does not cover.
+#[test]
+fn whole_training_steps_match_pytorch() {
+    let ctx = ctx();
+    let dir = fixture("trainer");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let weights = std::fs::read(dir.join("init.safetensors")).unwrap();
+    let unet = UNet::from_bytes(ctx, &text, &weights).unwrap();
+    // The hyper-parameters of make_trainer_fixture.py.
+    let config = TrainConfig {
+        batch_size: 4,
+        grad_accum: 2,
+        lr: 2e-3,
+        warmup_steps: 3,
+        clip_grad_norm: Some(2.0),
+        ema_decay: 0.9,
+        hflip: false,
+        label_dropout: 0.1,
+        seed: 7,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(ctx, unet, config).unwrap();
+    let draws = TensorFile::read(&dir.join("draws.safetensors")).unwrap();
+    let want = TensorFile::read(&dir.join("result.safetensors")).unwrap();
+    let (want_loss, want_norm, want_lr) = (
+        want.get("loss").unwrap().1,
+        want.get("grad_norm").unwrap().1,
+        want.get("lr").unwrap().1,
+    );
+    for k in 0..want_loss.len() {
+        let s = trainer.train_step_with(ctx, &fixture_draws(&draws, k)).unwrap();
+        let rel = |a: f32, b: f32| ((a - b) / b).abs();
+        eprintln!(
+            "step {}: loss {:.6} (torch {:.6}), grad norm {:.6} (torch {:.6}), lr {:.3e}",
+            k + 1,
+            s.loss,
+            want_loss[k],
+            s.grad_norm,
+            want_norm[k],
+            s.lr
+        );
+        assert!(rel(s.loss, want_loss[k]) < 1e-4, "step {}: loss", k + 1);
+        assert!(rel(s.grad_norm, want_norm[k]) < 1e-4, "step {}: gradient norm", k + 1);
+        assert!(rel(s.lr, want_lr[k]) < 1e-6, "step {}: learning rate", k + 1);
+    }
+    let out = scratch("parity");
+    trainer.save(ctx, &out).unwrap();
+    let mut worst = (0.0f64, String::new());
+    for (name, got) in checkpoint_tensors(&out) {
+        // state.param.x / state.adam_m.x / state.adam_v.x / ema.x ↔ param.x / adam_m.x / adam_v.x / ema.x
+        let key = name.strip_prefix("state.").unwrap_or(&name);
+        let reference = want.get(key).unwrap_or_else(|e| panic!("{key}: {e}")).1;
+        // The key bias of an attention layer shifts every logit of a query's softmax by the same
+        // amount: its gradient is exactly zero, both frameworks compute rounding noise, and Adam
+        // turns that noise into full-size steps. It has no effect on any output.
+        if key.contains(".to_k.bias") {
+            continue;
+        }
+        let e = rel_l2(&got, reference);
+        if e > worst.0 {
+            worst = (e, key.to_string());
+        }
+    }
+    eprintln!(
+        "worst relative L2 error after {} steps: {:.2e} ({})",
+        want_loss.len(),
+        worst.0,
+        worst.1
+    );
+    // Measured 1.2e-4 at worst (a second moment): float32 rounding of two summation orders.
+    assert!(worst.0 < 1e-3, "{} differs from PyTorch by {:.2e}", worst.1, worst.0);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The draws `Trainer::step_draws` reports are the ones `train_step` trains on: a trainer fed
+/// its own reported draws (`train_step_with`) follows the one that draws them itself, with
+/// flips, label dropout, ResNet dropout and two micro-batches all in play. This is what makes
+/// a replay of the engine's draws in PyTorch (`examples/train_draws.rs`) a replay of its run.
+#[test]
+fn step_draws_are_what_train_step_trains_on() {
+    let ctx = ctx();
+    let data = dataset(10, 2);
+    let mut own = Trainer::new(ctx, new_unet(conditional_config(0.1), 3), busy_config()).unwrap();
+    let mut fed = Trainer::new(ctx, new_unet(conditional_config(0.1), 3), busy_config()).unwrap();
+    for _ in 0..3 {
+        let draws = fed.step_draws(ctx, &data).unwrap();
+        let a = own.train_step(ctx, &data).unwrap();
+        let b = fed.train_step_with(ctx, &draws).unwrap();
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-5 * a.loss,
+            "loss {} vs {}",
+            a.loss,
+            b.loss
+        );
+        assert!((a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm);
+    }
+    for i in 0..own.unet.params.len() {
+        let (a, b) = (
+            ctx.read(own.unet.params.get(i)).unwrap(),
+            ctx.read(fed.unet.params.get(i)).unwrap(),
+        );
+        assert!(rel_l2(&b, &a) < 1e-5, "{}", own.unet.params.names()[i]);
+    }
+    // Draws that do not fit the trainer are refused with what was expected.
+    let mut bad = fed.step_draws(ctx, &data).unwrap();
+    bad.t.pop();
+    let err = fed.train_step_with(ctx, &bad).unwrap_err().to_string();
+    assert!(err.contains("3 timesteps for 4 items"), "{err}");
 }

@@ -175,6 +175,14 @@ def main():
     ap.add_argument("--labels", default=f"{FMNIST}/train-labels-idx1-ubyte.gz", help="IDX labels")
     ap.add_argument("--config", default=os.path.join(OURS, "config.json"),
                     help="UNet2DModel config.json (default: the one our trainer wrote)")
+    ap.add_argument("--draws", help="replay the engine's draws: OUT/draws.safetensors of "
+                    "`cargo run --release --example train_draws` (steps are capped at its length)")
+    ap.add_argument("--replay", default="data,t,eps",
+                    help="with --draws: which of the draws to replay: data (the images and their "
+                    "labels after label dropout), t, eps; the rest come from torch's generator")
+    ap.add_argument("--init", help="start from this diffusers folder's weights (e.g. OUT/init of "
+                    "train_draws: the engine's initial weights) instead of torch's init")
+    ap.add_argument("--dropout", type=float, help="override the config's dropout")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be at least 1")
@@ -188,7 +196,28 @@ def main():
           file=sys.stderr)
 
     config = UNet2DModel.load_config(args.config)
+    if args.dropout is not None:
+        config["dropout"] = args.dropout
     model = UNet2DModel.from_config(config).to(torch.float32)
+    if args.init:
+        from safetensors.torch import load_file
+        state = load_file(os.path.join(args.init, "diffusion_pytorch_model.safetensors"))
+        model.load_state_dict(state, strict=True)
+        print(f"initial weights from {args.init}", file=sys.stderr)
+    draws, replay = None, set()
+    if args.draws:
+        from safetensors.torch import load_file
+        draws = load_file(args.draws)
+        replay = set(args.replay.split(",")) - {""}
+        unknown = replay - {"data", "t", "eps"}
+        if unknown:
+            ap.error(f"--replay: unknown {sorted(unknown)}; choose from data, t, eps")
+        if draws["t"].shape[1] != BATCH:
+            ap.error(f"--draws {args.draws}: batch {draws['t'].shape[1]}, this run's is {BATCH}")
+        if args.steps > draws["t"].shape[0]:
+            print(f"--draws holds {draws['t'].shape[0]} steps: stopping there", file=sys.stderr)
+            args.steps = draws["t"].shape[0]
+        print(f"replaying the engine's {sorted(replay)} from {args.draws}", file=sys.stderr)
     k = model.config.num_class_embeds
     if k != num_classes + 1:
         raise SystemExit(f"num_class_embeds {k}: expected {num_classes} classes + the null class")
@@ -214,6 +243,8 @@ def main():
             "hflip": False, "label_dropout": LABEL_DROPOUT, "beta_schedule": "linear",
             "num_train_timesteps": T, "beta_start": BETA_START, "beta_end": BETA_END,
             "prediction_type": "epsilon", "null_class": null_class,
+            "dropout": model.config.dropout, "init": args.init, "draws": args.draws,
+            "replay": sorted(replay),
         }, f, indent=2)
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
 
@@ -227,6 +258,12 @@ def main():
             y[torch.rand(BATCH) < LABEL_DROPOUT] = null_class
             t = torch.randint(0, T, (BATCH,))
             eps = torch.randn_like(x0)
+            if "data" in replay:
+                x0, y = draws["x0"][step], draws["y"][step].long()
+            if "t" in replay:
+                t = draws["t"][step].long()
+            if "eps" in replay:
+                eps = draws["eps"][step]
             x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * eps
 
             lr = lr_at(step)

@@ -121,6 +121,119 @@ impl Default for TrainConfig {
     }
 }
 
+/// One step's random draws for the whole batch ([`Trainer::step_draws`]).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct StepDraws {
+    /// `[B, C, H, W]` of `x0` and `eps`.
+    pub shape: [usize; 4],
+    /// Images `[B, C, H, W]`, flipped where the step flips them.
+    pub x0: Vec<f32>,
+    /// Timestep index of each image `[B]`.
+    pub t: Vec<f32>,
+    /// Class labels after label dropout `[B]` (empty for an unlabelled dataset).
+    pub y: Vec<f32>,
+    /// The noise ε `[B, C, H, W]`.
+    pub eps: Vec<f32>,
+}
+
+impl StepDraws {
+    /// Check the draws against the trainer's batch size and the model; returns (C, H, W).
+    fn check(&self, batch_size: usize, cfg: &UNetConfig) -> Result<(usize, usize, usize)> {
+        let [b, c, h, w] = self.shape;
+        let n = b * c * h * w;
+        let bad = |what: &str, msg: String| Err(Error::shape("step draws", format!("{what}: {msg}")));
+        if b != batch_size {
+            return bad("batch", format!("{b} items, the trainer's batch size is {batch_size}"));
+        }
+        if c != cfg.in_channels || h != cfg.sample_size || w != cfg.sample_size {
+            return bad(
+                "x0",
+                format!(
+                    "{:?}, the model takes [B, {}, {s}, {s}]",
+                    self.shape,
+                    cfg.in_channels,
+                    s = cfg.sample_size
+                ),
+            );
+        }
+        if self.x0.len() != n || self.eps.len() != n {
+            return bad(
+                "x0/eps",
+                format!(
+                    "{} and {} values for shape {:?}",
+                    self.x0.len(),
+                    self.eps.len(),
+                    self.shape
+                ),
+            );
+        }
+        if self.t.len() != b {
+            return bad("t", format!("{} timesteps for {b} items", self.t.len()));
+        }
+        let conditional = cfg.num_class_embeds.is_some();
+        if self.y.len() != if conditional { b } else { 0 } {
+            return bad(
+                "y",
+                format!(
+                    "{} labels for {b} items (class-conditional: {conditional})",
+                    self.y.len()
+                ),
+            );
+        }
+        Ok((c, h, w))
+    }
+
+    /// Items `first..first + n` as a micro-batch, with x_t and the training target formed on
+    /// the host in f32 from the schedule's f32 tables (as the GPU kernel forms them).
+    fn micro_batch(
+        &self,
+        schedule: &Schedule,
+        prediction: Prediction,
+        first: usize,
+        n: usize,
+    ) -> (MicroBatch, Vec<f32>, Vec<f32>) {
+        let per = self.shape[1] * self.shape[2] * self.shape[3];
+        let (sab, s1m) = (schedule.sqrt_alphas_cumprod(), schedule.sqrt_one_minus_alphas_cumprod());
+        let range = first * per..(first + n) * per;
+        let (x0, eps) = (&self.x0[range.clone()], &self.eps[range]);
+        let t = self.t[first..first + n].to_vec();
+        let (mut x_t, mut target) = (Vec::with_capacity(n * per), Vec::with_capacity(n * per));
+        for (i, &ti) in t.iter().enumerate() {
+            let k = (ti.max(0.0) as usize).min(sab.len() - 1);
+            for j in i * per..(i + 1) * per {
+                x_t.push(sab[k] * x0[j] + s1m[k] * eps[j]);
+                target.push(match prediction {
+                    Prediction::Epsilon => eps[j],
+                    Prediction::Sample => x0[j],
+                    Prediction::V => sab[k] * eps[j] - s1m[k] * x0[j],
+                });
+            }
+        }
+        let y = if self.y.is_empty() {
+            Vec::new()
+        } else {
+            self.y[first..first + n].to_vec()
+        };
+        let mb = MicroBatch {
+            x: x0.to_vec(),
+            t,
+            y,
+            weights: vec![1.0; n],
+        };
+        (mb, x_t, target)
+    }
+}
+
+/// Where a step's batch comes from.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    /// The trainer's own draws from a dataset.
+    Data(&'a Dataset),
+    /// Given draws ([`Trainer::train_step_with`]).
+    Given(&'a StepDraws),
+}
+
 /// The host-side draws of one micro-batch.
 struct MicroBatch {
     /// Images `[n, C, H, W]`.
@@ -392,18 +505,15 @@ impl Trainer {
         MicroBatch { x, t, y, weights }
     }
 
-    /// One optimizer step on `data`. Returns the loss and gradient norm; a non-finite loss is
-    /// an error and leaves the weights untouched.
-    pub fn train_step(&mut self, ctx: &Context, data: &Dataset) -> Result<StepStats> {
-        let cfg = self.unet.config().clone();
+    /// Refuse a dataset that does not fit the model (channels, labels, classes).
+    fn check_dataset(&self, data: &Dataset, cfg: &UNetConfig) -> Result<()> {
         if data.channels != cfg.in_channels {
             return Err(Error::arg(
                 "dataset",
                 format!("{} channels, the model expects {}", data.channels, cfg.in_channels),
             ));
         }
-        let conditional = cfg.num_class_embeds.is_some();
-        if conditional && data.labels.is_empty() {
+        if cfg.num_class_embeds.is_some() && data.labels.is_empty() {
             return Err(Error::arg(
                 "dataset",
                 "the model is class-conditional but the dataset has no labels",
@@ -421,35 +531,110 @@ impl Trainer {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// What the next step (`self.step`) draws for the whole batch, as host arrays: the images
+    /// x₀ `[B, C, H, W]` after flipping, the timestep of each item `[B]`, the class labels
+    /// after label dropout `[B]` (empty for an unlabelled dataset) and the noise ε `[B, C, H, W]`
+    /// that [`Trainer::train_step`] mixes into x_t. For parity tests and peer runs that replay
+    /// the engine's draws (`benches/peers/torch_train_fmnist.py --draws`); dropout masks are
+    /// not included.
+    #[doc(hidden)]
+    pub fn step_draws(&self, ctx: &Context, data: &Dataset) -> Result<StepDraws> {
+        let n = self.config.batch_size;
+        let mb = self.micro_batch(data, 0, n);
+        let x0 = ctx.upload(&[n, data.channels, data.height, data.width], &mb.x)?;
+        let t = ctx.upload(&[n], &mb.t)?;
+        let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
+        let (_, eps) = ddpm::q_sample_target_at(
+            ctx,
+            &x0,
+            &t,
+            &self.sqrt_ab,
+            &self.sqrt_1m_ab,
+            noise_seed,
+            0,
+            0,
+            Prediction::Epsilon,
+        )?;
+        Ok(StepDraws {
+            shape: [n, data.channels, data.height, data.width],
+            x0: mb.x,
+            t: mb.t,
+            y: mb.y,
+            eps: ctx.read(&eps)?,
+        })
+    }
+
+    /// One optimizer step on `data`. Returns the loss and gradient norm; a non-finite loss is
+    /// an error and leaves the weights untouched.
+    pub fn train_step(&mut self, ctx: &Context, data: &Dataset) -> Result<StepStats> {
+        self.step_from(ctx, Batch::Data(data))
+    }
+
+    /// [`Trainer::train_step`] on given draws instead of the trainer's own (what
+    /// [`Trainer::step_draws`] returns, or a peer framework's): the images, timesteps, labels
+    /// and noise of the whole batch, split into micro-batches as the trainer splits its own.
+    /// x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε is formed on the host in f32. Dropout masks are still drawn
+    /// from the trainer's seed and step. For parity tests against PyTorch
+    /// (`tests/trainer_parity.rs`).
+    #[doc(hidden)]
+    pub fn train_step_with(&mut self, ctx: &Context, draws: &StepDraws) -> Result<StepStats> {
+        self.step_from(ctx, Batch::Given(draws))
+    }
+
+    fn step_from(&mut self, ctx: &Context, batch: Batch) -> Result<StepStats> {
+        let cfg = self.unet.config().clone();
+        let conditional = cfg.num_class_embeds.is_some();
+        let (c, h, w) = match batch {
+            Batch::Data(data) => {
+                self.check_dataset(data, &cfg)?;
+                (data.channels, data.height, data.width)
+            }
+            Batch::Given(d) => d.check(self.config.batch_size, &cfg)?,
+        };
         let micro_n = self.config.batch_size / self.config.grad_accum;
-        let (c, h, w) = (data.channels, data.height, data.width);
         let mut grads = Grads::new(self.unet.params.len());
         let mut losses = Vec::new();
         let mut learned = Vec::new();
         for micro in 0..self.config.grad_accum as u64 {
             let first = micro * micro_n as u64;
-            let mb = self.micro_batch(data, first, micro_n);
+            let (mb, x0, t, x_t, target) = match batch {
+                Batch::Data(data) => {
+                    let mb = self.micro_batch(data, first, micro_n);
+                    let x0 = ctx.upload(&[micro_n, c, h, w], &mb.x)?;
+                    let t = ctx.upload(&[micro_n], &mb.t)?;
+                    // ε of the whole batch, this micro-batch's elements of it; the target is
+                    // ε, x₀ or v.
+                    let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
+                    let (x_t, target) = ddpm::q_sample_target_at(
+                        ctx,
+                        &x0,
+                        &t,
+                        &self.sqrt_ab,
+                        &self.sqrt_1m_ab,
+                        noise_seed,
+                        0,
+                        first * (c * h * w) as u64,
+                        self.prediction,
+                    )?;
+                    (mb, x0, t, x_t, target)
+                }
+                Batch::Given(d) => {
+                    let (mb, x_t, target) = d.micro_batch(&self.schedule, self.prediction, first as usize, micro_n);
+                    let shape = [micro_n, c, h, w];
+                    let x0 = ctx.upload(&shape, &mb.x)?;
+                    let t = ctx.upload(&[micro_n], &mb.t)?;
+                    (mb, x0, t, ctx.upload(&shape, &x_t)?, ctx.upload(&shape, &target)?)
+                }
+            };
             let (t_host, y, weights) = (mb.t, mb.y, mb.weights);
-            let x0 = ctx.upload(&[micro_n, c, h, w], &mb.x)?;
-            let t = ctx.upload(&[micro_n], &t_host)?;
             let y = if conditional {
                 Some(ctx.upload(&[micro_n], &y)?)
             } else {
                 None
             };
-            // ε of the whole batch, this micro-batch's elements of it; the target is ε, x₀ or v.
-            let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
-            let (x_t, target) = ddpm::q_sample_target_at(
-                ctx,
-                &x0,
-                &t,
-                &self.sqrt_ab,
-                &self.sqrt_1m_ab,
-                noise_seed,
-                0,
-                first * (c * h * w) as u64,
-                self.prediction,
-            )?;
             // Dropout masks are drawn per micro-batch (they are indexed by tensor element, and
             // the activations' layout depends on the micro-batch size).
             let mode = Mode {
