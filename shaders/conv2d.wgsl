@@ -546,6 +546,13 @@ fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 // 8 × 8 blocks, z = (image, channel), so that no invocation divides (u32 division is done lane
 // by lane on SIMD CPU adapters).
 const WT: u32 = 8u;
+// Not kept (2026-12-02, back to back on 2 shared cores, two training steps of the small preset
+// under DDPM_PROFILE): four tiles per invocation with vec4 loads and stores and the transforms
+// on vec4s across the tiles (W % 8 == 0, so rows and the planes of V and M are whole vec4s)
+// made wino_input 1.8x and wino_output 1.7x slower than these one-tile kernels, with or without
+// private arrays. llvmpipe's storage access is a loop over the lanes with a bounds check per
+// component, so a vec4 access costs what four scalar ones do, and there were 4x fewer
+// invocations to spread it over.
 
 // g_a = x, g_o2 = V [16, Cin, nb·T] for images n0..n0+nb.
 @compute @workgroup_size(8, 8)
