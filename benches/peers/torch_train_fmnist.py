@@ -48,8 +48,8 @@ What this script matches (and where in our code each comes from):
   DIR/metrics.jsonl with the fields of our trainer (step, loss, lr, grad_norm, images_per_s,
   wall_s; images/s and wall time counted from the start of the first step).
 
-What differs: every random draw (initial weights, data order, t, ε, label dropout, dropout
-masks) comes from torch's generator seeded with --seed instead of our keyed SplitMix64 hashes,
+What differs (without --draws/--init): every random draw (initial weights, data order, t, ε,
+label dropout, dropout masks) comes from torch's generator seeded with --seed instead of our keyed SplitMix64 hashes,
 so the two runs see different batches and noise; only their distributions match. Floating-point
 summation order differs too (CPU float32 here). Neither affects what is compared: loss curves and
 samples at equal step counts.
@@ -60,6 +60,20 @@ Run (CPU; nice it if something else is training on the machine):
     nice -n 10 /work/venv/bin/python benches/peers/torch_train_fmnist.py --steps 3800 \\
         --out runs/torch-fmnist-small --threads 2
     ddpm sample --model runs/torch-fmnist-small/model --sampler ddim --steps 20 --n 10 --out s.png
+
+Replaying the engine's run (everything drawn as the engine drew it: initial weights, images,
+labels after label dropout, t, eps; only the dropout masks are torch's):
+
+    cargo run --release --example train_draws -- assets/training/fmnist-small \
+        /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \
+        /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz 2000 runs/draws2000
+    /work/venv/bin/python benches/peers/torch_train_fmnist.py --steps 2000 \
+        --draws runs/draws2000/draws.safetensors --init runs/draws2000/init \
+        --out runs/torch-replay-2000
+
+`--replay data,t,eps` picks which draws to take from the file (the rest from torch), `--init`
+alone starts torch's own draws from the engine's initial weights, and `--dropout 0` removes the
+one remaining difference.
 
 Ctrl-C stops early and still writes the EMA model of the last finished step.
 """
