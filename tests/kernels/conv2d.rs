@@ -215,10 +215,30 @@ fn conv2d_winograd_shapes() {
     check_case("2x4x20x4 -> 8 k3 winograd", dims(2, 4, (20, 4), 8, (3, 3), p), true, 97);
     // Widths that are multiples of 8 (as every level of the shipped model's), with an odd
     // height (a half tile at the bottom), and rows of 2 to 32 tiles, in and out Winograd.
-    check_case("2x4x7x16 -> 8 k3 winograd x4", dims(2, 4, (7, 16), 8, (3, 3), p), true, 98);
-    check_case("3x8x9x8 -> 4 k3 winograd x4", dims(3, 8, (9, 8), 4, (3, 3), p), true, 99);
-    check_case("1x4x5x24 -> 4 k3 winograd x4", dims(1, 4, (5, 24), 4, (3, 3), p), true, 100);
-    check_case("1x4x3x64 -> 8 k3 winograd x4", dims(1, 4, (3, 64), 8, (3, 3), p), false, 101);
+    check_case(
+        "2x4x7x16 -> 8 k3 winograd x4",
+        dims(2, 4, (7, 16), 8, (3, 3), p),
+        true,
+        98,
+    );
+    check_case(
+        "3x8x9x8 -> 4 k3 winograd x4",
+        dims(3, 8, (9, 8), 4, (3, 3), p),
+        true,
+        99,
+    );
+    check_case(
+        "1x4x5x24 -> 4 k3 winograd x4",
+        dims(1, 4, (5, 24), 4, (3, 3), p),
+        true,
+        100,
+    );
+    check_case(
+        "1x4x3x64 -> 8 k3 winograd x4",
+        dims(1, 4, (3, 64), 8, (3, 3), p),
+        false,
+        101,
+    );
     // Cout % 4 == 0: the input grad runs Winograd too (rotated, transposed weights).
     check_case(
         "3x4x7x9 -> 8 k3 winograd dx",
