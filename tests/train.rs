@@ -870,4 +870,12 @@ fn step_draws_are_what_train_step_trains_on() {
     bad.t.pop();
     let err = fed.train_step_with(ctx, &bad).unwrap_err().to_string();
     assert!(err.contains("3 timesteps for 4 items"), "{err}");
+    let mut bad = fed.step_draws(ctx, &data).unwrap();
+    bad.t[1] = 1000.0;
+    let err = fed.train_step_with(ctx, &bad).unwrap_err().to_string();
+    assert!(err.contains("1000 is not a timestep index in 0..1000"), "{err}");
+    let mut bad = fed.step_draws(ctx, &data).unwrap();
+    bad.y[0] = 3.0;
+    let err = fed.train_step_with(ctx, &bad).unwrap_err().to_string();
+    assert!(err.contains("3 is not a class in 0..3"), "{err}");
 }

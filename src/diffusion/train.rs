@@ -138,8 +138,9 @@ pub struct StepDraws {
 }
 
 impl StepDraws {
-    /// Check the draws against the trainer's batch size and the model; returns (C, H, W).
-    fn check(&self, batch_size: usize, cfg: &UNetConfig) -> Result<(usize, usize, usize)> {
+    /// Check the draws against the trainer's batch size, its number of timesteps and the
+    /// model; returns (C, H, W).
+    fn check(&self, batch_size: usize, timesteps: usize, cfg: &UNetConfig) -> Result<(usize, usize, usize)> {
         let [b, c, h, w] = self.shape;
         let n = b * c * h * w;
         let bad = |what: &str, msg: String| Err(Error::shape("step draws", format!("{what}: {msg}")));
@@ -171,6 +172,22 @@ impl StepDraws {
         if self.t.len() != b {
             return bad("t", format!("{} timesteps for {b} items", self.t.len()));
         }
+        if let Some(v) = self
+            .t
+            .iter()
+            .find(|&&v| !(v >= 0.0 && v < timesteps as f32 && v.fract() == 0.0))
+        {
+            return bad("t", format!("{v} is not a timestep index in 0..{timesteps}"));
+        }
+        if let Some(k) = cfg.num_class_embeds {
+            if let Some(v) = self
+                .y
+                .iter()
+                .find(|&&v| !(v >= 0.0 && v < k as f32 && v.fract() == 0.0))
+            {
+                return bad("y", format!("{v} is not a class in 0..{k}"));
+            }
+        }
         let conditional = cfg.num_class_embeds.is_some();
         if self.y.len() != if conditional { b } else { 0 } {
             return bad(
@@ -200,7 +217,7 @@ impl StepDraws {
         let t = self.t[first..first + n].to_vec();
         let (mut x_t, mut target) = (Vec::with_capacity(n * per), Vec::with_capacity(n * per));
         for (i, &ti) in t.iter().enumerate() {
-            let k = (ti.max(0.0) as usize).min(sab.len() - 1);
+            let k = ti as usize; // checked: an index in 0..T
             for j in i * per..(i + 1) * per {
                 x_t.push(sab[k] * x0[j] + s1m[k] * eps[j]);
                 target.push(match prediction {
@@ -577,7 +594,8 @@ impl Trainer {
     /// [`Trainer::step_draws`] returns, or a peer framework's): the images, timesteps, labels
     /// and noise of the whole batch, split into micro-batches as the trainer splits its own.
     /// x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε is formed on the host in f32. Dropout masks are still drawn
-    /// from the trainer's seed and step. For parity tests against PyTorch
+    /// from the trainer's seed and step; every item has weight 1 (given timesteps carry no
+    /// importance weights). For parity tests against PyTorch
     /// (`tests/trainer_parity.rs`).
     #[doc(hidden)]
     pub fn train_step_with(&mut self, ctx: &Context, draws: &StepDraws) -> Result<StepStats> {
@@ -592,7 +610,7 @@ impl Trainer {
                 self.check_dataset(data, &cfg)?;
                 (data.channels, data.height, data.width)
             }
-            Batch::Given(d) => d.check(self.config.batch_size, &cfg)?,
+            Batch::Given(d) => d.check(self.config.batch_size, self.schedule.len(), &cfg)?,
         };
         let micro_n = self.config.batch_size / self.config.grad_accum;
         let mut grads = Grads::new(self.unet.params.len());
