@@ -1,11 +1,12 @@
 //! The random draws of a training run, for replaying it in PyTorch
 //! (`benches/peers/torch_train_fmnist.py --draws OUT/draws.safetensors --init OUT/init`).
 //!
-//! Rebuilds the trainer of a run from its `training_state.safetensors` options (seed, batch,
-//! label dropout, flips, schedule) and its `model/config.json`, writes the initial weights that
-//! `ddpm train` starts from (`init_random(seed)`) as a diffusers folder `OUT/init`, and, for
-//! steps 0..STEPS, the images, timesteps, labels and noise ε the trainer draws, stacked per step
-//! into `OUT/draws.safetensors` (`x0` [S, B, C, H, W], `t` [S, B], `eps` like `x0`, and `y` [S, B] for a labelled dataset).
+//! Resumes the trainer of a run (its options: seed, batch, label dropout, flips, schedule; and
+//! its model config), writes the initial weights that `ddpm train` starts from
+//! (`init_random(seed)`) as a diffusers folder `OUT/init`, and, for steps 0..STEPS, the images,
+//! timesteps, labels and noise ε the trainer draws, stacked per step into
+//! `OUT/draws.safetensors` (`x0` [S, B, C, H, W], `t` [S, B], `eps` like `x0`, and `y` [S, B]
+//! for a labelled dataset).
 //! The dataset is padded to the model's `sample_size`, as `ddpm train --image-size` does.
 //!
 //! ```text
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ddpm_wgpu::checkpoint::{serialize_f32, write_atomic};
-use ddpm_wgpu::{Context, Dataset, Error, Result, TrainConfig, Trainer, UNet, UNetConfig};
+use ddpm_wgpu::{Context, Dataset, Error, Result, Trainer};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,31 +30,15 @@ fn main() -> Result<()> {
         .parse()
         .map_err(|_| Error::arg("STEPS", format!("'{steps}' is not a step count")))?;
     let (run, out) = (PathBuf::from(run), PathBuf::from(out));
-    let state = run.join("training_state.safetensors");
-    let bytes = std::fs::read(&state).map_err(|e| Error::io(&state, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Checkpoint {
-        path: state.clone(),
-        msg: e.to_string(),
-    })?;
-    let config: TrainConfig = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("train_config"))
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| Error::Checkpoint {
-            path: state.clone(),
-            msg: "metadata 'train_config' is missing or invalid".into(),
-        })?;
-    let cfg_path = run.join("model").join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let cfg = UNetConfig::from_json(&text)?;
-
     let ctx = Context::new()?;
+    // The run's trainer (its options and model config), its weights put back to where
+    // `ddpm train` started them: the draws depend only on the options and the step.
+    let mut trainer = Trainer::resume(&ctx, &run)?;
+    let seed = trainer.config.seed;
+    trainer.unet.init_random(&ctx, seed)?;
+    let cfg = trainer.unet.config().clone();
     let mut data = Dataset::open(images.as_ref(), Some(labels.as_ref()), cfg.in_channels)?;
     data.pad_to(cfg.sample_size)?;
-    let mut unet = UNet::new(cfg)?;
-    unet.init_random(&ctx, config.seed)?;
-    let mut trainer = Trainer::new(&ctx, unet, config)?;
     trainer.unet.save_pretrained(&ctx, out.join("init"))?;
 
     let (b, c, h, w) = (trainer.config.batch_size, data.channels, data.height, data.width);

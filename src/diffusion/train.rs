@@ -560,21 +560,7 @@ impl Trainer {
     #[doc(hidden)]
     pub fn step_draws(&self, ctx: &Context, data: &Dataset) -> Result<StepDraws> {
         let n = self.config.batch_size;
-        let mb = self.micro_batch(data, 0, n);
-        let x0 = ctx.upload(&[n, data.channels, data.height, data.width], &mb.x)?;
-        let t = ctx.upload(&[n], &mb.t)?;
-        let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
-        let (_, eps) = ddpm::q_sample_target_at(
-            ctx,
-            &x0,
-            &t,
-            &self.sqrt_ab,
-            &self.sqrt_1m_ab,
-            noise_seed,
-            0,
-            0,
-            Prediction::Epsilon,
-        )?;
+        let (mb, _, _, _, eps) = self.own_micro_batch(ctx, data, 0, n, Prediction::Epsilon)?;
         Ok(StepDraws {
             shape: [n, data.channels, data.height, data.width],
             x0: mb.x,
@@ -582,6 +568,35 @@ impl Trainer {
             y: mb.y,
             eps: ctx.read(&eps)?,
         })
+    }
+
+    /// Items `first..first + n` of the current step as the trainer draws them: the host-side
+    /// draws, x₀ and t uploaded, and x_t with the training target (ε, x₀ or v) from the noise
+    /// of the whole batch (this micro-batch's elements of it).
+    fn own_micro_batch(
+        &self,
+        ctx: &Context,
+        data: &Dataset,
+        first: u64,
+        n: usize,
+        prediction: Prediction,
+    ) -> Result<(MicroBatch, Tensor, Tensor, Tensor, Tensor)> {
+        let mb = self.micro_batch(data, first, n);
+        let x0 = ctx.upload(&[n, data.channels, data.height, data.width], &mb.x)?;
+        let t = ctx.upload(&[n], &mb.t)?;
+        let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
+        let (x_t, target) = ddpm::q_sample_target_at(
+            ctx,
+            &x0,
+            &t,
+            &self.sqrt_ab,
+            &self.sqrt_1m_ab,
+            noise_seed,
+            0,
+            first * data.image_size() as u64,
+            prediction,
+        )?;
+        Ok((mb, x0, t, x_t, target))
     }
 
     /// One optimizer step on `data`. Returns the loss and gradient norm; a non-finite loss is
@@ -596,7 +611,7 @@ impl Trainer {
     /// x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε is formed on the host in f32. Dropout masks are still drawn
     /// from the trainer's seed and step; every item has weight 1 (given timesteps carry no
     /// importance weights). For parity tests against PyTorch
-    /// (`tests/trainer_parity.rs`).
+    /// (`tests/train.rs`).
     #[doc(hidden)]
     pub fn train_step_with(&mut self, ctx: &Context, draws: &StepDraws) -> Result<StepStats> {
         self.step_from(ctx, Batch::Given(draws))
@@ -619,26 +634,7 @@ impl Trainer {
         for micro in 0..self.config.grad_accum as u64 {
             let first = micro * micro_n as u64;
             let (mb, x0, t, x_t, target) = match batch {
-                Batch::Data(data) => {
-                    let mb = self.micro_batch(data, first, micro_n);
-                    let x0 = ctx.upload(&[micro_n, c, h, w], &mb.x)?;
-                    let t = ctx.upload(&[micro_n], &mb.t)?;
-                    // ε of the whole batch, this micro-batch's elements of it; the target is
-                    // ε, x₀ or v.
-                    let noise_seed = key(self.config.seed, self.step, 0, 0, 5);
-                    let (x_t, target) = ddpm::q_sample_target_at(
-                        ctx,
-                        &x0,
-                        &t,
-                        &self.sqrt_ab,
-                        &self.sqrt_1m_ab,
-                        noise_seed,
-                        0,
-                        first * (c * h * w) as u64,
-                        self.prediction,
-                    )?;
-                    (mb, x0, t, x_t, target)
-                }
+                Batch::Data(data) => self.own_micro_batch(ctx, data, first, micro_n, self.prediction)?,
                 Batch::Given(d) => {
                     let (mb, x_t, target) = d.micro_batch(&self.schedule, self.prediction, first as usize, micro_n);
                     let shape = [micro_n, c, h, w];
