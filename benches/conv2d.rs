@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
 
     // The implicit GEMM (every adapter), im2col + subgroup GEMM, and what Auto picks here
-    // (Winograd F(2×2, 3×3) forward and im2col backward on CPU adapters with 8-wide subgroups),
+    // (Winograd F(4×4, 3×3) forward and backward on CPU adapters with 8-wide subgroups),
     // side by side in one run. GFLOP/s count the direct convolution's FLOPs for all three.
     for (tag, algo) in [
         ("direct", Algo::Direct),

@@ -472,12 +472,27 @@ fn unpack_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 }
 
 // ---------------------------------------------------------------------------------------------
-// Winograd F(2×2, 3×3) for 3×3, stride 1, padding 1 (Lavin & Gray 2016), the correlation form:
+// Winograd F(4×4, 3×3) for 3×3, stride 1, padding 1 (Lavin & Gray 2016), the correlation form:
 //   Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A
-// for each 2×2 output tile, with d the 4×4 input tile starting one pixel above-left of it.
-// U[ξ, co, ci] = (G g Gᵀ)[ξ], V[ξ, ci, n] = (Bᵀ d B)[ξ] for column n = b·T + tile, then 16
-// GEMMs M[ξ] = U[ξ]·V[ξ] (the subgroup GEMM, batch 16) and the output transform. 16 products per
-// 4 outputs instead of 36.
+// for each 4×4 output tile, with d the 6×6 input tile starting one pixel above-left of it.
+// Interpolation points 0, 1, −1, 2, −½ and ∞ (Toom-Cook: Aᵀ[i][j] = p_j^i, G[j] = p_j^k / Π(p_j − p_l),
+// Bᵀ[j] = the coefficients of Π_{l≠j}(x − p_l)):
+//   Bᵀ = [1 3/2 −2 −3/2 1 0; 0 −1 −5/2 −½ 1 0; 0 1 ½ −5/2 1 0; 0 −½ −1 ½ 1 0; 0 2 −1 −2 1 0;
+//         0 1 3/2 −2 −3/2 1]
+//   G  = [1 0 0; −⅓ −⅓ −⅓; ⅓ −⅓ ⅓; 1/15 2/15 4/15; −16/15 8/15 −4/15; 0 0 1]
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −½ 0; 0 1 1 4 ¼ 0; 0 1 −1 8 −⅛ 1]
+// The usual points 0, ±1, ±2 give errors 1.8× larger in float32 (max error over 64-channel
+// sums, as a fraction of the output's RMS: 2.8e-6 against 4.9e-6; F(2×2, 3×3): 4.0e-7;
+// scripts/winograd_points.py), enough to move Adam's second moments in tests/train.rs by 1e-3.
+// U[ξ, co, ci] = (G g Gᵀ)[ξ], V[ξ, ci, n] = (Bᵀ d B)[ξ] for column n = b·T + tile, then 36
+// GEMMs M[ξ] = U[ξ]·V[ξ] (the subgroup GEMM, batch 36) and the output transform: 36 products
+// per 16 outputs instead of 144. On llvmpipe every value loaded or stored costs a loop over the
+// lanes, and per output this moves 2.25 values of V and of M where F(2×2, 3×3) moved 4
+// (measured against it in benches/conv2d.rs and the training step, see the commit).
+//
+// Columns: a window of nb images has nb·T tile columns, padded to `cols` (a multiple of 4, as
+// the GEMM needs). Pad columns are never read by the output transform; the weight grad's GEMM
+// sums over them, so the launcher zeroes V and dM when there are any.
 
 struct WinoParams {
     n0: u32,
@@ -493,13 +508,68 @@ struct WinoParams {
     // 1: the weights are those of the input grad, w[ci', co', 2−r, 2−s] read from the forward's
     // w [Cout', Cin', 3, 3] with Cout' = cin and Cin' = cout here (dx = conv(dy, rotated wᵀ)).
     flip: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Columns per plane of V, M and dM: nb·th·tw rounded up to a multiple of 4.
+    cols: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> wq: WinoParams;
 
-// g_a = w [Cout, Cin, 3, 3], g_o2 = U [16, Cout, Cin].
+// G z for the 3 taps z of one kernel row or column.
+fn wino_g(z0: f32, z1: f32, z2: f32) -> array<f32, 6> {
+    return array<f32, 6>(
+        z0,
+        -(z0 + z1 + z2) / 3.0,
+        (z0 - z1 + z2) / 3.0,
+        (z0 + 2.0 * z1 + 4.0 * z2) / 15.0,
+        (8.0 * z1 - 16.0 * z0 - 4.0 * z2) / 15.0,
+        z2);
+}
+
+// Gᵀ z for 6 transformed values z (the adjoint of wino_g).
+fn wino_gt(z: array<f32, 6>) -> array<f32, 3> {
+    return array<f32, 3>(
+        z[0] + (z[2] - z[1]) / 3.0 + (z[3] - 16.0 * z[4]) / 15.0,
+        (2.0 * z[3] + 8.0 * z[4]) / 15.0 - (z[1] + z[2]) / 3.0,
+        (z[2] - z[1]) / 3.0 + (4.0 * z[3] - 4.0 * z[4]) / 15.0 + z[5]);
+}
+
+// Bᵀ z for 6 input values z.
+fn wino_bt(z: array<f32, 6>) -> array<f32, 6> {
+    return array<f32, 6>(
+        z[0] + 1.5 * (z[1] - z[3]) - 2.0 * z[2] + z[4],
+        z[4] - z[1] - 2.5 * z[2] - 0.5 * z[3],
+        z[1] + 0.5 * z[2] - 2.5 * z[3] + z[4],
+        0.5 * (z[3] - z[1]) - z[2] + z[4],
+        2.0 * (z[1] - z[3]) - z[2] + z[4],
+        z[1] + 1.5 * (z[2] - z[4]) - 2.0 * z[3] + z[5]);
+}
+
+// Aᵀ z for 6 products z.
+fn wino_at(z: array<f32, 6>) -> vec4<f32> {
+    let p1 = z[1] + z[2];
+    let m1 = z[1] - z[2];
+    return vec4<f32>(
+        p1 + z[0] + z[3] + z[4],
+        m1 + 2.0 * z[3] - 0.5 * z[4],
+        p1 + 4.0 * z[3] + 0.25 * z[4],
+        m1 + 8.0 * z[3] - 0.125 * z[4] + z[5]);
+}
+
+// A z for 4 output grads z (the adjoint of wino_at).
+fn wino_a(z0: f32, z1: f32, z2: f32, z3: f32) -> array<f32, 6> {
+    let e = z0 + z2;
+    let o = z1 + z3;
+    return array<f32, 6>(
+        z0,
+        e + o,
+        e - o,
+        z0 + 2.0 * z1 + 4.0 * z2 + 8.0 * z3,
+        z0 - 0.5 * z1 + 0.25 * z2 - 0.125 * z3,
+        z3);
+}
+
+// g_a = w [Cout, Cin, 3, 3], g_o2 = U [36, Cout, Cin].
 @compute @workgroup_size(256)
 fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -520,171 +590,375 @@ fn wino_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             g[j] = g_a[i * 9u + j];
         }
     }
-    // t = G g (4×3), then u = t Gᵀ (4×4); G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
-    var t: array<f32, 12>;
-    for (var c = 0u; c < 3u; c++) {
-        let g0 = g[c];
-        let g1 = g[3u + c];
-        let g2 = g[6u + c];
-        t[c] = g0;
-        t[3u + c] = 0.5 * (g0 + g1 + g2);
-        t[6u + c] = 0.5 * (g0 - g1 + g2);
-        t[9u + c] = g2;
-    }
-    for (var r = 0u; r < 4u; r++) {
-        let a = t[r * 3u];
-        let b = t[r * 3u + 1u];
-        let c = t[r * 3u + 2u];
-        g_o2[(r * 4u) * pairs + i] = a;
-        g_o2[(r * 4u + 1u) * pairs + i] = 0.5 * (a + b + c);
-        g_o2[(r * 4u + 2u) * pairs + i] = 0.5 * (a - b + c);
-        g_o2[(r * 4u + 3u) * pairs + i] = c;
-    }
+    // t = G g (6×3) column by column, then u = t Gᵀ row by row (unrolled: llvmpipe keeps
+    // private arrays in registers only when every index is a constant).
+    let t0 = wino_g(g[0], g[3], g[6]);
+    let t1 = wino_g(g[1], g[4], g[7]);
+    let t2 = wino_g(g[2], g[5], g[8]);
+    let u0 = wino_g(t0[0], t1[0], t2[0]);
+    let u1 = wino_g(t0[1], t1[1], t2[1]);
+    let u2 = wino_g(t0[2], t1[2], t2[2]);
+    let u3 = wino_g(t0[3], t1[3], t2[3]);
+    let u4 = wino_g(t0[4], t1[4], t2[4]);
+    let u5 = wino_g(t0[5], t1[5], t2[5]);
+    g_o2[0u * pairs + i] = u0[0];
+    g_o2[1u * pairs + i] = u0[1];
+    g_o2[2u * pairs + i] = u0[2];
+    g_o2[3u * pairs + i] = u0[3];
+    g_o2[4u * pairs + i] = u0[4];
+    g_o2[5u * pairs + i] = u0[5];
+    g_o2[6u * pairs + i] = u1[0];
+    g_o2[7u * pairs + i] = u1[1];
+    g_o2[8u * pairs + i] = u1[2];
+    g_o2[9u * pairs + i] = u1[3];
+    g_o2[10u * pairs + i] = u1[4];
+    g_o2[11u * pairs + i] = u1[5];
+    g_o2[12u * pairs + i] = u2[0];
+    g_o2[13u * pairs + i] = u2[1];
+    g_o2[14u * pairs + i] = u2[2];
+    g_o2[15u * pairs + i] = u2[3];
+    g_o2[16u * pairs + i] = u2[4];
+    g_o2[17u * pairs + i] = u2[5];
+    g_o2[18u * pairs + i] = u3[0];
+    g_o2[19u * pairs + i] = u3[1];
+    g_o2[20u * pairs + i] = u3[2];
+    g_o2[21u * pairs + i] = u3[3];
+    g_o2[22u * pairs + i] = u3[4];
+    g_o2[23u * pairs + i] = u3[5];
+    g_o2[24u * pairs + i] = u4[0];
+    g_o2[25u * pairs + i] = u4[1];
+    g_o2[26u * pairs + i] = u4[2];
+    g_o2[27u * pairs + i] = u4[3];
+    g_o2[28u * pairs + i] = u4[4];
+    g_o2[29u * pairs + i] = u4[5];
+    g_o2[30u * pairs + i] = u5[0];
+    g_o2[31u * pairs + i] = u5[1];
+    g_o2[32u * pairs + i] = u5[2];
+    g_o2[33u * pairs + i] = u5[3];
+    g_o2[34u * pairs + i] = u5[4];
+    g_o2[35u * pairs + i] = u5[5];
 }
 
-// The three per-tile transforms run on a 3-D grid: (x, y) = the tile's column and row in
-// 8 × 8 blocks, z = (image, channel), so that no invocation divides (u32 division is done lane
-// by lane on SIMD CPU adapters).
-const WT: u32 = 8u;
-// Not kept (2026-12-02, back to back on 2 shared cores, two training steps of the small preset
-// under DDPM_PROFILE): four tiles per invocation with vec4 loads and stores and the transforms
-// on vec4s across the tiles (W % 8 == 0, so rows and the planes of V and M are whole vec4s)
-// made wino_input 1.8x and wino_output 1.7x slower than these one-tile kernels, with or without
-// private arrays. llvmpipe's storage access is a loop over the lanes with a bounds check per
-// component, so a vec4 access costs what four scalar ones do, and there were 4x fewer
-// invocations to spread it over.
-
-// g_a = x, g_o2 = V [16, Cin, nb·T] for images n0..n0+nb.
-@compute @workgroup_size(8, 8)
-fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let tx = wg.x * WT + l.x;
-    let ty = wg.y * WT + l.y;
-    if (tx >= wq.tw || ty >= wq.th) {
-        return;
-    }
-    let b = wg.z / wq.cin;
-    let ci = wg.z % wq.cin;
-    let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    let i = ci * cols + b * tiles + ty * wq.tw + tx;
-    let y0 = i32(ty * 2u) - 1;
-    let x0 = i32(tx * 2u) - 1;
-    let base = ((wq.n0 + b) * wq.cin + ci) * wq.h * wq.w;
-    var d: array<f32, 16>;
-    for (var r = 0; r < 4; r++) {
-        let yy = y0 + r;
-        let row_ok = yy >= 0 && yy < i32(wq.h);
-        for (var c = 0; c < 4; c++) {
-            let xx = x0 + c;
-            let ok = row_ok && xx >= 0 && xx < i32(wq.w);
-            let src = base + select(0u, u32(yy) * wq.w + u32(xx), ok);
-            d[r * 4 + c] = select(0.0, g_a[src], ok);
-        }
-    }
-    // t = Bᵀ d, then v = t B; Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
-    var t: array<f32, 16>;
-    for (var c = 0; c < 4; c++) {
-        t[c] = d[c] - d[8 + c];
-        t[4 + c] = d[4 + c] + d[8 + c];
-        t[8 + c] = d[8 + c] - d[4 + c];
-        t[12 + c] = d[4 + c] - d[12 + c];
-    }
-    let plane = wq.cin * cols;
-    for (var r = 0u; r < 4u; r++) {
-        let a = t[r * 4u];
-        let b1 = t[r * 4u + 1u];
-        let c = t[r * 4u + 2u];
-        let e = t[r * 4u + 3u];
-        g_o2[(r * 4u) * plane + i] = a - c;
-        g_o2[(r * 4u + 1u) * plane + i] = b1 + c;
-        g_o2[(r * 4u + 2u) * plane + i] = c - b1;
-        g_o2[(r * 4u + 3u) * plane + i] = b1 - e;
-    }
+// The per-tile transforms run one invocation per (channel, column) over a flat grid, column
+// fastest, so that every lane has work however small the image (an 8 × 8 image has 4 tiles).
+// Returns (channel, b, ty, tx) of flat index i < channels·nb·T.
+fn wino_tile(i: u32, tiles: u32) -> vec4<u32> {
+    let per_channel = wq.nb * tiles;
+    let ch = i / per_channel;
+    let col = i - ch * per_channel;
+    let b = col / tiles;
+    let t = col - b * tiles;
+    let ty = t / wq.tw;
+    return vec4<u32>(ch, b, ty, t - ty * wq.tw);
 }
 
-// g_a = M [16, Cout, nb·T], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb).
-@compute @workgroup_size(8, 8)
-fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let tx = wg.x * WT + l.x;
-    let ty = wg.y * WT + l.y;
-    if (tx >= wq.tw || ty >= wq.th) {
+// g_a = x, g_o2 = V [36, Cin, cols] for images n0..n0+nb.
+@compute @workgroup_size(256)
+fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    if (i >= wq.cin * wq.nb * tiles) {
         return;
     }
-    let b = wg.z / wq.cout;
-    let co = wg.z % wq.cout;
+    let c = wino_tile(i, tiles);
+    let ci = c.x;
+    let y0 = i32(c.z * 4u) - 1;
+    let x0 = i32(c.w * 4u) - 1;
+    let base = ((wq.n0 + c.y) * wq.cin + ci) * wq.h * wq.w;
+    // d = the 6×6 input tile (0 past the image); t = Bᵀ d column by column, v = t B row by row
+    // (unrolled: llvmpipe keeps private arrays in registers only when every index is a constant).
+    var ok_r: array<bool, 6>;
+    var off_r: array<u32, 6>;
+    var ok_c: array<bool, 6>;
+    var off_c: array<u32, 6>;
+    for (var k = 0; k < 6; k++) {
+        ok_r[k] = y0 + k >= 0 && y0 + k < i32(wq.h);
+        off_r[k] = select(0u, u32(y0 + k) * wq.w, ok_r[k]);
+        ok_c[k] = x0 + k >= 0 && x0 + k < i32(wq.w);
+        off_c[k] = select(0u, u32(x0 + k), ok_c[k]);
+    }
+    let t0 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[0]], ok_r[0] && ok_c[0]),
+        select(0.0, g_a[base + off_r[1] + off_c[0]], ok_r[1] && ok_c[0]),
+        select(0.0, g_a[base + off_r[2] + off_c[0]], ok_r[2] && ok_c[0]),
+        select(0.0, g_a[base + off_r[3] + off_c[0]], ok_r[3] && ok_c[0]),
+        select(0.0, g_a[base + off_r[4] + off_c[0]], ok_r[4] && ok_c[0]),
+        select(0.0, g_a[base + off_r[5] + off_c[0]], ok_r[5] && ok_c[0])));
+    let t1 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[1]], ok_r[0] && ok_c[1]),
+        select(0.0, g_a[base + off_r[1] + off_c[1]], ok_r[1] && ok_c[1]),
+        select(0.0, g_a[base + off_r[2] + off_c[1]], ok_r[2] && ok_c[1]),
+        select(0.0, g_a[base + off_r[3] + off_c[1]], ok_r[3] && ok_c[1]),
+        select(0.0, g_a[base + off_r[4] + off_c[1]], ok_r[4] && ok_c[1]),
+        select(0.0, g_a[base + off_r[5] + off_c[1]], ok_r[5] && ok_c[1])));
+    let t2 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[2]], ok_r[0] && ok_c[2]),
+        select(0.0, g_a[base + off_r[1] + off_c[2]], ok_r[1] && ok_c[2]),
+        select(0.0, g_a[base + off_r[2] + off_c[2]], ok_r[2] && ok_c[2]),
+        select(0.0, g_a[base + off_r[3] + off_c[2]], ok_r[3] && ok_c[2]),
+        select(0.0, g_a[base + off_r[4] + off_c[2]], ok_r[4] && ok_c[2]),
+        select(0.0, g_a[base + off_r[5] + off_c[2]], ok_r[5] && ok_c[2])));
+    let t3 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[3]], ok_r[0] && ok_c[3]),
+        select(0.0, g_a[base + off_r[1] + off_c[3]], ok_r[1] && ok_c[3]),
+        select(0.0, g_a[base + off_r[2] + off_c[3]], ok_r[2] && ok_c[3]),
+        select(0.0, g_a[base + off_r[3] + off_c[3]], ok_r[3] && ok_c[3]),
+        select(0.0, g_a[base + off_r[4] + off_c[3]], ok_r[4] && ok_c[3]),
+        select(0.0, g_a[base + off_r[5] + off_c[3]], ok_r[5] && ok_c[3])));
+    let t4 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[4]], ok_r[0] && ok_c[4]),
+        select(0.0, g_a[base + off_r[1] + off_c[4]], ok_r[1] && ok_c[4]),
+        select(0.0, g_a[base + off_r[2] + off_c[4]], ok_r[2] && ok_c[4]),
+        select(0.0, g_a[base + off_r[3] + off_c[4]], ok_r[3] && ok_c[4]),
+        select(0.0, g_a[base + off_r[4] + off_c[4]], ok_r[4] && ok_c[4]),
+        select(0.0, g_a[base + off_r[5] + off_c[4]], ok_r[5] && ok_c[4])));
+    let t5 = wino_bt(array<f32, 6>(
+        select(0.0, g_a[base + off_r[0] + off_c[5]], ok_r[0] && ok_c[5]),
+        select(0.0, g_a[base + off_r[1] + off_c[5]], ok_r[1] && ok_c[5]),
+        select(0.0, g_a[base + off_r[2] + off_c[5]], ok_r[2] && ok_c[5]),
+        select(0.0, g_a[base + off_r[3] + off_c[5]], ok_r[3] && ok_c[5]),
+        select(0.0, g_a[base + off_r[4] + off_c[5]], ok_r[4] && ok_c[5]),
+        select(0.0, g_a[base + off_r[5] + off_c[5]], ok_r[5] && ok_c[5])));
+    let plane = wq.cin * wq.cols;
+    let o = ci * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
+    let v0 = wino_bt(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0]));
+    let v1 = wino_bt(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1]));
+    let v2 = wino_bt(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2]));
+    let v3 = wino_bt(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3]));
+    let v4 = wino_bt(array<f32, 6>(t0[4], t1[4], t2[4], t3[4], t4[4], t5[4]));
+    let v5 = wino_bt(array<f32, 6>(t0[5], t1[5], t2[5], t3[5], t4[5], t5[5]));
+    g_o2[0u * plane + o] = v0[0];
+    g_o2[1u * plane + o] = v0[1];
+    g_o2[2u * plane + o] = v0[2];
+    g_o2[3u * plane + o] = v0[3];
+    g_o2[4u * plane + o] = v0[4];
+    g_o2[5u * plane + o] = v0[5];
+    g_o2[6u * plane + o] = v1[0];
+    g_o2[7u * plane + o] = v1[1];
+    g_o2[8u * plane + o] = v1[2];
+    g_o2[9u * plane + o] = v1[3];
+    g_o2[10u * plane + o] = v1[4];
+    g_o2[11u * plane + o] = v1[5];
+    g_o2[12u * plane + o] = v2[0];
+    g_o2[13u * plane + o] = v2[1];
+    g_o2[14u * plane + o] = v2[2];
+    g_o2[15u * plane + o] = v2[3];
+    g_o2[16u * plane + o] = v2[4];
+    g_o2[17u * plane + o] = v2[5];
+    g_o2[18u * plane + o] = v3[0];
+    g_o2[19u * plane + o] = v3[1];
+    g_o2[20u * plane + o] = v3[2];
+    g_o2[21u * plane + o] = v3[3];
+    g_o2[22u * plane + o] = v3[4];
+    g_o2[23u * plane + o] = v3[5];
+    g_o2[24u * plane + o] = v4[0];
+    g_o2[25u * plane + o] = v4[1];
+    g_o2[26u * plane + o] = v4[2];
+    g_o2[27u * plane + o] = v4[3];
+    g_o2[28u * plane + o] = v4[4];
+    g_o2[29u * plane + o] = v4[5];
+    g_o2[30u * plane + o] = v5[0];
+    g_o2[31u * plane + o] = v5[1];
+    g_o2[32u * plane + o] = v5[2];
+    g_o2[33u * plane + o] = v5[3];
+    g_o2[34u * plane + o] = v5[4];
+    g_o2[35u * plane + o] = v5[5];
+}
+
+// g_a = M [36, Cout, cols], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb).
+@compute @workgroup_size(256)
+fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
     let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    let i = co * cols + b * tiles + ty * wq.tw + tx;
-    let plane = wq.cout * cols;
-    var m: array<f32, 16>;
-    for (var j = 0u; j < 16u; j++) {
-        m[j] = g_a[j * plane + i];
+    if (i >= wq.cout * wq.nb * tiles) {
+        return;
     }
-    // t = Aᵀ m (2×4), y = t A (2×2); Aᵀ = [1 1 1 0; 0 1 −1 −1].
-    var t: array<f32, 8>;
-    for (var c = 0u; c < 4u; c++) {
-        t[c] = m[c] + m[4u + c] + m[8u + c];
-        t[4u + c] = m[4u + c] - m[8u + c] - m[12u + c];
-    }
+    let c = wino_tile(i, tiles);
+    let co = c.x;
+    let plane = wq.cout * wq.cols;
+    let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
+    // t = Aᵀ m column by column (4×6), then y = t A row by row (unrolled, see wino_input).
+    let t0 = wino_at(array<f32, 6>(
+        g_a[0u * plane + src], g_a[6u * plane + src], g_a[12u * plane + src],
+        g_a[18u * plane + src], g_a[24u * plane + src], g_a[30u * plane + src]));
+    let t1 = wino_at(array<f32, 6>(
+        g_a[1u * plane + src], g_a[7u * plane + src], g_a[13u * plane + src],
+        g_a[19u * plane + src], g_a[25u * plane + src], g_a[31u * plane + src]));
+    let t2 = wino_at(array<f32, 6>(
+        g_a[2u * plane + src], g_a[8u * plane + src], g_a[14u * plane + src],
+        g_a[20u * plane + src], g_a[26u * plane + src], g_a[32u * plane + src]));
+    let t3 = wino_at(array<f32, 6>(
+        g_a[3u * plane + src], g_a[9u * plane + src], g_a[15u * plane + src],
+        g_a[21u * plane + src], g_a[27u * plane + src], g_a[33u * plane + src]));
+    let t4 = wino_at(array<f32, 6>(
+        g_a[4u * plane + src], g_a[10u * plane + src], g_a[16u * plane + src],
+        g_a[22u * plane + src], g_a[28u * plane + src], g_a[34u * plane + src]));
+    let t5 = wino_at(array<f32, 6>(
+        g_a[5u * plane + src], g_a[11u * plane + src], g_a[17u * plane + src],
+        g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
     var bias_v = 0.0;
     if (wq.has_bias != 0u) {
         bias_v = g_b[co];
     }
-    let oy = ty * 2u;
-    let ox = tx * 2u;
-    let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
-    for (var r = 0u; r < 2u; r++) {
-        let y = t[r * 4u] + t[r * 4u + 1u] + t[r * 4u + 2u] + bias_v;
-        let z = t[r * 4u + 1u] - t[r * 4u + 2u] - t[r * 4u + 3u] + bias_v;
-        if (oy + r < wq.h) {
-            g_o3[base + (oy + r) * wq.w + ox] = y;
-            if (ox + 1u < wq.w) {
-                g_o3[base + (oy + r) * wq.w + ox + 1u] = z;
-            }
+    let oy = c.z * 4u;
+    let ox = c.w * 4u;
+    let base = ((wq.n0 + c.y) * wq.cout + co) * wq.h * wq.w;
+    let y0 = wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + vec4(bias_v);
+    let y1 = wino_at(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1])) + vec4(bias_v);
+    let y2 = wino_at(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2])) + vec4(bias_v);
+    let y3 = wino_at(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3])) + vec4(bias_v);
+    // Every tile starts inside the image; rows and columns past it are not stored.
+    let c1 = ox + 1u < wq.w;
+    let c2 = ox + 2u < wq.w;
+    let c3 = ox + 3u < wq.w;
+    if (oy + 0u < wq.h) {
+        let row = base + (oy + 0u) * wq.w + ox;
+        g_o3[row] = y0.x;
+        if (c1) {
+            g_o3[row + 1u] = y0.y;
+        }
+        if (c2) {
+            g_o3[row + 2u] = y0.z;
+        }
+        if (c3) {
+            g_o3[row + 3u] = y0.w;
+        }
+    }
+    if (oy + 1u < wq.h) {
+        let row = base + (oy + 1u) * wq.w + ox;
+        g_o3[row] = y1.x;
+        if (c1) {
+            g_o3[row + 1u] = y1.y;
+        }
+        if (c2) {
+            g_o3[row + 2u] = y1.z;
+        }
+        if (c3) {
+            g_o3[row + 3u] = y1.w;
+        }
+    }
+    if (oy + 2u < wq.h) {
+        let row = base + (oy + 2u) * wq.w + ox;
+        g_o3[row] = y2.x;
+        if (c1) {
+            g_o3[row + 1u] = y2.y;
+        }
+        if (c2) {
+            g_o3[row + 2u] = y2.z;
+        }
+        if (c3) {
+            g_o3[row + 3u] = y2.w;
+        }
+    }
+    if (oy + 3u < wq.h) {
+        let row = base + (oy + 3u) * wq.w + ox;
+        g_o3[row] = y3.x;
+        if (c1) {
+            g_o3[row + 1u] = y3.y;
+        }
+        if (c2) {
+            g_o3[row + 2u] = y3.z;
+        }
+        if (c3) {
+            g_o3[row + 3u] = y3.w;
         }
     }
 }
 
 // Weight grad of the Winograd forward (its adjoint): with M = U ⊙ V per tile and y = Aᵀ M A,
 //   dM = A dy Aᵀ,   dU[ξ, co, ci] = Σ_n dM[ξ, co, n] · V[ξ, ci, n],   dw = Gᵀ dU G.
-// g_a = dy, g_o2 = dM [16, Cout, nb·T] for images n0..n0+nb (one invocation per (co, tile)).
-@compute @workgroup_size(8, 8)
-fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let tx = wg.x * WT + l.x;
-    let ty = wg.y * WT + l.y;
-    if (tx >= wq.tw || ty >= wq.th) {
+// g_a = dy, g_o2 = dM [36, Cout, cols] for images n0..n0+nb (one invocation per (co, tile)).
+@compute @workgroup_size(256)
+fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    if (i >= wq.cout * wq.nb * tiles) {
         return;
     }
-    let b = wg.z / wq.cout;
-    let co = wg.z % wq.cout;
-    let tiles = wq.th * wq.tw;
-    let cols = wq.nb * tiles;
-    let i = co * cols + b * tiles + ty * wq.tw + tx;
-    let oy = ty * 2u;
-    let ox = tx * 2u;
-    let base = ((wq.n0 + b) * wq.cout + co) * wq.h * wq.w;
-    // The 2×2 output-grad tile, zero past the image.
-    var e: array<f32, 4>;
-    for (var r = 0u; r < 2u; r++) {
-        for (var c = 0u; c < 2u; c++) {
-            let ok = oy + r < wq.h && ox + c < wq.w;
-            e[r * 2u + c] = select(0.0, g_a[base + select(0u, (oy + r) * wq.w + ox + c, ok)], ok);
-        }
-    }
-    // t = A e (4×2), dM = t Aᵀ (4×4); A = [1 0; 1 1; 1 −1; 0 −1].
-    let t = array<f32, 8>(e[0], e[1], e[0] + e[2], e[1] + e[3], e[0] - e[2], e[1] - e[3], -e[2], -e[3]);
-    let plane = wq.cout * cols;
-    for (var r = 0u; r < 4u; r++) {
-        let p0 = t[r * 2u];
-        let p1 = t[r * 2u + 1u];
-        g_o2[(r * 4u) * plane + i] = p0;
-        g_o2[(r * 4u + 1u) * plane + i] = p0 + p1;
-        g_o2[(r * 4u + 2u) * plane + i] = p0 - p1;
-        g_o2[(r * 4u + 3u) * plane + i] = -p1;
-    }
+    let c = wino_tile(i, tiles);
+    let co = c.x;
+    let oy = c.z * 4u;
+    let ox = c.w * 4u;
+    let base = ((wq.n0 + c.y) * wq.cout + co) * wq.h * wq.w;
+    // t = A e column by column (6×4) over the 4×4 output-grad tile e (0 past the image), then
+    // dM = t Aᵀ row by row (unrolled, see wino_input).
+    let r1 = oy + 1u < wq.h;
+    let r2 = oy + 2u < wq.h;
+    let r3 = oy + 3u < wq.h;
+    let c0 = ox + 0u < wq.w;
+    let c1 = ox + 1u < wq.w;
+    let c2 = ox + 2u < wq.w;
+    let c3 = ox + 3u < wq.w;
+    let t0 = wino_a(
+        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 0u, c0)], c0),
+        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 0u, r1 && c0)], r1 && c0),
+        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 0u, r2 && c0)], r2 && c0),
+        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 0u, r3 && c0)], r3 && c0));
+    let t1 = wino_a(
+        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 1u, c1)], c1),
+        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 1u, r1 && c1)], r1 && c1),
+        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 1u, r2 && c1)], r2 && c1),
+        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 1u, r3 && c1)], r3 && c1));
+    let t2 = wino_a(
+        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 2u, c2)], c2),
+        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 2u, r1 && c2)], r1 && c2),
+        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 2u, r2 && c2)], r2 && c2),
+        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 2u, r3 && c2)], r3 && c2));
+    let t3 = wino_a(
+        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 3u, c3)], c3),
+        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 3u, r1 && c3)], r1 && c3),
+        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 3u, r2 && c3)], r2 && c3),
+        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 3u, r3 && c3)], r3 && c3));
+    let plane = wq.cout * wq.cols;
+    let o = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
+    let d0 = wino_a(t0[0], t1[0], t2[0], t3[0]);
+    let d1 = wino_a(t0[1], t1[1], t2[1], t3[1]);
+    let d2 = wino_a(t0[2], t1[2], t2[2], t3[2]);
+    let d3 = wino_a(t0[3], t1[3], t2[3], t3[3]);
+    let d4 = wino_a(t0[4], t1[4], t2[4], t3[4]);
+    let d5 = wino_a(t0[5], t1[5], t2[5], t3[5]);
+    g_o2[0u * plane + o] = d0[0];
+    g_o2[1u * plane + o] = d0[1];
+    g_o2[2u * plane + o] = d0[2];
+    g_o2[3u * plane + o] = d0[3];
+    g_o2[4u * plane + o] = d0[4];
+    g_o2[5u * plane + o] = d0[5];
+    g_o2[6u * plane + o] = d1[0];
+    g_o2[7u * plane + o] = d1[1];
+    g_o2[8u * plane + o] = d1[2];
+    g_o2[9u * plane + o] = d1[3];
+    g_o2[10u * plane + o] = d1[4];
+    g_o2[11u * plane + o] = d1[5];
+    g_o2[12u * plane + o] = d2[0];
+    g_o2[13u * plane + o] = d2[1];
+    g_o2[14u * plane + o] = d2[2];
+    g_o2[15u * plane + o] = d2[3];
+    g_o2[16u * plane + o] = d2[4];
+    g_o2[17u * plane + o] = d2[5];
+    g_o2[18u * plane + o] = d3[0];
+    g_o2[19u * plane + o] = d3[1];
+    g_o2[20u * plane + o] = d3[2];
+    g_o2[21u * plane + o] = d3[3];
+    g_o2[22u * plane + o] = d3[4];
+    g_o2[23u * plane + o] = d3[5];
+    g_o2[24u * plane + o] = d4[0];
+    g_o2[25u * plane + o] = d4[1];
+    g_o2[26u * plane + o] = d4[2];
+    g_o2[27u * plane + o] = d4[3];
+    g_o2[28u * plane + o] = d4[4];
+    g_o2[29u * plane + o] = d4[5];
+    g_o2[30u * plane + o] = d5[0];
+    g_o2[31u * plane + o] = d5[1];
+    g_o2[32u * plane + o] = d5[2];
+    g_o2[33u * plane + o] = d5[3];
+    g_o2[34u * plane + o] = d5[4];
+    g_o2[35u * plane + o] = d5[5];
 }
 
-// g_a = dU [16, Cout, Cin], g_o2 = dw [Cout, Cin, 3, 3] = Gᵀ dU G.
+// g_a = dU [36, Cout, Cin], g_o2 = dw [Cout, Cin, 3, 3] = Gᵀ dU G.
 @compute @workgroup_size(256)
 fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
@@ -693,28 +967,35 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     if (i >= pairs) {
         return;
     }
-    var u: array<f32, 16>;
-    for (var j = 0u; j < 16u; j++) {
-        u[j] = g_a[j * pairs + i];
-    }
-    // t = Gᵀ u (3×4), dw = t G (3×3); Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
-    var t: array<f32, 12>;
-    for (var c = 0u; c < 4u; c++) {
-        let u0 = u[c];
-        let u1 = u[4u + c];
-        let u2 = u[8u + c];
-        let u3 = u[12u + c];
-        t[c] = u0 + 0.5 * (u1 + u2);
-        t[4u + c] = 0.5 * (u1 - u2);
-        t[8u + c] = 0.5 * (u1 + u2) + u3;
-    }
-    for (var r = 0u; r < 3u; r++) {
-        let a = t[r * 4u];
-        let b = t[r * 4u + 1u];
-        let c = t[r * 4u + 2u];
-        let d = t[r * 4u + 3u];
-        g_o2[i * 9u + r * 3u] = a + 0.5 * (b + c);
-        g_o2[i * 9u + r * 3u + 1u] = 0.5 * (b - c);
-        g_o2[i * 9u + r * 3u + 2u] = 0.5 * (b + c) + d;
-    }
+    // t = Gᵀ u column by column (3×6), then dw = t G row by row (unrolled, see wino_input).
+    let t0 = wino_gt(array<f32, 6>(
+        g_a[0u * pairs + i], g_a[6u * pairs + i], g_a[12u * pairs + i], g_a[18u * pairs + i],
+        g_a[24u * pairs + i], g_a[30u * pairs + i]));
+    let t1 = wino_gt(array<f32, 6>(
+        g_a[1u * pairs + i], g_a[7u * pairs + i], g_a[13u * pairs + i], g_a[19u * pairs + i],
+        g_a[25u * pairs + i], g_a[31u * pairs + i]));
+    let t2 = wino_gt(array<f32, 6>(
+        g_a[2u * pairs + i], g_a[8u * pairs + i], g_a[14u * pairs + i], g_a[20u * pairs + i],
+        g_a[26u * pairs + i], g_a[32u * pairs + i]));
+    let t3 = wino_gt(array<f32, 6>(
+        g_a[3u * pairs + i], g_a[9u * pairs + i], g_a[15u * pairs + i], g_a[21u * pairs + i],
+        g_a[27u * pairs + i], g_a[33u * pairs + i]));
+    let t4 = wino_gt(array<f32, 6>(
+        g_a[4u * pairs + i], g_a[10u * pairs + i], g_a[16u * pairs + i], g_a[22u * pairs + i],
+        g_a[28u * pairs + i], g_a[34u * pairs + i]));
+    let t5 = wino_gt(array<f32, 6>(
+        g_a[5u * pairs + i], g_a[11u * pairs + i], g_a[17u * pairs + i], g_a[23u * pairs + i],
+        g_a[29u * pairs + i], g_a[35u * pairs + i]));
+    let w0 = wino_gt(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0]));
+    let w1 = wino_gt(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1]));
+    let w2 = wino_gt(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2]));
+    g_o2[i * 9u + 0u] = w0[0];
+    g_o2[i * 9u + 1u] = w0[1];
+    g_o2[i * 9u + 2u] = w0[2];
+    g_o2[i * 9u + 3u] = w1[0];
+    g_o2[i * 9u + 4u] = w1[1];
+    g_o2[i * 9u + 5u] = w1[2];
+    g_o2[i * 9u + 6u] = w2[0];
+    g_o2[i * 9u + 7u] = w2[1];
+    g_o2[i * 9u + 8u] = w2[2];
 }

@@ -439,10 +439,10 @@ pub enum Algo {
     /// (y = W·x, dx = Wᵀ·dy, dW = Σ dy·xᵀ), run by the subgroup GEMM straight on the tensors
     /// with no column matrix. Needs 8-wide subgroups and Cin, Cout and H·W multiples of 4.
     Pointwise,
-    /// Forward only: Winograd F(2×2, 3×3) (16 products per 4 outputs instead of 36) for 3×3
-    /// kernels with stride 1 and padding 1, input and output transforms around 16 subgroup
-    /// GEMMs. Needs 8-wide subgroups, Cin % 4 == 0 and ⌈H/2⌉·⌈W/2⌉ % 4 == 0; the backward
-    /// runs what [`Algo::Auto`] picks.
+    /// Forward only: Winograd F(4×4, 3×3) (36 products per 16 outputs instead of 144) for 3×3
+    /// kernels with stride 1 and padding 1, input and output transforms around 36 subgroup
+    /// GEMMs. Needs 8-wide subgroups and Cin % 4 == 0; the backward runs what [`Algo::Auto`]
+    /// picks.
     Winograd {
         /// Images per window; 0 = as many as fit in [`IM2COL_BUDGET_BYTES`].
         window: usize,
@@ -452,27 +452,25 @@ pub enum Algo {
 /// The im2col algorithm with automatic windows.
 pub const IM2COL: Algo = Algo::Im2col { window: 0 };
 
-/// Winograd F(2×2, 3×3) forward with automatic windows (the backward of this algorithm runs
+/// Winograd F(4×4, 3×3) forward with automatic windows (the backward of this algorithm runs
 /// what [`Algo::Auto`] picks).
 pub const WINOGRAD: Algo = Algo::Winograd { window: 0 };
 
 /// Largest column matrix the im2col path materialises at once; batches are split to fit.
 pub const IM2COL_BUDGET_BYTES: u64 = 32 << 20;
 
-/// Whether Winograd F(2×2, 3×3) can run the forward of `g` on `ctx`.
+/// Whether Winograd F(4×4, 3×3) can run the forward of `g` on `ctx`.
 fn winograd_possible(ctx: &Context, g: &Geometry) -> bool {
-    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
     g.kh == 3
         && g.kw == 3
         && g.p.stride == 1
         && g.p.pad == [1; 4]
-        && tiles.is_multiple_of(4)
         && matmul::supports(
             ctx,
             matmul::Kernel::Subgroup { wg: matmul::SG_WG },
             g.cout,
             g.cin,
-            tiles,
+            4,
             false,
         )
         && g.wino_bytes_per_image() <= IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes())
@@ -498,10 +496,9 @@ fn resolve_forward(ctx: &Context, algo: Algo, g: &Geometry) -> Result<Algo> {
         Algo::Winograd { .. } => Err(Error::arg(
             "algo",
             format!(
-                "Winograd needs a 3×3 kernel with stride 1 and padding 1, Cin = {} a multiple of 4, \
-                 ⌈H/2⌉·⌈W/2⌉ = {} a multiple of 4 and 8-wide subgroups (adapter {})",
+                "Winograd needs a 3×3 kernel with stride 1 and padding 1, Cin = {} a multiple of 4 \
+                 and 8-wide subgroups (adapter {})",
                 g.cin,
-                g.h.div_ceil(2) * g.w.div_ceil(2),
                 ctx.adapter_name()
             ),
         )),
@@ -794,14 +791,25 @@ struct WinoParams {
     tw: u32,
     has_bias: u32,
     flip: u32,
-    _pad1: u32,
-    _pad2: u32,
+    cols: u32,
+    _pad: u32,
 }
 
+/// Points of Winograd F(4×4, 3×3): the 6×6 transformed tile, one GEMM each.
+const WINO_POINTS: usize = 36;
+
 impl Geometry {
+    /// 4×4 output tiles per image.
+    fn wino_tiles_per_image(&self) -> usize {
+        self.h.div_ceil(4) * self.w.div_ceil(4)
+    }
+    /// Columns of V, M and dM for `nb` images: one per tile, padded to a multiple of 4.
+    fn wino_cols(&self, nb: usize) -> usize {
+        (nb * self.wino_tiles_per_image()).next_multiple_of(4)
+    }
     /// Bytes of the transformed input or product (the larger) per image.
     fn wino_bytes_per_image(&self) -> u64 {
-        (16 * self.cin.max(self.cout) * self.h.div_ceil(2) * self.w.div_ceil(2) * 4) as u64
+        (WINO_POINTS * self.cin.max(self.cout) * self.wino_tiles_per_image() * 4) as u64
     }
     fn wino_params(&self, n0: usize, nb: usize, has_bias: bool) -> WinoParams {
         WinoParams {
@@ -811,38 +819,28 @@ impl Geometry {
             cout: self.cout as u32,
             h: self.h as u32,
             w: self.w as u32,
-            th: self.h.div_ceil(2) as u32,
-            tw: self.w.div_ceil(2) as u32,
+            th: self.h.div_ceil(4) as u32,
+            tw: self.w.div_ceil(4) as u32,
             has_bias: has_bias as u32,
             flip: 0,
-            _pad1: 0,
-            _pad2: 0,
+            cols: self.wino_cols(nb) as u32,
+            _pad: 0,
         }
     }
 }
 
-/// A per-tile transform: 8 × 8 tiles per workgroup, z = (image, channel) over `planes`.
+/// A per-tile transform: one invocation per (channel, image, tile) of the window, for
+/// `channels` channels.
 fn wino_tiles(
     ctx: &Context,
     entry: &'static str,
     params: &WinoParams,
     g: &Geometry,
-    planes: usize,
+    channels: usize,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
-    let workgroups = [
-        groups_1d(ctx, "conv2d", g.w.div_ceil(2).div_ceil(8))?,
-        groups_1d(ctx, "conv2d", g.h.div_ceil(2).div_ceil(8))?,
-        groups_1d(ctx, "conv2d", planes)?,
-    ];
-    ctx.dispatch(Dispatch {
-        shader: &SHADER,
-        entry,
-        constants: &[],
-        params: bytemuck::bytes_of(params),
-        buffers,
-        workgroups,
-    })
+    let total = channels * params.nb as usize * g.wino_tiles_per_image();
+    flat_dispatch(ctx, entry, params, total, buffers)
 }
 
 /// One GEMM of a pointwise convolution over the whole batch: `batch` products, `a` the weights
@@ -911,20 +909,18 @@ fn pointwise_backward(
     Ok(Conv2dGrads { dx, dw, db })
 }
 
-/// Images per Winograd window: `requested`, or as many as fit the budget; at most as many as
-/// the grid's z dimension can hold planes of the wider side.
+/// Images per Winograd window: `requested`, or as many as fit the budget.
 fn wino_window(ctx: &Context, g: &Geometry, requested: usize) -> usize {
-    let by_grid = (ctx.limits().max_compute_workgroups_per_dimension as usize / g.cin.max(g.cout)).max(1);
     let window = if requested > 0 {
         requested
     } else {
         let budget = IM2COL_BUDGET_BYTES.min(ctx.max_binding_bytes());
         (budget / g.wino_bytes_per_image()) as usize
     };
-    window.clamp(1, g.n).min(by_grid)
+    window.clamp(1, g.n)
 }
 
-/// Winograd F(2×2, 3×3) forward (see `shaders/conv2d.wgsl`); with `flip`, `w` is the weight
+/// Winograd F(4×4, 3×3) forward (see `shaders/conv2d.wgsl`); with `flip`, `w` is the weight
 /// of the convolution whose input grad this is ([Cin, Cout, 3, 3] in `g`'s terms) and is
 /// transposed and rotated on the fly.
 fn winograd_forward(
@@ -936,27 +932,27 @@ fn winograd_forward(
     window: usize,
     flip: bool,
 ) -> Result<Tensor> {
-    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
     let window = wino_window(ctx, g, window);
     let params = WinoParams {
         flip: flip as u32,
         ..g.wino_params(0, 0, bias.is_some())
     };
-    let u = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_u")?;
+    let u = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_u")?;
     flat_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
-    let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
-    let m = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_m")?;
+    let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;
+    let m = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_m")?;
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.wino_params(n0, nb, bias.is_some());
-        wino_tiles(ctx, "wino_input", &params, g, nb * g.cin, &[x.buffer(), v.buffer()])?;
-        // M[ξ] = U[ξ] · V[ξ] for the 16 points ξ.
+        wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+        // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,
+        // which the output transform never reads).
         let gemm = matmul::SgGemm {
             m: g.cout,
             k: g.cin,
-            n: nb * tiles,
-            batch: 16,
+            n: params.cols as usize,
+            batch: WINO_POINTS,
             trans_a: false,
             trans_b: false,
             alpha: 1.0,
@@ -969,19 +965,12 @@ fn winograd_forward(
         matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
         // Without a bias the kernel never reads binding 2; M stands in for it.
         let b = bias.map_or(m.buffer(), |b| b.buffer());
-        wino_tiles(
-            ctx,
-            "wino_output",
-            &params,
-            g,
-            nb * g.cout,
-            &[m.buffer(), b, y.buffer()],
-        )?;
+        wino_tiles(ctx, "wino_output", &params, g, g.cout, &[m.buffer(), b, y.buffer()])?;
     }
     Ok(y)
 }
 
-/// Weight and bias grads of the Winograd forward: dM = A dy Aᵀ per tile, 16 GEMMs
+/// Weight and bias grads of the Winograd forward: dM = A dy Aᵀ per tile, 36 GEMMs
 /// dU[ξ] = Σ_n dM[ξ]·V[ξ]ᵀ accumulated over windows, dw = Gᵀ dU G; db = Σ dy.
 fn winograd_backward_weight(
     ctx: &Context,
@@ -990,22 +979,27 @@ fn winograd_backward_weight(
     dy: &Tensor,
     window: usize,
 ) -> Result<(Tensor, Tensor)> {
-    let tiles = g.h.div_ceil(2) * g.w.div_ceil(2);
     let window = wino_window(ctx, g, window);
-    let v = ctx.empty(&[16, g.cin, window * tiles], "conv2d.wino_v")?;
-    let dm = ctx.empty(&[16, g.cout, window * tiles], "conv2d.wino_dm")?;
-    let du = ctx.empty(&[16, g.cout, g.cin], "conv2d.wino_du")?;
+    let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;
+    let dm = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_dm")?;
+    let du = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_du")?;
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.wino_params(n0, nb, false);
-        wino_tiles(ctx, "wino_input", &params, g, nb * g.cin, &[x.buffer(), v.buffer()])?;
-        wino_tiles(ctx, "wino_dy", &params, g, nb * g.cout, &[dy.buffer(), dm.buffer()])?;
+        if params.cols as usize != nb * g.wino_tiles_per_image() {
+            // The GEMM below sums over the pad columns too: they must hold zeros, not what a
+            // pooled buffer or an earlier window left there.
+            ctx.clear_buffer(v.buffer());
+            ctx.clear_buffer(dm.buffer());
+        }
+        wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+        wino_tiles(ctx, "wino_dy", &params, g, g.cout, &[dy.buffer(), dm.buffer()])?;
         // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.
         let gemm = matmul::SgGemm {
             m: g.cout,
-            k: nb * tiles,
+            k: params.cols as usize,
             n: g.cin,
-            batch: 16,
+            batch: WINO_POINTS,
             trans_a: false,
             trans_b: true,
             alpha: 1.0,

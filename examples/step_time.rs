@@ -1,0 +1,59 @@
+//! Times single training steps of a preset on synthetic data and prints each one, for A/B runs
+//! of two builds on a shared machine (compare the minimum, which noise only ever raises):
+//! `cargo run --release --example step_time -- small 32 6`.
+use std::time::Instant;
+
+use ddpm_wgpu::data::Dataset;
+use ddpm_wgpu::diffusion::{TrainConfig, Trainer};
+use ddpm_wgpu::{Context, UNet, UNetConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let preset = args.get(1).map_or("small", |s| s.as_str());
+    let batch: usize = args.get(2).map_or(Ok(32), |s| s.parse())?;
+    let steps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
+    let ctx = Context::new()?;
+    let mut cfg = UNetConfig::preset(preset)?;
+    let channels = 1;
+    cfg.in_channels = channels;
+    cfg.out_channels = channels;
+    cfg.num_class_embeds = None;
+    let size = channels * 32 * 32;
+    let n = 64;
+    let data = Dataset {
+        images: (0..n * size)
+            .map(|i| ((i % size) as f32 * 0.05 + (i / size) as f32).sin())
+            .collect(),
+        labels: Vec::new(),
+        num_classes: 0,
+        channels,
+        height: 32,
+        width: 32,
+        class_names: Vec::new(),
+    };
+    let mut unet = UNet::new(cfg)?;
+    unet.init_random(&ctx, 0)?;
+    let config = TrainConfig {
+        batch_size: batch,
+        warmup_steps: 10,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(&ctx, unet, config)?;
+    t.train_step(&ctx, &data)?;
+    ctx.sync()?;
+    let mut times = Vec::new();
+    for _ in 0..steps {
+        let start = Instant::now();
+        t.train_step(&ctx, &data)?;
+        ctx.sync()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let shown: Vec<String> = times.iter().map(|s| format!("{s:.3}")).collect();
+    println!(
+        "{preset} b{batch}: min {min:.3} s/step ({:.2} images/s); steps {}",
+        batch as f64 / min,
+        shown.join(" ")
+    );
+    Ok(())
+}
