@@ -313,3 +313,60 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wg: vec3<u32>,
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Row kernels of the GEMM path (one head, CPU adapters with 8-wide subgroups): the scores
+// S = scale·Q·Kᵀ and the products with P come from the subgroup GEMM (matmul_subgroup.wgsl),
+// which moves far fewer values per multiply-add on llvmpipe than the staged tiles above. These
+// kernels work on the [B·T, T] rows of S: `groups` = rows, `t` = row length.
+
+@group(0) @binding(1) var<storage, read_write> rows_s: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rows_lse: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rows_dp: array<f32>;
+@group(0) @binding(3) var<storage, read> rows_lse_in: array<f32>;
+
+// S → P = softmax(S) in place, lse = logsumexp(S) per row.
+@compute @workgroup_size(64)
+fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let r = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (r >= p.groups) {
+        return;
+    }
+    let base = r * p.t;
+    var m = NEG;
+    for (var s = 0u; s < p.t; s++) {
+        m = max(m, rows_s[base + s]);
+    }
+    var l = 0.0;
+    for (var s = 0u; s < p.t; s++) {
+        l += exp(rows_s[base + s] - m);
+    }
+    let lse = m + log(l);
+    for (var s = 0u; s < p.t; s++) {
+        rows_s[base + s] = exp(rows_s[base + s] - lse);
+    }
+    rows_lse[r] = lse;
+}
+
+// Softmax backward: S → P = exp(S − lse), dP → dS = scale·P·(dP − Σ_s P·dP) in place, so that
+// dQ = dS·K and dK = dSᵀ·Q are gradients with respect to the unscaled q and k.
+@compute @workgroup_size(64)
+fn softmax_rows_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let r = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (r >= p.groups) {
+        return;
+    }
+    let base = r * p.t;
+    let lse = rows_lse_in[r];
+    var delta = 0.0;
+    for (var s = 0u; s < p.t; s++) {
+        let pv = exp(rows_s[base + s] - lse);
+        rows_s[base + s] = pv;
+        delta += pv * rows_dp[base + s];
+    }
+    for (var s = 0u; s < p.t; s++) {
+        rows_dp[base + s] = p.scale * rows_s[base + s] * (rows_dp[base + s] - delta);
+    }
+}

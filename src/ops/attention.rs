@@ -8,9 +8,17 @@
 //! - `attention_backward(q, k, v, o, lse, dout, heads) -> (dq, dk, dv)`: gradients of
 //!   Σ dout·o with respect to q, k, v; three new tensors (=). The probabilities are recomputed
 //!   from q, k and lse tile by tile; no `[T, T]` matrix is stored.
+//!
+//! # Kernels
+//! [`Kernel::Flash`] runs on every adapter and head count and never stores a `[T, T]` matrix.
+//! [`Kernel::Gemm`] is for one head on CPU adapters with 8-wide subgroups (lavapipe): the scores
+//! and the products with the probabilities are subgroup GEMMs (`ops::matmul`) around row-wise
+//! softmax kernels, with the `[B, T, T]` scores in memory (at most [`GEMM_BUDGET_BYTES`]).
+//! [`kernel_for`] picks; both give the same `lse`, so either backward fits either forward.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
+use crate::ops::matmul;
 use crate::tensor::Tensor;
 
 static SHADER: Shader = crate::shader!("attention");
@@ -84,6 +92,33 @@ impl Dims {
         }
     }
 
+    fn expect_kernel(&self, ctx: &Context, kernel: Kernel) -> Result<()> {
+        if supports(ctx, kernel, self.b, self.t, self.c, self.heads) {
+            return Ok(());
+        }
+        Err(Error::arg(
+            "kernel",
+            format!(
+                "{kernel:?} attention needs one head (got {}), T = {} and C = {} multiples of 4, \
+                 8-wide subgroups and B·T·T·4 = {} bytes within {} (adapter {})",
+                self.heads,
+                self.t,
+                self.c,
+                self.b * self.t * self.t * 4,
+                GEMM_BUDGET_BYTES.min(ctx.max_binding_bytes()),
+                ctx.adapter_name()
+            ),
+        ))
+    }
+
+    /// Params of the row kernels: `t` = row length T, `groups` = rows B·T.
+    fn row_params(&self) -> Params {
+        Params {
+            groups: (self.b * self.t) as u32,
+            ..self.params()
+        }
+    }
+
     /// Pipeline constants: `D4` = vec4s per head row, `BK` = staged rows per tile (a multiple
     /// of 4 that fits `TILE`).
     fn constants(&self) -> [(&'static str, f64); 3] {
@@ -93,12 +128,69 @@ impl Dims {
     }
 }
 
+/// An attention algorithm (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Flash style: tiles staged in workgroup memory, nothing of size T×T stored. Any adapter.
+    Flash,
+    /// One head: subgroup GEMMs for Q·Kᵀ and the products with P, row kernels for the softmax,
+    /// the `[B, T, T]` scores in memory. CPU adapters with 8-wide subgroups, T and C multiples
+    /// of 4.
+    Gemm,
+}
+
+/// Largest `[B, T, T]` score matrix the GEMM path allocates (the backward holds two).
+pub const GEMM_BUDGET_BYTES: u64 = 32 << 20;
+
+/// Whether `kernel` can run attention over q `[b, t, c]` with `heads` heads on `ctx`.
+pub fn supports(ctx: &Context, kernel: Kernel, b: usize, t: usize, c: usize, heads: usize) -> bool {
+    match kernel {
+        Kernel::Flash => true,
+        Kernel::Gemm => {
+            let sg = matmul::Kernel::Subgroup { wg: matmul::SG_WG };
+            let bytes = (b * t * t * 4) as u64;
+            heads == 1
+                && matmul::supports(ctx, sg, t, c, t, true)
+                && matmul::supports(ctx, sg, t, t, c, true)
+                && bytes <= GEMM_BUDGET_BYTES.min(ctx.max_binding_bytes())
+        }
+    }
+}
+
+/// The kernel [`attention`] and [`attention_backward`] use for q `[b, t, c]`: the GEMM path
+/// where it runs and the adapter is a CPU (measured faster there, `benches/attention.rs`),
+/// flash attention otherwise.
+pub fn kernel_for(ctx: &Context, b: usize, t: usize, c: usize, heads: usize) -> Kernel {
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && supports(ctx, Kernel::Gemm, b, t, c, heads) {
+        Kernel::Gemm
+    } else {
+        Kernel::Flash
+    }
+}
+
 /// Multi-head scaled dot-product self-attention over tokens. q, k, v: [B, T, C] with
 /// C = heads·d; head h uses channels h·d..(h+1)·d (diffusers' head_to_batch_dim layout).
 /// o[b,t,h·d+j] = Σ_s softmax_s(q_t·k_s / √d) v[s, h·d+j]. Also returns lse [B, heads, T] =
 /// logsumexp of the scaled scores (for backward).
 pub fn attention(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<(Tensor, Tensor)> {
     let dims = Dims::check("attention", q, k, v, heads)?;
+    attention_with(ctx, kernel_for(ctx, dims.b, dims.t, dims.c, heads), q, k, v, heads)
+}
+
+/// [`attention`] with a chosen kernel (tests, benches). Errors if `kernel` cannot run it here.
+pub fn attention_with(
+    ctx: &Context,
+    kernel: Kernel,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+) -> Result<(Tensor, Tensor)> {
+    let dims = Dims::check("attention", q, k, v, heads)?;
+    dims.expect_kernel(ctx, kernel)?;
+    if kernel == Kernel::Gemm {
+        return gemm_forward(ctx, &dims, q, k, v);
+    }
     let params = dims.params();
     let o = ctx.empty(q.shape(), "attention.o")?;
     let lse = ctx.empty(&[dims.b, heads, dims.t], "attention.lse")?;
@@ -127,11 +219,34 @@ pub fn attention_backward(
     dout: &Tensor,
     heads: usize,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims = Dims::check("attention_backward", q, k, v, heads)?;
+    let kernel = kernel_for(ctx, dims.b, dims.t, dims.c, heads);
+    attention_backward_with(ctx, kernel, q, k, v, o, lse, dout, heads)
+}
+
+/// [`attention_backward`] with a chosen kernel (tests, benches). Errors if `kernel` cannot run
+/// it here.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(
+    ctx: &Context,
+    kernel: Kernel,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    o: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    heads: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let op = "attention_backward";
     let dims = Dims::check(op, q, k, v, heads)?;
     o.expect_shape(op, "o (must match q)", q.shape())?;
     dout.expect_shape(op, "dout (must match q)", q.shape())?;
     lse.expect_shape(op, "lse ([B, heads, T])", &[dims.b, heads, dims.t])?;
+    dims.expect_kernel(ctx, kernel)?;
+    if kernel == Kernel::Gemm {
+        return gemm_backward(ctx, &dims, q, k, v, lse, dout);
+    }
     let params = dims.params();
     let constants = dims.constants();
     let delta = ctx.empty(&[dims.b, heads, dims.t], "attention.delta")?;
@@ -173,5 +288,88 @@ pub fn attention_backward(
         ],
         workgroups: ctx.grid(params.groups),
     })?;
+    Ok((dq, dk, dv))
+}
+
+/// out[b] = alpha · op(a[b]) · op(b[b]) for the `batch` items, by the subgroup GEMM.
+#[allow(clippy::too_many_arguments)]
+fn batched(
+    ctx: &Context,
+    (m, k, n): (usize, usize, usize),
+    batch: usize,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let g = matmul::SgGemm {
+        m,
+        k,
+        n,
+        batch,
+        trans_a,
+        trans_b,
+        alpha,
+        beta: 0.0,
+        a_shared: false,
+        a_off: 0,
+        b_off: 0,
+        out_off: 0,
+    };
+    matmul::gemm_sg_raw(ctx, g, a.buffer(), b.buffer(), out.buffer())
+}
+
+/// One row kernel over the B·T rows of the scores.
+fn rows(ctx: &Context, dims: &Dims, entry: &'static str, buffers: &[&wgpu::Buffer]) -> Result<()> {
+    let params = dims.row_params();
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(&params),
+        buffers,
+        workgroups: ctx.grid(params.groups.div_ceil(64)),
+    })
+}
+
+/// [`Kernel::Gemm`] forward: S = scale·Q·Kᵀ, P = softmax(S) (and lse), O = P·V.
+fn gemm_forward(ctx: &Context, dims: &Dims, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (b, t, c) = (dims.b, dims.t, dims.c);
+    let scale = 1.0 / (dims.d as f32).sqrt();
+    let s = ctx.empty(&[b, t, t], "attention.scores")?;
+    batched(ctx, (t, c, t), b, false, true, scale, q, k, &s)?;
+    let lse = ctx.empty(&[b, 1, t], "attention.lse")?;
+    rows(ctx, dims, "softmax_rows", &[s.buffer(), lse.buffer()])?;
+    let o = ctx.empty(q.shape(), "attention.o")?;
+    batched(ctx, (t, t, c), b, false, false, 1.0, &s, v, &o)?;
+    Ok((o, lse))
+}
+
+/// [`Kernel::Gemm`] backward: S = scale·Q·Kᵀ again, dP = dO·Vᵀ, then P = exp(S − lse) and
+/// dS = scale·P·(dP − Σ P·dP) per row; dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
+fn gemm_backward(
+    ctx: &Context,
+    dims: &Dims,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, t, c) = (dims.b, dims.t, dims.c);
+    let scale = 1.0 / (dims.d as f32).sqrt();
+    let s = ctx.empty(&[b, t, t], "attention.scores")?;
+    batched(ctx, (t, c, t), b, false, true, scale, q, k, &s)?;
+    let dp = ctx.empty(&[b, t, t], "attention.dscores")?;
+    batched(ctx, (t, c, t), b, false, true, 1.0, dout, v, &dp)?;
+    rows(ctx, dims, "softmax_rows_bwd", &[s.buffer(), dp.buffer(), lse.buffer()])?;
+    let dv = ctx.empty(q.shape(), "attention.dv")?;
+    batched(ctx, (t, t, c), b, true, false, 1.0, &s, dout, &dv)?;
+    let dq = ctx.empty(q.shape(), "attention.dq")?;
+    batched(ctx, (t, t, c), b, false, false, 1.0, &dp, k, &dq)?;
+    let dk = ctx.empty(q.shape(), "attention.dk")?;
+    batched(ctx, (t, t, c), b, true, false, 1.0, &dp, q, &dk)?;
     Ok((dq, dk, dv))
 }

@@ -1,12 +1,32 @@
 // GPU attention kernels vs the CPU reference, and a finite-difference check of the reference
 // backward.
 use crate::common::{assert_close, ctx, rand_vec, to_f64};
-use ddpm_wgpu::{ops::attention as at, reference::attention as rf, Error};
+use ddpm_wgpu::{ops::attention as at, reference::attention as rf, Context, Error};
+
+/// The kernels that can run a problem of this size here: flash attention always, the GEMM
+/// path where it applies.
+fn kernels(ctx: &Context, b: usize, t: usize, c: usize, heads: usize) -> Vec<at::Kernel> {
+    [at::Kernel::Flash, at::Kernel::Gemm]
+        .into_iter()
+        .filter(|&k| at::supports(ctx, k, b, t, c, heads))
+        .collect()
+}
+
+/// Whether this adapter runs the GEMM kernel at all (lavapipe does): then the tests must have
+/// run it.
+fn gemm_expected(ctx: &Context) -> bool {
+    at::supports(ctx, at::Kernel::Gemm, 1, 64, 64, 1)
+}
 
 /// (B, T, heads, d, input scale): T = 1, primes, one full and several partial workgroups
 /// (64 rows) and key tiles, d not divisible by 4, one and several heads, batch 1 and 3. The
 /// larger scale gives peaked softmaxes (scores up to ~±20) that exercise the running max.
+/// The one-head shapes with T and d multiples of 4 also run the GEMM kernel (lavapipe): one
+/// and several GEMM tiles (16 rows, 32 columns) and a partial one.
 const SHAPES: &[(usize, usize, usize, usize, f32)] = &[
+    (3, 12, 1, 8, 3.0),
+    (2, 36, 1, 20, 1.0),
+    (1, 256, 1, 64, 2.0),
     (1, 1, 1, 5, 1.0),
     (3, 7, 2, 8, 1.0),
     (1, 17, 3, 16, 1.0),
@@ -27,51 +47,78 @@ fn inputs(b: usize, t: usize, c: usize, scale: f32, seed: u64) -> [Vec<f32>; 3] 
 #[test]
 fn attention_forward_matches_reference() {
     let ctx = ctx();
+    let mut gemm_runs = 0;
     for (i, &(b, t, heads, d, scale)) in SHAPES.iter().enumerate() {
         let c = heads * d;
         let [q, k, v] = inputs(b, t, c, scale, 10 * i as u64);
         let up = |x: &[f32]| ctx.upload(&[b, t, c], x).unwrap();
-        let (o, lse) = at::attention(ctx, &up(&q), &up(&k), &up(&v), heads).unwrap();
         let (want_o, want_lse) = rf::attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, t, c, heads);
-        let name = format!("B={b} T={t} heads={heads} d={d}");
-        // o is a convex combination of |v| < 1 values: f32 dot products of length d (scores)
-        // and sums of T weights, each with relative error ~(d + T)·6e-8 ≤ 4e-5.
-        assert_close(&format!("o {name}"), &ctx.read(&o).unwrap(), &want_o, 2e-5, 1e-4);
-        // lse = m + ln l: absolute error of the scores (|score| ≤ ~20, d-term dot) plus ln l.
-        assert_close(&format!("lse {name}"), &ctx.read(&lse).unwrap(), &want_lse, 2e-5, 1e-5);
+        for kernel in kernels(ctx, b, t, c, heads) {
+            gemm_runs += (kernel == at::Kernel::Gemm) as usize;
+            let (o, lse) = at::attention_with(ctx, kernel, &up(&q), &up(&k), &up(&v), heads).unwrap();
+            let name = format!("{kernel:?} B={b} T={t} heads={heads} d={d}");
+            // o is a convex combination of |v| < 1 values: f32 dot products of length d
+            // (scores) and sums of T weights, each with relative error ~(d + T)·6e-8 ≤ 4e-5.
+            assert_close(&format!("o {name}"), &ctx.read(&o).unwrap(), &want_o, 2e-5, 1e-4);
+            // lse = m + ln l: absolute error of the scores (|score| ≤ ~20, d-term dot) + ln l.
+            assert_close(&format!("lse {name}"), &ctx.read(&lse).unwrap(), &want_lse, 2e-5, 1e-5);
+        }
     }
+    assert!(
+        !gemm_expected(ctx) || gemm_runs >= 3,
+        "the GEMM kernel ran {gemm_runs} shapes"
+    );
 }
 
 #[test]
 fn attention_backward_matches_reference() {
     let ctx = ctx();
+    let mut gemm_runs = 0;
     for (i, &(b, t, heads, d, scale)) in SHAPES.iter().enumerate() {
         let c = heads * d;
         let [q, k, v] = inputs(b, t, c, scale, 10 * i as u64 + 3);
         let dout = rand_vec(b * t * c, 10 * i as u64 + 7);
         let up = |x: &[f32]| ctx.upload(&[b, t, c], x).unwrap();
         let (tq, tk, tv, tdout) = (up(&q), up(&k), up(&v), up(&dout));
-        let (o, lse) = at::attention(ctx, &tq, &tk, &tv, heads).unwrap();
-        let (dq, dk, dv) = at::attention_backward(ctx, &tq, &tk, &tv, &o, &lse, &tdout, heads).unwrap();
         let (wq, wk, wv) =
             rf::attention_backward(&to_f64(&q), &to_f64(&k), &to_f64(&v), &to_f64(&dout), b, t, c, heads);
-        let name = format!("B={b} T={t} heads={heads} d={d}");
-        // Sums of T terms P·(dP - delta)·k with dP a d-term dot of values < 1 and the inputs
-        // scaled by up to 3: f32 error ~(d + T)·6e-8 relative to terms of size up to ~3·d^0.5,
-        // plus the forward's o and lse errors propagated through delta and P.
-        let tol = 5e-5 * (scale as f64) * (scale as f64);
-        assert_close(&format!("dq {name}"), &ctx.read(&dq).unwrap(), &wq, tol, 1e-3);
-        assert_close(&format!("dk {name}"), &ctx.read(&dk).unwrap(), &wk, tol, 1e-3);
-        // dv = Pᵀ dout: sums of T products of probabilities with |dout| < 1.
-        assert_close(&format!("dv {name}"), &ctx.read(&dv).unwrap(), &wv, 2e-5, 1e-4);
+        // Every backward kernel after every forward kernel: both leave the same lse.
+        for fwd in kernels(ctx, b, t, c, heads) {
+            let (o, lse) = at::attention_with(ctx, fwd, &tq, &tk, &tv, heads).unwrap();
+            for bwd in kernels(ctx, b, t, c, heads) {
+                gemm_runs += (bwd == at::Kernel::Gemm) as usize;
+                let (dq, dk, dv) =
+                    at::attention_backward_with(ctx, bwd, &tq, &tk, &tv, &o, &lse, &tdout, heads).unwrap();
+                let name = format!("{fwd:?}/{bwd:?} B={b} T={t} heads={heads} d={d}");
+                // Sums of T terms P·(dP - delta)·k with dP a d-term dot of values < 1 and the
+                // inputs scaled by up to 3: f32 error ~(d + T)·6e-8 relative to terms of size up
+                // to ~3·d^0.5, plus the forward's o and lse errors propagated through delta, P.
+                let tol = 5e-5 * (scale as f64) * (scale as f64);
+                assert_close(&format!("dq {name}"), &ctx.read(&dq).unwrap(), &wq, tol, 1e-3);
+                assert_close(&format!("dk {name}"), &ctx.read(&dk).unwrap(), &wk, tol, 1e-3);
+                // dv = Pᵀ dout: sums of T products of probabilities with |dout| < 1.
+                assert_close(&format!("dv {name}"), &ctx.read(&dv).unwrap(), &wv, 2e-5, 1e-4);
+            }
+        }
     }
+    assert!(
+        !gemm_expected(ctx) || gemm_runs >= 6,
+        "the GEMM kernel ran {gemm_runs} backward passes"
+    );
 }
 
 #[test]
 fn attention_long_sequence() {
-    // T = 1024 (a 32×32 feature map): 16 query workgroups, many key tiles.
+    // T = 1024 (a 32×32 feature map): 16 query workgroups, many key tiles; two heads (flash)
+    // and one (the GEMM kernel where it runs, with 64 row tiles).
+    long_sequence(2, 4);
+    long_sequence(1, 8);
+}
+
+fn long_sequence(heads: usize, d: usize) {
     let ctx = ctx();
-    let (b, t, heads, d) = (1, 1024, 2, 4);
+    let b = 1;
+    let t = 1024;
     let c = heads * d;
     let [q, k, v] = inputs(b, t, c, 2.0, 99);
     let dout = rand_vec(b * t * c, 98);
@@ -158,4 +205,10 @@ fn attention_shape_errors() {
         Error::Shape { .. }
     ));
     assert!(at::attention_backward(ctx, &a, &a, &a, &o, &lse, &a, 2).is_ok());
+    // The GEMM kernel takes one head only, and says so.
+    let err = at::attention_with(ctx, at::Kernel::Gemm, &a, &a, &a, 2).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("one head (got 2)"),
+        "{err}"
+    );
 }
