@@ -10,8 +10,9 @@
 // Every workgroup handles at most `chunk` or `rchunk` elements (WG·512), so no invocation loops more than
 // ~1k times (lavapipe stops a shader after 65,535 loop iterations) and large groups spread over
 // many workgroups: groups are split into `gchunks` chunks, rows into `rchunks` chunks.
-// Statistics combine per-chunk (count, mean, M2) with Chan's parallel formula; each chunk's M2
-// is two-pass (subtract the mean, then square), avoiding the cancellation of E[x²] - E[x]².
+// Statistics combine per-chunk (count, mean, M2) with Chan's parallel formula; within a chunk
+// each invocation runs Welford's update and the workgroup merges them the same way, so there is
+// no cancellation of E[x²] - E[x]² and x is read once.
 // Partial sums are combined by later kernels in a fixed order: deterministic, no float atomics.
 // Workgroups are spread over a 2-D grid (Context::grid): linear index wg.x + wg.y·nwg.x.
 // WG (a power of two <= 256) is picked by the launcher, per kernel: group kernels from the
@@ -114,7 +115,7 @@ fn pre_grad(g: f32, pre: f32) -> f32 {
 }
 
 // Forward 1 — bindings: x, chunk_stats [N·G·gchunks, 2].
-// One workgroup per (group, chunk): (mean, M2) of the chunk, two-pass.
+// One workgroup per (group, chunk): (mean, M2) of the chunk.
 @compute @workgroup_size(WG)
 fn gn_chunk_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -126,20 +127,20 @@ fn gn_chunk_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let k = id % p.gchunks;
     let start = (id / p.gchunks) * m + k * p.chunk;
     let len = min(p.chunk, m - k * p.chunk);
-    var s = 0.0;
+    // One pass: Welford's update per invocation, then Chan's merge across the workgroup. (A
+    // two-pass version read x twice; on llvmpipe every load is a loop over the lanes.)
+    var acc = vec3<f32>(0.0);
     for (var i = lid; i < len; i += WG) {
-        s += x[start + i];
+        let v = x[start + i];
+        acc.x += 1.0;
+        let d = v - acc.y;
+        acc.y += d / acc.x;
+        acc.z += d * (v - acc.y);
     }
-    let mean = wg_sum(vec2<f32>(s, 0.0), lid).x / f32(len);
-    var v = 0.0;
-    for (var i = lid; i < len; i += WG) {
-        let d = x[start + i] - mean;
-        v += d * d;
-    }
-    let m2 = wg_sum(vec2<f32>(v, 0.0), lid).x;
+    let t = wg_merge(acc, lid);
     if (lid == 0u) {
-        chunk_stats[2u * id] = mean;
-        chunk_stats[2u * id + 1u] = m2;
+        chunk_stats[2u * id] = t.y;
+        chunk_stats[2u * id + 1u] = t.z;
     }
 }
 

@@ -590,7 +590,7 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
                 images_per_s,
                 elapsed,
             } => {
-                print_profile(&ctx, s.step);
+                print_profile(&ctx, &format!("step {}", s.step));
                 smoothed = Some(smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
                 bar.set_position(s.step);
                 bar.set_message(format!(
@@ -640,14 +640,15 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
     }
 }
 
-/// Per-kernel wall times of the last step, when `DDPM_PROFILE` is set.
-fn print_profile(ctx: &Context, step: u64) {
+/// Per-kernel wall times of what ran since the last call (a training step, a sampling run),
+/// when `DDPM_PROFILE` is set.
+fn print_profile(ctx: &Context, what: &str) {
     let prof = ctx.take_profile();
     if prof.is_empty() {
         return;
     }
     let total: f64 = prof.iter().map(|p| p.secs).sum();
-    eprintln!("step {step}: kernel wall time {total:.3} s (DDPM_PROFILE)");
+    eprintln!("{what}: kernel wall time {total:.3} s (DDPM_PROFILE)");
     for p in prof.iter().take(25) {
         let rate = p.gflops().map_or(String::new(), |g| format!("{g:>6.2} GFLOP/s "));
         eprintln!(
@@ -750,6 +751,7 @@ fn sample(opts: &ContextOptions, args: SampleArgs) -> Result<()> {
         None => generate::sample_model(&ctx, &model, &req, |i, _| bar.set_position(i as u64))?,
     };
     bar.finish();
+    print_profile(&ctx, "sampling");
     let written = out.save(&args.out, format)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
