@@ -510,8 +510,17 @@ struct WinoParams {
     flip: u32,
     // Columns per plane of V, M and dM: nb·th·tw rounded up to a multiple of 4.
     cols: u32,
-    _pad: u32,
+    // Output transform: bias[b·bias_stride + co] (0: one bias for all images, Cout: one row
+    // per image), then y = res_scale·(y + r) when has_residual.
+    bias_stride: u32,
+    has_residual: u32,
+    res_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
+
+// The residual added by the output transform (binding 4 of wino_output only).
+@group(0) @binding(4) var<storage, read> g_r: array<f32>;
 
 @group(0) @binding(0) var<uniform> wq: WinoParams;
 
@@ -766,7 +775,17 @@ fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     g_o2[35u * plane + o] = v5[5];
 }
 
-// g_a = M [36, Cout, cols], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb).
+// y[o] = v, or res_scale·(v + r[o]) with a residual.
+fn wino_store(o: u32, v: f32) {
+    if (wq.has_residual != 0u) {
+        g_o3[o] = wq.res_scale * (v + g_r[o]);
+    } else {
+        g_o3[o] = v;
+    }
+}
+
+// g_a = M [36, Cout, cols], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb),
+// g_r = residual (read when has_residual).
 @compute @workgroup_size(256)
 fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -800,7 +819,7 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
     var bias_v = 0.0;
     if (wq.has_bias != 0u) {
-        bias_v = g_b[co];
+        bias_v = g_b[(wq.n0 + c.y) * wq.bias_stride + co];
     }
     let oy = c.z * 4u;
     let ox = c.w * 4u;
@@ -815,54 +834,54 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let c3 = ox + 3u < wq.w;
     if (oy + 0u < wq.h) {
         let row = base + (oy + 0u) * wq.w + ox;
-        g_o3[row] = y0.x;
+        wino_store(row, y0.x);
         if (c1) {
-            g_o3[row + 1u] = y0.y;
+            wino_store(row + 1u, y0.y);
         }
         if (c2) {
-            g_o3[row + 2u] = y0.z;
+            wino_store(row + 2u, y0.z);
         }
         if (c3) {
-            g_o3[row + 3u] = y0.w;
+            wino_store(row + 3u, y0.w);
         }
     }
     if (oy + 1u < wq.h) {
         let row = base + (oy + 1u) * wq.w + ox;
-        g_o3[row] = y1.x;
+        wino_store(row, y1.x);
         if (c1) {
-            g_o3[row + 1u] = y1.y;
+            wino_store(row + 1u, y1.y);
         }
         if (c2) {
-            g_o3[row + 2u] = y1.z;
+            wino_store(row + 2u, y1.z);
         }
         if (c3) {
-            g_o3[row + 3u] = y1.w;
+            wino_store(row + 3u, y1.w);
         }
     }
     if (oy + 2u < wq.h) {
         let row = base + (oy + 2u) * wq.w + ox;
-        g_o3[row] = y2.x;
+        wino_store(row, y2.x);
         if (c1) {
-            g_o3[row + 1u] = y2.y;
+            wino_store(row + 1u, y2.y);
         }
         if (c2) {
-            g_o3[row + 2u] = y2.z;
+            wino_store(row + 2u, y2.z);
         }
         if (c3) {
-            g_o3[row + 3u] = y2.w;
+            wino_store(row + 3u, y2.w);
         }
     }
     if (oy + 3u < wq.h) {
         let row = base + (oy + 3u) * wq.w + ox;
-        g_o3[row] = y3.x;
+        wino_store(row, y3.x);
         if (c1) {
-            g_o3[row + 1u] = y3.y;
+            wino_store(row + 1u, y3.y);
         }
         if (c2) {
-            g_o3[row + 2u] = y3.z;
+            wino_store(row + 2u, y3.z);
         }
         if (c3) {
-            g_o3[row + 3u] = y3.w;
+            wino_store(row + 3u, y3.w);
         }
     }
 }

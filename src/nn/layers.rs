@@ -41,6 +41,16 @@ impl Conv {
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
         conv2d::conv2d(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p)
     }
+    /// The forward with `epi` added to the output (see [`conv2d::conv2d_fused`]).
+    pub(crate) fn forward_fused(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        x: &Tensor,
+        epi: conv2d::Epilogue<'_>,
+    ) -> Result<Tensor> {
+        conv2d::conv2d_fused(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p, epi)
+    }
     pub(crate) fn backward(
         &self,
         ctx: &Context,
@@ -219,9 +229,13 @@ impl ResnetBlock {
         mode: Mode,
     ) -> Result<(Tensor, ResnetTape)> {
         let (a1, stats1) = self.norm1.forward(ctx, ps, x, true)?;
-        let c1 = self.conv1.forward(ctx, ps, &a1)?;
         let tproj = self.time_emb_proj.forward(ctx, ps, temb_act)?;
-        let h = ew::add_channel_bias(ctx, &c1, &tproj)?;
+        // h = conv1(a1) + tproj per (image, channel), added by the convolution's output stage.
+        let epi1 = conv2d::Epilogue {
+            image_bias: Some(&tproj),
+            residual: None,
+        };
+        let h = self.conv1.forward_fused(ctx, ps, &a1, epi1)?;
         let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
         let train = mode.train && self.dropout > 0.0;
         let d2 = if train {
@@ -229,12 +243,16 @@ impl ResnetBlock {
         } else {
             a2
         };
-        let c2 = self.conv2.forward(ctx, ps, &d2)?;
         let shortcut = match &self.conv_shortcut {
             Some(sc) => sc.forward(ctx, ps, x)?,
             None => x.clone(),
         };
-        let out = ew::axpby(ctx, &shortcut, &c2, 1.0 / self.out_scale, 1.0 / self.out_scale)?;
+        // out = (shortcut + conv2(d2)) / out_scale, also in the convolution's output stage.
+        let epi2 = conv2d::Epilogue {
+            image_bias: None,
+            residual: Some((&shortcut, 1.0 / self.out_scale)),
+        };
+        let out = self.conv2.forward_fused(ctx, ps, &d2, epi2)?;
         Ok((
             out,
             ResnetTape {

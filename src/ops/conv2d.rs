@@ -239,6 +239,65 @@ pub fn conv2d(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: C
     conv2d_with(ctx, Algo::Auto, x, w, bias, p)
 }
 
+/// What [`conv2d_fused`] adds to the convolution before it stores the output.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `[N, Cout]`, added to every pixel of its image and channel (a ResNet block's time
+    /// embedding projection).
+    pub image_bias: Option<&'a Tensor>,
+    /// (`r` `[N, Cout, Ho, Wo]`, `s`): the output becomes s·(conv + biases + r) (a ResNet
+    /// block's shortcut and output scale).
+    pub residual: Option<(&'a Tensor, f32)>,
+}
+
+/// [`conv2d`] followed by `epi`: y = s·(conv(x, w) + bias[c] + image_bias[n, c] + r) with the
+/// parts of `epi` that are present (s = 1 without a residual). The Winograd path adds them in
+/// its output transform, so they cost no extra pass over y; other algorithms add them after.
+pub fn conv2d_fused(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    epi: Epilogue<'_>,
+) -> Result<Tensor> {
+    conv2d_fused_with(ctx, Algo::Auto, x, w, bias, p, epi)
+}
+
+/// [`conv2d_fused`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
+pub fn conv2d_fused_with(
+    ctx: &Context,
+    algo: Algo,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    epi: Epilogue<'_>,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_fused";
+    let g = Geometry::new(OP, x, w, p)?;
+    if let Some(b) = bias {
+        b.expect_shape(OP, "bias", &[g.cout])?;
+    }
+    if let Some(ib) = epi.image_bias {
+        ib.expect_shape(OP, "image_bias", &[g.n, g.cout])?;
+    }
+    if let Some((r, _)) = epi.residual {
+        r.expect_shape(OP, "residual", &[g.n, g.cout, g.ho, g.wo])?;
+    }
+    if let Algo::Winograd { window } = resolve_forward(ctx, algo, &g)? {
+        return winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi);
+    }
+    let mut y = conv2d_with(ctx, algo, x, w, bias, p)?;
+    if let Some(ib) = epi.image_bias {
+        y = crate::ops::elementwise::add_channel_bias(ctx, &y, ib)?;
+    }
+    if let Some((r, scale)) = epi.residual {
+        y = crate::ops::elementwise::axpby(ctx, r, &y, scale, scale)?;
+    }
+    Ok(y)
+}
+
 /// [`conv2d`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
 pub fn conv2d_with(
     ctx: &Context,
@@ -792,7 +851,11 @@ struct WinoParams {
     has_bias: u32,
     flip: u32,
     cols: u32,
-    _pad: u32,
+    bias_stride: u32,
+    has_residual: u32,
+    res_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 /// Points of Winograd F(4×4, 3×3): the 6×6 transformed tile, one GEMM each.
@@ -824,7 +887,11 @@ impl Geometry {
             has_bias: has_bias as u32,
             flip: 0,
             cols: self.wino_cols(nb) as u32,
-            _pad: 0,
+            bias_stride: 0,
+            has_residual: 0,
+            res_scale: 1.0,
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }
@@ -932,6 +999,32 @@ fn winograd_forward(
     window: usize,
     flip: bool,
 ) -> Result<Tensor> {
+    winograd_forward_fused(ctx, g, x, w, bias, window, flip, Epilogue::default())
+}
+
+/// [`winograd_forward`] with `epi` applied by the output transform. With an image bias, the
+/// output transform reads one bias row per image: bias + image_bias, [N, Cout].
+#[allow(clippy::too_many_arguments)]
+fn winograd_forward_fused(
+    ctx: &Context,
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    window: usize,
+    flip: bool,
+    epi: Epilogue<'_>,
+) -> Result<Tensor> {
+    let rows = match (epi.image_bias, bias) {
+        (Some(ib), Some(b)) => {
+            let per_image = ctx.empty(&[g.n, g.cout], "conv2d.bias_rows")?;
+            matmul::broadcast_rows(ctx, b, &per_image, g.n, g.cout)?;
+            Some(crate::ops::elementwise::add(ctx, &per_image, ib)?)
+        }
+        (Some(ib), None) => Some(ib.clone()),
+        (None, _) => None,
+    };
+    let bias = rows.as_ref().or(bias);
     let window = wino_window(ctx, g, window);
     let params = WinoParams {
         flip: flip as u32,
@@ -944,7 +1037,12 @@ fn winograd_forward(
     let m = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_m")?;
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
-        let params = g.wino_params(n0, nb, bias.is_some());
+        let params = WinoParams {
+            bias_stride: if rows.is_some() { g.cout as u32 } else { 0 },
+            has_residual: epi.residual.is_some() as u32,
+            res_scale: epi.residual.map_or(1.0, |(_, s)| s),
+            ..g.wino_params(n0, nb, bias.is_some())
+        };
         wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
         // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,
         // which the output transform never reads).
@@ -963,9 +1061,10 @@ fn winograd_forward(
             out_off: 0,
         };
         matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
-        // Without a bias the kernel never reads binding 2; M stands in for it.
+        // Without a bias (residual) the kernel never reads binding 2 (4); M stands in for it.
         let b = bias.map_or(m.buffer(), |b| b.buffer());
-        wino_tiles(ctx, "wino_output", &params, g, g.cout, &[m.buffer(), b, y.buffer()])?;
+        let r = epi.residual.map_or(m.buffer(), |(r, _)| r.buffer());
+        wino_tiles(ctx, "wino_output", &params, g, g.cout, &[m.buffer(), b, y.buffer(), r])?;
     }
     Ok(y)
 }

@@ -477,3 +477,74 @@ fn conv2d_grid_over_workgroup_limit() {
         1e-3,
     );
 }
+
+/// conv2d_fused: y = s·(conv + bias + image_bias[n, c] + r) against the reference, through the
+/// Winograd output transform (whole batch and windows of one image, so the per-image bias rows
+/// start at n0) and through the other algorithms' separate passes; with and without each part.
+#[test]
+fn conv2d_fused_epilogue() {
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Epilogue};
+    let ctx = ctx();
+    let cases = [
+        (
+            "3x8x9x8 -> 12 k3",
+            dims(3, 8, (9, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 0 },
+        ),
+        (
+            "3x8x9x8 -> 12 k3 x1",
+            dims(3, 8, (9, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 1 },
+        ),
+        (
+            "2x5x7x6 -> 4 k3 s2",
+            dims(2, 5, (7, 6), 4, (3, 3), Conv2dParams::new(2, 1)),
+            Algo::Auto,
+        ),
+        (
+            "2x8x4x4 -> 8 k1",
+            dims(2, 8, (4, 4), 8, (1, 1), Conv2dParams::new(1, 0)),
+            Algo::Auto,
+        ),
+    ];
+    for (i, (name, d, algo)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let (ho, wo) = d.out_hw();
+        let seed = 200 + 10 * i as u64;
+        let xh = rand_vec(d.n * d.cin * d.h * d.w, seed);
+        let wh = rand_vec(d.cout * d.cin * d.kh * d.kw, seed + 1);
+        let bh = rand_vec(d.cout, seed + 2);
+        let ibh = rand_vec(d.n * d.cout, seed + 3);
+        let rh = rand_vec(d.n * d.cout * ho * wo, seed + 4);
+        let x = ctx.upload(&[d.n, d.cin, d.h, d.w], &xh).unwrap();
+        let w = ctx.upload(&[d.cout, d.cin, d.kh, d.kw], &wh).unwrap();
+        let b = ctx.upload(&[d.cout], &bh).unwrap();
+        let ib = ctx.upload(&[d.n, d.cout], &ibh).unwrap();
+        let r = ctx.upload(&[d.n, d.cout, ho, wo], &rh).unwrap();
+        let conv = cref::conv2d(&to_f64(&xh), &to_f64(&wh), Some(&to_f64(&bh)[..]), &d);
+        for (with_ib, with_r) in [(true, false), (false, true), (true, true)] {
+            let scale = 0.7f32;
+            let epi = Epilogue {
+                image_bias: with_ib.then_some(&ib),
+                residual: with_r.then_some((&r, scale)),
+            };
+            let y = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, epi).unwrap();
+            let plane = ho * wo;
+            let want: Vec<f64> = conv
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| {
+                    let nc = j / plane;
+                    let v = c + if with_ib { ibh[nc] as f64 } else { 0.0 };
+                    if with_r {
+                        scale as f64 * (v + rh[j] as f64)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let label = format!("{name} {algo:?} image_bias={with_ib} residual={with_r}");
+            assert_close(&label, &ctx.read(&y).unwrap(), &want, 1e-4, 1e-4);
+        }
+    }
+}
