@@ -942,11 +942,9 @@ fn pointwise_forward(ctx: &Context, g: &Geometry, x: &Tensor, w: &Tensor, bias: 
     let hw = g.h * g.w;
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
     let gemm = pointwise_gemm(g.cout, g.cin, hw, g.n, false, false, true);
-    matmul::gemm_sg_raw(ctx, gemm, w.buffer(), x.buffer(), y.buffer())?;
-    let Some(b) = bias else { return Ok(y) };
-    let per_image = ctx.empty(&[g.n, g.cout], "conv2d.bias_rows")?;
-    matmul::broadcast_rows(ctx, b, &per_image, g.n, g.cout)?;
-    crate::ops::elementwise::add_channel_bias(ctx, &y, &per_image)
+    // The bias is added per output row (channel) by the GEMM itself.
+    matmul::gemm_sg_raw_bias(ctx, gemm, w.buffer(), x.buffer(), y.buffer(), bias.map(|b| b.buffer()))?;
+    Ok(y)
 }
 
 /// [`Algo::Pointwise`] backward: dx[n] = Wᵀ·dy[n], dW = Σ_n dy[n]·x[n]ᵀ (one batched GEMM of

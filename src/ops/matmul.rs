@@ -64,7 +64,7 @@ struct Params {
     a_off: u32,
     b_off: u32,
     out_off: u32,
-    _pad0: u32,
+    has_bias: u32,
     _pad1: u32,
 }
 
@@ -203,7 +203,7 @@ pub fn gemm_with(
         b_off: 0,
         out_off: 0,
     };
-    launch(ctx, kernel, g, a.buffer(), b.buffer(), out.buffer())
+    launch(ctx, kernel, g, a.buffer(), b.buffer(), out.buffer(), None)
 }
 
 /// Build the uniform block of `g` for `kernel` and record the dispatch (sizes already checked).
@@ -214,6 +214,7 @@ fn launch(
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    row_bias: Option<&wgpu::Buffer>,
 ) -> Result<()> {
     // Output tile of one workgroup (rows, columns).
     let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) = match kernel {
@@ -260,7 +261,7 @@ fn launch(
         a_off: (g.a_off / 4) as u32,
         b_off: (g.b_off / 4) as u32,
         out_off: (g.out_off / 4) as u32,
-        _pad0: 0,
+        has_bias: row_bias.is_some() as u32,
         _pad1: 0,
     };
     let shape = || {
@@ -280,13 +281,22 @@ fn launch(
         shape: &shape,
         flops: 2.0 * g.batch as f64 * g.m as f64 * g.k as f64 * g.n as f64,
     };
+    // gemm_sg binds the row bias at 4 (a stands in when there is none); gemm_tiled has none.
+    let with_bias = [a, b, out, row_bias.unwrap_or(a)];
+    let buffers: &[&wgpu::Buffer] = match kernel {
+        Kernel::Tiled => {
+            debug_assert!(row_bias.is_none(), "gemm_tiled adds no bias");
+            &with_bias[..3]
+        }
+        Kernel::Subgroup { .. } => &with_bias,
+    };
     ctx.dispatch_work(
         Dispatch {
             shader,
             entry,
             constants: &constants,
             params: bytemuck::bytes_of(&params),
-            buffers: &[a, b, out],
+            buffers,
             workgroups: ctx.grid(total),
         },
         Some(work),
@@ -438,6 +448,19 @@ pub(crate) fn gemm_sg_raw(
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
+    gemm_sg_raw_bias(ctx, g, a, b, out, None)
+}
+
+/// [`gemm_sg_raw`] plus `row_bias[r]` ([M]) added to every element of output row r, after
+/// alpha and beta (a pointwise convolution's bias, without a pass of its own).
+pub(crate) fn gemm_sg_raw_bias(
+    ctx: &Context,
+    g: SgGemm,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    row_bias: Option<&wgpu::Buffer>,
+) -> Result<()> {
     debug_assert!(g.a_off.is_multiple_of(4) && g.b_off.is_multiple_of(4) && g.out_off.is_multiple_of(4));
-    launch(ctx, Kernel::Subgroup { wg: sg_wg_for(g.m) }, g, a, b, out)
+    launch(ctx, Kernel::Subgroup { wg: sg_wg_for(g.m) }, g, a, b, out, row_bias)
 }
