@@ -1,5 +1,6 @@
-// Multi-head scaled dot-product self-attention, flash style: the T×T score matrix is never
-// written to global memory, neither in the forward nor in the backward.
+// Multi-head scaled dot-product self-attention. The flash kernels never write the T×T score
+// matrix to global memory, neither in the forward nor in the backward; the row kernels at the
+// end serve the GEMM path (one head, src/ops/attention.rs), which does.
 //
 // Layout: q, k, v, o, dout are [B, T, C] with C = heads·d; head h owns channels h·d..(h+1)·d, so
 // the row of token t for head h starts at (b·T + t)·C + h·d. lse and delta are [B, heads, T].

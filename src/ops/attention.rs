@@ -7,7 +7,7 @@
 //!   lse = logsumexp_s(q_t·k_s/√d); both new tensors (=).
 //! - `attention_backward(q, k, v, o, lse, dout, heads) -> (dq, dk, dv)`: gradients of
 //!   Σ dout·o with respect to q, k, v; three new tensors (=). The probabilities are recomputed
-//!   from q, k and lse tile by tile; no `[T, T]` matrix is stored.
+//!   from q, k and lse (tile by tile, with no `[T, T]` matrix stored, by the flash kernel).
 //!
 //! # Kernels
 //! [`Kernel::Flash`] runs on every adapter and head count and never stores a `[T, T]` matrix.
@@ -205,9 +205,9 @@ pub fn attention_with(
     Ok((o, lse))
 }
 
-/// dq, dk, dv given dout \[B,T,C\], recomputing the probabilities from q, k and lse (flash
-/// attention style backward: nothing of size T×T is stored). `o` and `lse` are the outputs of
-/// [`attention`] on the same q, k, v.
+/// dq, dk, dv given dout \[B,T,C\], recomputing the probabilities from q, k and lse (the flash
+/// kernel stores nothing of size T×T; the GEMM kernel holds the `[B, T, T]` scores and their
+/// gradient). `o` and `lse` are the outputs of [`attention`] on the same q, k, v.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     ctx: &Context,
