@@ -202,14 +202,20 @@ fn normal_fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(1) var<storage, read> drop_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> drop_out: array<f32>;
 
-// out = x·a where uniform >= p (a = 1/(1-p)), else 0
+// out = x·a where uniform >= p (a = 1/(1-p)), else 0. One invocation per 4 elements: element
+// 4j + e takes word e of block j, so one Philox block (the bulk of the work) serves four.
 @compute @workgroup_size(256)
 fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
-    if (i >= p.n) { return; }
-    let keep = (block(i).x >> 8u) >= p.thresh;
-    drop_out[i] = select(0.0, drop_x[i] * p.a, keep);
+    let j = linear_index(wg, nwg, lid);
+    if (j * 4u >= p.n) { return; }
+    let keep = (block(j) >> vec4<u32>(8u)) >= vec4<u32>(p.thresh);
+    for (var e = 0u; e < 4u; e++) {
+        let i = 4u * j + e;
+        if (i < p.n) {
+            drop_out[i] = select(0.0, drop_x[i] * p.a, keep[e]);
+        }
+    }
 }
 
 // ---- DDPM forward process -------------------------------------------------------------------

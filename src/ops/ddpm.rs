@@ -164,6 +164,7 @@ fn q_sample_launch(
             xt.buffer(),
             eps.buffer(),
         ],
+        per_invocation: 1,
     }
     .run(ctx)?;
     Ok((xt, eps))
@@ -201,6 +202,7 @@ pub fn axpbz(
             ..Default::default()
         },
         buffers: &[x.buffer(), e.buffer(), out.buffer()],
+        per_invocation: 1,
     }
     .run(ctx)?;
     Ok(out)
@@ -357,6 +359,7 @@ fn sampler_launch(
             ..Default::default()
         },
         buffers: &buffers,
+        per_invocation: 1,
     }
     .run(ctx)?;
     Ok((out, x0))

@@ -2,13 +2,15 @@
 //!
 //! # Contracts
 //! - `dropout(x, p, seed, stream)`: x any shape → out (= new tensor, shape of x):
-//!   out\[i\] = x\[i\] / (1 − p) if uniform(seed, stream, i) ≥ p, else 0.
+//!   out\[i\] = x\[i\] / (1 − p) if u_i ≥ p, else 0, with u_i the uniform of word i mod 4 of
+//!   Philox block ⌊i/4⌋ (seed, stream): one block serves four elements.
 //! - `dropout_backward(dy, p, seed, stream)`: dy (shape of the forward output) → dx (= new
 //!   tensor): dx\[i\] = dy\[i\] / (1 − p) where the forward kept element i, else 0. The mask is
 //!   recomputed from the counter-based generator, so nothing is stored between the passes.
 //!
-//! `uniform` is [`crate::reference::random::uniform`]: P(keep) = 1 − ⌈p·2²⁴⌉·2⁻²⁴. p = 0 is the
-//! identity; p = 1 gives zeros. p outside [0, 1] is an argument error.
+//! u_i is `uniform_from_bits(block(seed, stream, i / 4)[i % 4])` of [`crate::reference::random`]:
+//! P(keep) = 1 − ⌈p·2²⁴⌉·2⁻²⁴. p = 0 is the identity; p = 1 gives zeros. p outside [0, 1] is an
+//! argument error.
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -41,6 +43,7 @@ fn apply(ctx: &Context, x: &Tensor, p: f32, seed: u64, stream: u32, label: &str)
             ..Default::default()
         },
         buffers: &[x.buffer(), out.buffer()],
+        per_invocation: 4,
     }
     .run(ctx)?;
     Ok(out)

@@ -59,6 +59,8 @@ pub(crate) struct RngLaunch<'a> {
     /// fills in `n`, seed, stream and offset.
     pub extra: RngParams,
     pub buffers: &'a [&'a wgpu::Buffer],
+    /// Elements per invocation: 1, or 4 for kernels that use all four words of a Philox block.
+    pub per_invocation: u32,
 }
 
 impl RngLaunch<'_> {
@@ -79,7 +81,7 @@ impl RngLaunch<'_> {
             constants: &[],
             params: bytemuck::bytes_of(&params),
             buffers: self.buffers,
-            workgroups: ctx.grid(n.div_ceil(WG)),
+            workgroups: ctx.grid(n.div_ceil(self.per_invocation).div_ceil(WG)),
         })
     }
 }
@@ -94,6 +96,7 @@ fn fill(ctx: &Context, entry: &'static str, shape: &[usize], seed: u64, stream: 
         first,
         extra: RngParams::default(),
         buffers: &[out.buffer()],
+        per_invocation: 1,
     }
     .run(ctx)?;
     Ok(out)
