@@ -41,15 +41,25 @@ impl Conv {
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
         conv2d::conv2d(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p)
     }
-    /// The forward with `epi` added to the output (see [`conv2d::conv2d_fused`]).
+    /// The forward with `epi` added to the output (see [`conv2d::conv2d_fused`]); with `save`,
+    /// also what the backward can reuse ([`conv2d::conv2d_fused_saving`]).
     pub(crate) fn forward_fused(
         &self,
         ctx: &Context,
         ps: &Params,
         x: &Tensor,
         epi: conv2d::Epilogue<'_>,
-    ) -> Result<Tensor> {
-        conv2d::conv2d_fused(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p, epi)
+        save: bool,
+    ) -> Result<(Tensor, conv2d::ConvSaved)> {
+        let (w, b) = (ps.get(self.w), Some(ps.get(self.b)));
+        if save {
+            conv2d::conv2d_fused_saving(ctx, x, w, b, self.p, epi)
+        } else {
+            Ok((
+                conv2d::conv2d_fused(ctx, x, w, b, self.p, epi)?,
+                conv2d::ConvSaved::default(),
+            ))
+        }
     }
     pub(crate) fn backward(
         &self,
@@ -60,7 +70,21 @@ impl Conv {
         dy: &Tensor,
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
-        let grads = conv2d::conv2d_backward(ctx, x, ps.get(self.w), dy, self.p, need_dx)?;
+        self.backward_saved(ctx, ps, g, x, dy, need_dx, &conv2d::ConvSaved::default())
+    }
+    /// The backward, reusing what [`Conv::forward_fused`] saved.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_saved(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+        saved: &conv2d::ConvSaved,
+    ) -> Result<Option<Tensor>> {
+        let grads = conv2d::conv2d_backward_saved(ctx, x, ps.get(self.w), dy, self.p, need_dx, saved)?;
         g.accumulate(ctx, self.w, grads.dw)?;
         g.accumulate(ctx, self.b, grads.db)?;
         Ok(grads.dx)
@@ -180,6 +204,9 @@ pub struct ResnetTape {
     d2: Tensor,
     seed: u64,
     train: bool,
+    // The convolutions' Winograd input transforms, kept in training for their weight grads.
+    saved1: conv2d::ConvSaved,
+    saved2: conv2d::ConvSaved,
 }
 
 impl ResnetBlock {
@@ -235,7 +262,7 @@ impl ResnetBlock {
             image_bias: Some(&tproj),
             residual: None,
         };
-        let h = self.conv1.forward_fused(ctx, ps, &a1, epi1)?;
+        let (h, saved1) = self.conv1.forward_fused(ctx, ps, &a1, epi1, mode.train)?;
         let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
         let train = mode.train && self.dropout > 0.0;
         let d2 = if train {
@@ -252,7 +279,7 @@ impl ResnetBlock {
             image_bias: None,
             residual: Some((&shortcut, 1.0 / self.out_scale)),
         };
-        let out = self.conv2.forward_fused(ctx, ps, &d2, epi2)?;
+        let (out, saved2) = self.conv2.forward_fused(ctx, ps, &d2, epi2, mode.train)?;
         Ok((
             out,
             ResnetTape {
@@ -264,6 +291,8 @@ impl ResnetBlock {
                 d2,
                 seed: mode.seed,
                 train,
+                saved1,
+                saved2,
             },
         ))
     }
@@ -291,7 +320,7 @@ impl ResnetBlock {
         };
         let dd2 = self
             .conv2
-            .backward(ctx, ps, g, &tape.d2, &dy, true)?
+            .backward_saved(ctx, ps, g, &tape.d2, &dy, true, &tape.saved2)?
             .expect("dx requested");
         let da2 = if tape.train {
             dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)?
@@ -310,7 +339,7 @@ impl ResnetBlock {
         }
         let da1 = self
             .conv1
-            .backward(ctx, ps, g, &tape.a1, &dh, true)?
+            .backward_saved(ctx, ps, g, &tape.a1, &dh, true, &tape.saved1)?
             .expect("dx requested");
         let dx = self.norm1.backward(ctx, ps, g, &tape.x, &tape.stats1, &da1, true)?;
         ew::add_inplace(ctx, &dx, &dx_short)?;

@@ -286,7 +286,7 @@ pub fn conv2d_fused_with(
         r.expect_shape(OP, "residual", &[g.n, g.cout, g.ho, g.wo])?;
     }
     if let Algo::Winograd { window } = resolve_forward(ctx, algo, &g)? {
-        return winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi);
+        return Ok(winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, false)?.0);
     }
     let mut y = conv2d_with(ctx, algo, x, w, bias, p)?;
     if let Some(ib) = epi.image_bias {
@@ -296,6 +296,63 @@ pub fn conv2d_fused_with(
         y = crate::ops::elementwise::axpby(ctx, r, &y, scale, scale)?;
     }
     Ok(y)
+}
+
+/// What a convolution's forward keeps for its backward ([`conv2d_fused_saving`],
+/// [`conv2d_backward_saved`]): the Winograd input transform of x, when the forward ran
+/// Winograd over the whole batch in one window. Empty otherwise; the backward then recomputes.
+#[derive(Clone, Default)]
+pub struct ConvSaved {
+    v: Option<Tensor>,
+}
+
+impl ConvSaved {
+    /// Bytes held (0 when nothing was kept).
+    pub fn bytes(&self) -> u64 {
+        self.v.as_ref().map_or(0, |v| v.bytes())
+    }
+}
+
+/// [`conv2d_fused`] (algorithm [`Algo::Auto`]) that also keeps what the backward would
+/// otherwise recompute: with Winograd, the input transform V (2.25× the size of x), which
+/// saves the weight grad one input transform.
+pub fn conv2d_fused_saving(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    epi: Epilogue<'_>,
+) -> Result<(Tensor, ConvSaved)> {
+    let g = Geometry::new("conv2d_fused", x, w, p)?;
+    if let Ok(Algo::Winograd { window }) = resolve_forward(ctx, Algo::Auto, &g) {
+        if let Some(b) = bias {
+            b.expect_shape("conv2d_fused", "bias", &[g.cout])?;
+        }
+        if let Some(ib) = epi.image_bias {
+            ib.expect_shape("conv2d_fused", "image_bias", &[g.n, g.cout])?;
+        }
+        if let Some((r, _)) = epi.residual {
+            r.expect_shape("conv2d_fused", "residual", &[g.n, g.cout, g.ho, g.wo])?;
+        }
+        let (y, v) = winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, true)?;
+        return Ok((y, ConvSaved { v }));
+    }
+    Ok((conv2d_fused(ctx, x, w, bias, p, epi)?, ConvSaved::default()))
+}
+
+/// [`conv2d_backward`] using what [`conv2d_fused_saving`] kept from the forward on the same x
+/// and w.
+pub fn conv2d_backward_saved(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    p: Conv2dParams,
+    need_dx: bool,
+    saved: &ConvSaved,
+) -> Result<Conv2dGrads> {
+    backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, saved.v.as_ref())
 }
 
 /// [`conv2d`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
@@ -356,6 +413,21 @@ pub fn conv2d_backward_with(
     p: Conv2dParams,
     need_dx: bool,
 ) -> Result<Conv2dGrads> {
+    backward_impl(ctx, algo, x, w, dy, p, need_dx, None)
+}
+
+/// [`conv2d_backward_with`], with the forward's Winograd input transform when it was kept.
+#[allow(clippy::too_many_arguments)]
+fn backward_impl(
+    ctx: &Context,
+    algo: Algo,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    p: Conv2dParams,
+    need_dx: bool,
+    saved_v: Option<&Tensor>,
+) -> Result<Conv2dGrads> {
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
@@ -383,7 +455,7 @@ pub fn conv2d_backward_with(
             Algo::Winograd { window } => window,
             _ => 0,
         };
-        let (dw, db) = winograd_backward_weight(ctx, &g, x, dy, window)?;
+        let (dw, db) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
         let dx = match (need_dx, dx_winograd) {
             (false, _) => None,
             (true, true) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
@@ -561,8 +633,15 @@ fn resolve_forward(ctx: &Context, algo: Algo, g: &Geometry) -> Result<Algo> {
                 ctx.adapter_name()
             ),
         )),
+        // On CPU adapters Winograd replaces im2col, and the implicit GEMM where im2col cannot run
+        // (Ho·Wo not a multiple of 4), unless DDPM_CONV=direct or DDPM_NO_WINOGRAD asks otherwise.
         Algo::Auto => match resolve(ctx, algo, g, false)? {
-            Algo::Im2col { .. } if winograd_possible(ctx, g) && std::env::var_os("DDPM_NO_WINOGRAD").is_none() => {
+            Algo::Im2col { .. } | Algo::Direct
+                if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+                    && winograd_possible(ctx, g)
+                    && std::env::var_os("DDPM_NO_WINOGRAD").is_none()
+                    && !std::env::var("DDPM_CONV").is_ok_and(|v| v == "direct") =>
+            {
                 Ok(WINOGRAD)
             }
             other => Ok(other),
@@ -997,11 +1076,13 @@ fn winograd_forward(
     window: usize,
     flip: bool,
 ) -> Result<Tensor> {
-    winograd_forward_fused(ctx, g, x, w, bias, window, flip, Epilogue::default())
+    Ok(winograd_forward_fused(ctx, g, x, w, bias, window, flip, Epilogue::default(), false)?.0)
 }
 
 /// [`winograd_forward`] with `epi` applied by the output transform. With an image bias, the
-/// output transform reads one bias row per image: bias + image_bias, [N, Cout].
+/// output transform reads one bias row per image: bias + image_bias, [N, Cout]. With `save`
+/// and the whole batch in one window, also returns the input transform V for the weight grad
+/// (pad columns zeroed, as that grad's GEMM sums over them).
 #[allow(clippy::too_many_arguments)]
 fn winograd_forward_fused(
     ctx: &Context,
@@ -1012,7 +1093,8 @@ fn winograd_forward_fused(
     window: usize,
     flip: bool,
     epi: Epilogue<'_>,
-) -> Result<Tensor> {
+    save: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let rows = match (epi.image_bias, bias) {
         (Some(ib), Some(b)) => {
             let per_image = ctx.empty(&[g.n, g.cout], "conv2d.bias_rows")?;
@@ -1033,6 +1115,10 @@ fn winograd_forward_fused(
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
     let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;
     let m = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_m")?;
+    let save = save && window >= g.n;
+    if save && g.wino_cols(g.n) != g.n * g.wino_tiles_per_image() {
+        ctx.clear_buffer(v.buffer());
+    }
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = WinoParams {
@@ -1064,7 +1150,7 @@ fn winograd_forward_fused(
         let r = epi.residual.map_or(m.buffer(), |(r, _)| r.buffer());
         wino_tiles(ctx, "wino_output", &params, g, g.cout, &[m.buffer(), b, y.buffer(), r])?;
     }
-    Ok(y)
+    Ok((y, save.then_some(v)))
 }
 
 /// Weight and bias grads of the Winograd forward: dM = A dy Aᵀ per tile, 36 GEMMs
@@ -1075,9 +1161,15 @@ fn winograd_backward_weight(
     x: &Tensor,
     dy: &Tensor,
     window: usize,
+    saved_v: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let window = wino_window(ctx, g, window);
-    let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;
+    // The forward's V serves when it covers this window layout: one window, same columns.
+    let saved_v = saved_v.filter(|v| window >= g.n && v.shape() == [WINO_POINTS, g.cin, g.wino_cols(g.n)]);
+    let v = match saved_v {
+        Some(v) => v.clone(),
+        None => ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?,
+    };
     let dm = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_dm")?;
     let du = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_du")?;
     for n0 in (0..g.n).step_by(window) {
@@ -1085,11 +1177,15 @@ fn winograd_backward_weight(
         let params = g.wino_params(n0, nb, false);
         if params.cols as usize != nb * g.wino_tiles_per_image() {
             // The GEMM below sums over the pad columns too: they must hold zeros, not what a
-            // pooled buffer or an earlier window left there.
-            ctx.clear_buffer(v.buffer());
+            // pooled buffer or an earlier window left there (a saved V has them zeroed).
+            if saved_v.is_none() {
+                ctx.clear_buffer(v.buffer());
+            }
             ctx.clear_buffer(dm.buffer());
         }
-        wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+        if saved_v.is_none() {
+            wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+        }
         wino_tiles(ctx, "wino_dy", &params, g, g.cout, &[dy.buffer(), dm.buffer()])?;
         // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.
         let gemm = matmul::SgGemm {

@@ -548,3 +548,64 @@ fn conv2d_fused_epilogue() {
         }
     }
 }
+
+/// conv2d_fused_saving keeps the Winograd input transform and conv2d_backward_saved uses it for
+/// the weight grad: the grads equal the reference's, with padded columns (2×3 tiles per image)
+/// and without, and where nothing is kept (not Winograd) the backward recomputes.
+#[test]
+fn conv2d_saved_input_transform_serves_the_backward() {
+    use ddpm_wgpu::ops::conv2d::{conv2d_backward_saved, conv2d_fused_saving, Epilogue};
+    let ctx = ctx();
+    let winograd_here = ctx.has_subgroups() && ctx.adapter_info().subgroup_min_size == 8;
+    let cases = [
+        (
+            "3x4x7x9 -> 8 k3",
+            dims(3, 4, (7, 9), 8, (3, 3), Conv2dParams::new(1, 1)),
+            true,
+        ),
+        (
+            "2x8x8x8 -> 12 k3",
+            dims(2, 8, (8, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            true,
+        ),
+        (
+            "2x5x7x6 -> 4 k3 s2",
+            dims(2, 5, (7, 6), 4, (3, 3), Conv2dParams::new(2, 1)),
+            false,
+        ),
+    ];
+    for (i, (name, d, winograd)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let (ho, wo) = d.out_hw();
+        let seed = 300 + 10 * i as u64;
+        let xh = rand_vec(d.n * d.cin * d.h * d.w, seed);
+        let wh = rand_vec(d.cout * d.cin * d.kh * d.kw, seed + 1);
+        let bh = rand_vec(d.cout, seed + 2);
+        let dyh = rand_vec(d.n * d.cout * ho * wo, seed + 3);
+        // A pooled buffer of V's exact size full of NaN (the pool recycles by size): its pad
+        // columns must be zeroed, not left to the weight grad's GEMM.
+        ctx.trim_pool();
+        let v_len = 36 * d.cin * (d.n * d.h.div_ceil(4) * d.w.div_ceil(4)).next_multiple_of(4);
+        drop(ctx.upload(&[v_len], &vec![f32::NAN; v_len]).unwrap());
+        let x = ctx.upload(&[d.n, d.cin, d.h, d.w], &xh).unwrap();
+        let w = ctx.upload(&[d.cout, d.cin, d.kh, d.kw], &wh).unwrap();
+        let b = ctx.upload(&[d.cout], &bh).unwrap();
+        let dy = ctx.upload(&[d.n, d.cout, ho, wo], &dyh).unwrap();
+        let (y, saved) = conv2d_fused_saving(ctx, &x, &w, Some(&b), p, Epilogue::default()).unwrap();
+        assert_eq!(
+            saved.bytes() > 0,
+            winograd && winograd_here,
+            "{name}: kept {} bytes",
+            saved.bytes()
+        );
+        let (x64, w64, dy64) = (to_f64(&xh), to_f64(&wh), to_f64(&dyh));
+        let want_y = cref::conv2d(&x64, &w64, Some(&to_f64(&bh)[..]), &d);
+        assert_close(&format!("{name} y"), &ctx.read(&y).unwrap(), &want_y, 1e-4, 1e-4);
+        let g = conv2d_backward_saved(ctx, &x, &w, &dy, p, true, &saved).unwrap();
+        let want_dw = cref::conv2d_backward_weight(&x64, &dy64, &d);
+        assert_close(&format!("{name} dw"), &ctx.read(&g.dw).unwrap(), &want_dw, 1e-4, 1e-4);
+        let want_dx = cref::conv2d_backward_input(&dy64, &w64, &d);
+        let dx = g.dx.expect("need_dx = true returns dx");
+        assert_close(&format!("{name} dx"), &ctx.read(&dx).unwrap(), &want_dx, 1e-4, 1e-4);
+    }
+}
