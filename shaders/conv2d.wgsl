@@ -517,9 +517,16 @@ struct WinoParams {
     bias_stride: u32,
     has_residual: u32,
     res_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // Input transform: when norm_cpg > 0, x is group-normalized as it is read (norm_cpg channels
+    // per group; stats [N, G, 2] = (mean, rstd), γ, β [Cin]), then SiLU when norm_silu.
+    norm_cpg: u32,
+    norm_silu: u32,
 }
+
+// The input norm of wino_input (bindings 3..5 of that entry point only).
+@group(0) @binding(3) var<storage, read> g_nstats: array<f32>;
+@group(0) @binding(4) var<storage, read> g_ngamma: array<f32>;
+@group(0) @binding(5) var<storage, read> g_nbeta: array<f32>;
 
 // The residual added by the output transform (binding 4 of wino_output only).
 @group(0) @binding(4) var<storage, read> g_r: array<f32>;
@@ -663,7 +670,20 @@ fn wino_tile(i: u32, tiles: u32) -> vec4<u32> {
     return vec4<u32>(ch, b, ty, t - ty * wq.tw);
 }
 
-// g_a = x, g_o2 = V [36, Cin, cols] for images n0..n0+nb.
+// One input value as the transform sees it: normalized (x·ns + nb, then SiLU) when the input
+// norm is on, and 0 outside the image (the padding comes after the norm).
+fn wino_in(x: f32, ok: bool, ns: f32, nb: f32) -> f32 {
+    var v = x;
+    if (wq.norm_cpg != 0u) {
+        v = x * ns + nb;
+        if (wq.norm_silu != 0u) {
+            v = v / (1.0 + exp(-v));
+        }
+    }
+    return select(0.0, v, ok);
+}
+
+// g_a = x, g_o2 = V [36, Cin, cols] for images n0..n0+nb; bindings 3..5: the input norm.
 @compute @workgroup_size(256)
 fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -677,6 +697,14 @@ fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let y0 = i32(c.z * 4u) - 1;
     let x0 = i32(c.w * 4u) - 1;
     let base = ((wq.n0 + c.y) * wq.cin + ci) * wq.h * wq.w;
+    // The input norm as x·ns + nb (then SiLU), the same for the whole invocation.
+    var ns = 1.0;
+    var nb = 0.0;
+    if (wq.norm_cpg != 0u) {
+        let grp = ((wq.n0 + c.y) * (wq.cin / wq.norm_cpg) + ci / wq.norm_cpg) * 2u;
+        ns = g_nstats[grp + 1u] * g_ngamma[ci];
+        nb = g_nbeta[ci] - g_nstats[grp] * ns;
+    }
     // d = the 6×6 input tile (0 past the image); t = Bᵀ d column by column, v = t B row by row
     // (unrolled: llvmpipe keeps private arrays in registers only when every index is a constant).
     var ok_r: array<bool, 6>;
@@ -690,47 +718,47 @@ fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         off_c[k] = select(0u, u32(x0 + k), ok_c[k]);
     }
     let t0 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[0]], ok_r[0] && ok_c[0]),
-        select(0.0, g_a[base + off_r[1] + off_c[0]], ok_r[1] && ok_c[0]),
-        select(0.0, g_a[base + off_r[2] + off_c[0]], ok_r[2] && ok_c[0]),
-        select(0.0, g_a[base + off_r[3] + off_c[0]], ok_r[3] && ok_c[0]),
-        select(0.0, g_a[base + off_r[4] + off_c[0]], ok_r[4] && ok_c[0]),
-        select(0.0, g_a[base + off_r[5] + off_c[0]], ok_r[5] && ok_c[0])));
+        wino_in(g_a[base + off_r[0] + off_c[0]], ok_r[0] && ok_c[0], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[0]], ok_r[1] && ok_c[0], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[0]], ok_r[2] && ok_c[0], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[0]], ok_r[3] && ok_c[0], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[0]], ok_r[4] && ok_c[0], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[0]], ok_r[5] && ok_c[0], ns, nb)));
     let t1 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[1]], ok_r[0] && ok_c[1]),
-        select(0.0, g_a[base + off_r[1] + off_c[1]], ok_r[1] && ok_c[1]),
-        select(0.0, g_a[base + off_r[2] + off_c[1]], ok_r[2] && ok_c[1]),
-        select(0.0, g_a[base + off_r[3] + off_c[1]], ok_r[3] && ok_c[1]),
-        select(0.0, g_a[base + off_r[4] + off_c[1]], ok_r[4] && ok_c[1]),
-        select(0.0, g_a[base + off_r[5] + off_c[1]], ok_r[5] && ok_c[1])));
+        wino_in(g_a[base + off_r[0] + off_c[1]], ok_r[0] && ok_c[1], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[1]], ok_r[1] && ok_c[1], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[1]], ok_r[2] && ok_c[1], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[1]], ok_r[3] && ok_c[1], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[1]], ok_r[4] && ok_c[1], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[1]], ok_r[5] && ok_c[1], ns, nb)));
     let t2 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[2]], ok_r[0] && ok_c[2]),
-        select(0.0, g_a[base + off_r[1] + off_c[2]], ok_r[1] && ok_c[2]),
-        select(0.0, g_a[base + off_r[2] + off_c[2]], ok_r[2] && ok_c[2]),
-        select(0.0, g_a[base + off_r[3] + off_c[2]], ok_r[3] && ok_c[2]),
-        select(0.0, g_a[base + off_r[4] + off_c[2]], ok_r[4] && ok_c[2]),
-        select(0.0, g_a[base + off_r[5] + off_c[2]], ok_r[5] && ok_c[2])));
+        wino_in(g_a[base + off_r[0] + off_c[2]], ok_r[0] && ok_c[2], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[2]], ok_r[1] && ok_c[2], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[2]], ok_r[2] && ok_c[2], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[2]], ok_r[3] && ok_c[2], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[2]], ok_r[4] && ok_c[2], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[2]], ok_r[5] && ok_c[2], ns, nb)));
     let t3 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[3]], ok_r[0] && ok_c[3]),
-        select(0.0, g_a[base + off_r[1] + off_c[3]], ok_r[1] && ok_c[3]),
-        select(0.0, g_a[base + off_r[2] + off_c[3]], ok_r[2] && ok_c[3]),
-        select(0.0, g_a[base + off_r[3] + off_c[3]], ok_r[3] && ok_c[3]),
-        select(0.0, g_a[base + off_r[4] + off_c[3]], ok_r[4] && ok_c[3]),
-        select(0.0, g_a[base + off_r[5] + off_c[3]], ok_r[5] && ok_c[3])));
+        wino_in(g_a[base + off_r[0] + off_c[3]], ok_r[0] && ok_c[3], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[3]], ok_r[1] && ok_c[3], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[3]], ok_r[2] && ok_c[3], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[3]], ok_r[3] && ok_c[3], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[3]], ok_r[4] && ok_c[3], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[3]], ok_r[5] && ok_c[3], ns, nb)));
     let t4 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[4]], ok_r[0] && ok_c[4]),
-        select(0.0, g_a[base + off_r[1] + off_c[4]], ok_r[1] && ok_c[4]),
-        select(0.0, g_a[base + off_r[2] + off_c[4]], ok_r[2] && ok_c[4]),
-        select(0.0, g_a[base + off_r[3] + off_c[4]], ok_r[3] && ok_c[4]),
-        select(0.0, g_a[base + off_r[4] + off_c[4]], ok_r[4] && ok_c[4]),
-        select(0.0, g_a[base + off_r[5] + off_c[4]], ok_r[5] && ok_c[4])));
+        wino_in(g_a[base + off_r[0] + off_c[4]], ok_r[0] && ok_c[4], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[4]], ok_r[1] && ok_c[4], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[4]], ok_r[2] && ok_c[4], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[4]], ok_r[3] && ok_c[4], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[4]], ok_r[4] && ok_c[4], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[4]], ok_r[5] && ok_c[4], ns, nb)));
     let t5 = wino_bt(array<f32, 6>(
-        select(0.0, g_a[base + off_r[0] + off_c[5]], ok_r[0] && ok_c[5]),
-        select(0.0, g_a[base + off_r[1] + off_c[5]], ok_r[1] && ok_c[5]),
-        select(0.0, g_a[base + off_r[2] + off_c[5]], ok_r[2] && ok_c[5]),
-        select(0.0, g_a[base + off_r[3] + off_c[5]], ok_r[3] && ok_c[5]),
-        select(0.0, g_a[base + off_r[4] + off_c[5]], ok_r[4] && ok_c[5]),
-        select(0.0, g_a[base + off_r[5] + off_c[5]], ok_r[5] && ok_c[5])));
+        wino_in(g_a[base + off_r[0] + off_c[5]], ok_r[0] && ok_c[5], ns, nb),
+        wino_in(g_a[base + off_r[1] + off_c[5]], ok_r[1] && ok_c[5], ns, nb),
+        wino_in(g_a[base + off_r[2] + off_c[5]], ok_r[2] && ok_c[5], ns, nb),
+        wino_in(g_a[base + off_r[3] + off_c[5]], ok_r[3] && ok_c[5], ns, nb),
+        wino_in(g_a[base + off_r[4] + off_c[5]], ok_r[4] && ok_c[5], ns, nb),
+        wino_in(g_a[base + off_r[5] + off_c[5]], ok_r[5] && ok_c[5], ns, nb)));
     let plane = wq.cin * wq.cols;
     let o = ci * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
     let v0 = wino_bt(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0]));

@@ -48,7 +48,7 @@ impl Conv {
         ctx: &Context,
         ps: &Params,
         x: &Tensor,
-        epi: conv2d::Epilogue<'_>,
+        epi: conv2d::Fused<'_>,
         save: bool,
     ) -> Result<(Tensor, conv2d::ConvSaved)> {
         let (w, b) = (ps.get(self.w), Some(ps.get(self.b)));
@@ -140,6 +140,24 @@ impl GroupNorm {
             eps,
         }
     }
+    /// The stats `[N, G, 2]` of x only (see [`GroupNorm::input`]).
+    pub(crate) fn stats(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
+        groupnorm::group_norm_stats(ctx, x, ps.get(self.gamma), ps.get(self.beta), self.groups, self.eps)
+    }
+    /// This norm (then SiLU when `silu`) for a convolution to apply to its input as it reads it.
+    pub(crate) fn input<'a>(&self, ps: &'a Params, stats: &'a Tensor, silu: bool) -> conv2d::InputNorm<'a> {
+        conv2d::InputNorm {
+            stats,
+            gamma: ps.get(self.gamma),
+            beta: ps.get(self.beta),
+            groups: self.groups,
+            silu,
+        }
+    }
+    /// y of [`GroupNorm::forward`] from stats computed before.
+    pub(crate) fn apply(&self, ctx: &Context, ps: &Params, x: &Tensor, stats: &Tensor, silu: bool) -> Result<Tensor> {
+        groupnorm::group_norm_apply(ctx, x, ps.get(self.gamma), ps.get(self.beta), stats, self.groups, silu)
+    }
     /// Returns (y, stats).
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor, silu: bool) -> Result<(Tensor, Tensor)> {
         groupnorm::group_norm(
@@ -198,10 +216,12 @@ pub struct ResnetBlock {
 pub struct ResnetTape {
     x: Tensor,
     stats1: Tensor,
-    a1: Tensor,
+    // silu(norm1(x)) and the (dropped-out) silu(norm2(h)); None where the convolution
+    // normalized its input itself (outside training), recomputed by the backward.
+    a1: Option<Tensor>,
     h: Tensor,
     stats2: Tensor,
-    d2: Tensor,
+    d2: Option<Tensor>,
     seed: u64,
     train: bool,
     // The convolutions' Winograd input transforms, kept in training for their weight grads.
@@ -255,31 +275,52 @@ impl ResnetBlock {
         temb_act: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, ResnetTape)> {
-        let (a1, stats1) = self.norm1.forward(ctx, ps, x, true)?;
+        // Outside training the norms (+ SiLU) run inside the next convolution's input transform
+        // (`conv2d::InputNorm`) and their outputs are never stored; a backward on such a tape
+        // recomputes them. Training keeps them (dropout sits between norm2 and conv2, and the
+        // weight grads read them where no input transform was kept).
+        let fuse = !mode.train;
+        let (a1, stats1) = if fuse {
+            (None, self.norm1.stats(ctx, ps, x)?)
+        } else {
+            let (a1, stats1) = self.norm1.forward(ctx, ps, x, true)?;
+            (Some(a1), stats1)
+        };
         let tproj = self.time_emb_proj.forward(ctx, ps, temb_act)?;
         // h = conv1(a1) + tproj per (image, channel), added by the convolution's output stage.
-        let epi1 = conv2d::Epilogue {
+        let epi1 = conv2d::Fused {
+            input_norm: fuse.then(|| self.norm1.input(ps, &stats1, true)),
             image_bias: Some(&tproj),
             residual: None,
         };
-        let (h, saved1) = self.conv1.forward_fused(ctx, ps, &a1, epi1, mode.train)?;
-        let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
+        let (h, saved1) = self
+            .conv1
+            .forward_fused(ctx, ps, a1.as_ref().unwrap_or(x), epi1, mode.train)?;
         let train = mode.train && self.dropout > 0.0;
-        let d2 = if train {
-            dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)?
+        let (d2, stats2) = if fuse {
+            (None, self.norm2.stats(ctx, ps, &h)?)
         } else {
-            a2
+            let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
+            let d2 = if train {
+                dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)?
+            } else {
+                a2
+            };
+            (Some(d2), stats2)
         };
         let shortcut = match &self.conv_shortcut {
             Some(sc) => sc.forward(ctx, ps, x)?,
             None => x.clone(),
         };
         // out = (shortcut + conv2(d2)) / out_scale, also in the convolution's output stage.
-        let epi2 = conv2d::Epilogue {
+        let epi2 = conv2d::Fused {
+            input_norm: fuse.then(|| self.norm2.input(ps, &stats2, true)),
             image_bias: None,
             residual: Some((&shortcut, 1.0 / self.out_scale)),
         };
-        let (out, saved2) = self.conv2.forward_fused(ctx, ps, &d2, epi2, mode.train)?;
+        let (out, saved2) = self
+            .conv2
+            .forward_fused(ctx, ps, d2.as_ref().unwrap_or(&h), epi2, mode.train)?;
         Ok((
             out,
             ResnetTape {
@@ -318,9 +359,13 @@ impl ResnetBlock {
             Some(sc) => sc.backward(ctx, ps, g, &tape.x, &dy, true)?.expect("dx requested"),
             None => dy.clone(),
         };
+        let d2 = match tape.d2 {
+            Some(d2) => d2,
+            None => self.norm2.apply(ctx, ps, &tape.h, &tape.stats2, true)?,
+        };
         let dd2 = self
             .conv2
-            .backward_saved(ctx, ps, g, &tape.d2, &dy, true, &tape.saved2)?
+            .backward_saved(ctx, ps, g, &d2, &dy, true, &tape.saved2)?
             .expect("dx requested");
         let da2 = if tape.train {
             dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)?
@@ -337,9 +382,13 @@ impl ResnetBlock {
             Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
             None => *dtemb = Some(dt),
         }
+        let a1 = match tape.a1 {
+            Some(a1) => a1,
+            None => self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?,
+        };
         let da1 = self
             .conv1
-            .backward_saved(ctx, ps, g, &tape.a1, &dh, true, &tape.saved1)?
+            .backward_saved(ctx, ps, g, &a1, &dh, true, &tape.saved1)?
             .expect("dx requested");
         let dx = self.norm1.backward(ctx, ps, g, &tape.x, &tape.stats1, &da1, true)?;
         ew::add_inplace(ctx, &dx, &dx_short)?;

@@ -239,9 +239,28 @@ pub fn conv2d(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: C
     conv2d_with(ctx, Algo::Auto, x, w, bias, p)
 }
 
-/// What [`conv2d_fused`] adds to the convolution before it stores the output.
+/// A group norm (then SiLU when `silu`) that [`conv2d_fused`] applies to x as it reads it:
+/// the convolution sees (x − mean)·rstd·γ + β per (image, group, channel), zero-padded after.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    /// `[N, G, 2]` = (mean, rstd), from `ops::groupnorm::group_norm_stats`.
+    pub stats: &'a Tensor,
+    /// `[Cin]`.
+    pub gamma: &'a Tensor,
+    /// `[Cin]`.
+    pub beta: &'a Tensor,
+    /// Groups of the norm (dividing Cin).
+    pub groups: usize,
+    /// SiLU after the norm.
+    pub silu: bool,
+}
+
+/// What [`conv2d_fused`] does around the convolution: a group norm of its input, and additions
+/// to its output before it is stored.
 #[derive(Clone, Copy, Default)]
-pub struct Epilogue<'a> {
+pub struct Fused<'a> {
+    /// Normalize x as it is read (ResNet blocks: norm → SiLU → conv with no stored activation).
+    pub input_norm: Option<InputNorm<'a>>,
     /// `[N, Cout]`, added to every pixel of its image and channel (a ResNet block's time
     /// embedding projection).
     pub image_bias: Option<&'a Tensor>,
@@ -250,16 +269,31 @@ pub struct Epilogue<'a> {
     pub residual: Option<(&'a Tensor, f32)>,
 }
 
-/// [`conv2d`] followed by `epi`: y = s·(conv(x, w) + bias[c] + image_bias[n, c] + r) with the
-/// parts of `epi` that are present (s = 1 without a residual). The Winograd path adds them in
-/// its output transform, so they cost no extra pass over y; other algorithms add them after.
+/// The shapes of an input norm for x of geometry `g`.
+fn check_norm(g: &Geometry, nm: InputNorm<'_>) -> Result<()> {
+    const OP: &str = "conv2d_fused";
+    if nm.groups == 0 || !g.cin.is_multiple_of(nm.groups) {
+        return Err(Error::arg(
+            "input_norm.groups",
+            format!("{} groups do not divide the {} input channels", nm.groups, g.cin),
+        ));
+    }
+    nm.stats.expect_shape(OP, "input_norm.stats", &[g.n, nm.groups, 2])?;
+    nm.gamma.expect_shape(OP, "input_norm.gamma", &[g.cin])?;
+    nm.beta.expect_shape(OP, "input_norm.beta", &[g.cin])
+}
+
+/// [`conv2d`] with `epi`: y = s·(conv(norm(x), w) + bias[c] + image_bias[n, c] + r) with the
+/// parts of `epi` that are present (norm = identity without `input_norm`, s = 1 without a
+/// residual). The Winograd path applies them in its input and output transforms, so they cost
+/// no pass over x or y of their own; other algorithms run them as separate passes.
 pub fn conv2d_fused(
     ctx: &Context,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     p: Conv2dParams,
-    epi: Epilogue<'_>,
+    epi: Fused<'_>,
 ) -> Result<Tensor> {
     conv2d_fused_with(ctx, Algo::Auto, x, w, bias, p, epi)
 }
@@ -272,7 +306,7 @@ pub fn conv2d_fused_with(
     w: &Tensor,
     bias: Option<&Tensor>,
     p: Conv2dParams,
-    epi: Epilogue<'_>,
+    epi: Fused<'_>,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_fused";
     let g = Geometry::new(OP, x, w, p)?;
@@ -285,10 +319,17 @@ pub fn conv2d_fused_with(
     if let Some((r, _)) = epi.residual {
         r.expect_shape(OP, "residual", &[g.n, g.cout, g.ho, g.wo])?;
     }
+    if let Some(nm) = epi.input_norm {
+        check_norm(&g, nm)?;
+    }
     if let Algo::Winograd { window } = resolve_forward(ctx, algo, &g)? {
         return Ok(winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, false)?.0);
     }
-    let mut y = conv2d_with(ctx, algo, x, w, bias, p)?;
+    let normed = epi
+        .input_norm
+        .map(|nm| crate::ops::groupnorm::group_norm_apply(ctx, x, nm.gamma, nm.beta, nm.stats, nm.groups, nm.silu))
+        .transpose()?;
+    let mut y = conv2d_with(ctx, algo, normed.as_ref().unwrap_or(x), w, bias, p)?;
     if let Some(ib) = epi.image_bias {
         y = crate::ops::elementwise::add_channel_bias(ctx, &y, ib)?;
     }
@@ -322,7 +363,7 @@ pub fn conv2d_fused_saving(
     w: &Tensor,
     bias: Option<&Tensor>,
     p: Conv2dParams,
-    epi: Epilogue<'_>,
+    epi: Fused<'_>,
 ) -> Result<(Tensor, ConvSaved)> {
     let g = Geometry::new("conv2d_fused", x, w, p)?;
     if let Ok(Algo::Winograd { window }) = resolve_forward(ctx, Algo::Auto, &g) {
@@ -334,6 +375,9 @@ pub fn conv2d_fused_saving(
         }
         if let Some((r, _)) = epi.residual {
             r.expect_shape("conv2d_fused", "residual", &[g.n, g.cout, g.ho, g.wo])?;
+        }
+        if let Some(nm) = epi.input_norm {
+            check_norm(&g, nm)?;
         }
         let (y, v) = winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, true)?;
         return Ok((y, ConvSaved { v }));
@@ -933,8 +977,8 @@ struct WinoParams {
     bias_stride: u32,
     has_residual: u32,
     res_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    norm_cpg: u32,
+    norm_silu: u32,
 }
 
 /// Points of Winograd F(4×4, 3×3): the 6×6 transformed tile, one GEMM each.
@@ -969,8 +1013,8 @@ impl Geometry {
             bias_stride: 0,
             has_residual: 0,
             res_scale: 1.0,
-            _pad0: 0,
-            _pad1: 0,
+            norm_cpg: 0,
+            norm_silu: 0,
         }
     }
 }
@@ -987,6 +1031,21 @@ fn wino_tiles(
 ) -> Result<()> {
     let total = channels * params.nb as usize * g.wino_tiles_per_image();
     flat_dispatch(ctx, entry, params, total, buffers)
+}
+
+/// The Winograd input transform of x's window into V, normalizing x as it reads it when `norm`
+/// is given (`params.norm_cpg` set to match). Bindings 3–5 (stats, γ, β) are x without a norm.
+fn input_transform(
+    ctx: &Context,
+    params: &WinoParams,
+    g: &Geometry,
+    x: &Tensor,
+    v: &Tensor,
+    norm: Option<InputNorm<'_>>,
+) -> Result<()> {
+    let (stats, gamma, beta) = norm.map_or((x, x, x), |nm| (nm.stats, nm.gamma, nm.beta));
+    let buffers = [x.buffer(), v.buffer(), stats.buffer(), gamma.buffer(), beta.buffer()];
+    wino_tiles(ctx, "wino_input", params, g, g.cin, &buffers)
 }
 
 /// One GEMM of a pointwise convolution over the whole batch: `batch` products, `a` the weights
@@ -1076,7 +1135,7 @@ fn winograd_forward(
     window: usize,
     flip: bool,
 ) -> Result<Tensor> {
-    Ok(winograd_forward_fused(ctx, g, x, w, bias, window, flip, Epilogue::default(), false)?.0)
+    Ok(winograd_forward_fused(ctx, g, x, w, bias, window, flip, Fused::default(), false)?.0)
 }
 
 /// [`winograd_forward`] with `epi` applied by the output transform. With an image bias, the
@@ -1092,7 +1151,7 @@ fn winograd_forward_fused(
     bias: Option<&Tensor>,
     window: usize,
     flip: bool,
-    epi: Epilogue<'_>,
+    epi: Fused<'_>,
     save: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let rows = match (epi.image_bias, bias) {
@@ -1125,9 +1184,11 @@ fn winograd_forward_fused(
             bias_stride: if rows.is_some() { g.cout as u32 } else { 0 },
             has_residual: epi.residual.is_some() as u32,
             res_scale: epi.residual.map_or(1.0, |(_, s)| s),
+            norm_cpg: epi.input_norm.map_or(0, |nm| (g.cin / nm.groups) as u32),
+            norm_silu: epi.input_norm.is_some_and(|nm| nm.silu) as u32,
             ..g.wino_params(n0, nb, bias.is_some())
         };
-        wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+        input_transform(ctx, &params, g, x, &v, epi.input_norm)?;
         // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,
         // which the output transform never reads).
         let gemm = matmul::SgGemm {
@@ -1184,7 +1245,7 @@ fn winograd_backward_weight(
             ctx.clear_buffer(dm.buffer());
         }
         if saved_v.is_none() {
-            wino_tiles(ctx, "wino_input", &params, g, g.cin, &[x.buffer(), v.buffer()])?;
+            input_transform(ctx, &params, g, x, &v, None)?;
         }
         wino_tiles(ctx, "wino_dy", &params, g, g.cout, &[dy.buffer(), dm.buffer()])?;
         // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.

@@ -124,9 +124,23 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<(Tensor, Tensor)> {
-    let (p, group_wg, row_wg) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, silu)?;
+    let stats = group_norm_stats(ctx, x, gamma, beta, groups, eps)?;
+    let y = group_norm_apply(ctx, x, gamma, beta, &stats, groups, silu)?;
+    Ok((y, stats))
+}
+
+/// The per-(sample, group) stats `[N, G, 2]` = (mean, rstd) of [`group_norm`], without y (for a
+/// consumer that normalizes as it reads, `ops::conv2d::InputNorm`).
+pub fn group_norm_stats(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f32,
+) -> Result<Tensor> {
+    let (p, group_wg, _) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, false)?;
     let n = p.n as usize;
-    let y = ctx.empty(x.shape(), "group_norm.y")?;
     let stats = ctx.empty(&[n, groups, 2], "group_norm.stats")?;
     let chunks = ctx.empty(&[n * groups * p.gchunks as usize, 2], "group_norm.chunk_stats")?;
     let params = bytemuck::bytes_of(&p);
@@ -146,15 +160,31 @@ pub fn group_norm(
         buffers: &[chunks.buffer(), stats.buffer()],
         workgroups: ctx.grid(p.n * p.groups),
     })?;
+    Ok(stats)
+}
+
+/// y of [`group_norm`] from stats that [`group_norm_stats`] computed for the same x.
+pub fn group_norm_apply(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Tensor,
+    groups: usize,
+    silu: bool,
+) -> Result<Tensor> {
+    let (p, _, row_wg) = setup(ctx, "group_norm", x, gamma, beta, groups, 0.0, silu)?;
+    stats.expect_shape("group_norm", "stats", &[p.n as usize, groups, 2])?;
+    let y = ctx.empty(x.shape(), "group_norm.y")?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_normalize",
         constants: &row_wg,
-        params,
+        params: bytemuck::bytes_of(&p),
         buffers: &[x.buffer(), gamma.buffer(), beta.buffer(), stats.buffer(), y.buffer()],
         workgroups: ctx.grid(p.n * p.c * p.rchunks),
     })?;
-    Ok((y, stats))
+    Ok(y)
 }
 
 /// Gradients of [`group_norm`] (with the same `groups` and `silu`): (dx, dgamma, dbeta).

@@ -483,7 +483,7 @@ fn conv2d_grid_over_workgroup_limit() {
 /// start at n0) and through the other algorithms' separate passes; with and without each part.
 #[test]
 fn conv2d_fused_epilogue() {
-    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Epilogue};
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused};
     let ctx = ctx();
     let cases = [
         (
@@ -524,7 +524,8 @@ fn conv2d_fused_epilogue() {
         let conv = cref::conv2d(&to_f64(&xh), &to_f64(&wh), Some(&to_f64(&bh)[..]), &d);
         for (with_ib, with_r) in [(true, false), (false, true), (true, true)] {
             let scale = 0.7f32;
-            let epi = Epilogue {
+            let epi = Fused {
+                input_norm: None,
                 image_bias: with_ib.then_some(&ib),
                 residual: with_r.then_some((&r, scale)),
             };
@@ -554,7 +555,7 @@ fn conv2d_fused_epilogue() {
 /// and without, and where nothing is kept (not Winograd) the backward recomputes.
 #[test]
 fn conv2d_saved_input_transform_serves_the_backward() {
-    use ddpm_wgpu::ops::conv2d::{conv2d_backward_saved, conv2d_fused_saving, Epilogue};
+    use ddpm_wgpu::ops::conv2d::{conv2d_backward_saved, conv2d_fused_saving, Fused};
     let ctx = ctx();
     let winograd_here = ctx.has_subgroups() && ctx.adapter_info().subgroup_min_size == 8;
     let cases = [
@@ -591,7 +592,7 @@ fn conv2d_saved_input_transform_serves_the_backward() {
         let w = ctx.upload(&[d.cout, d.cin, d.kh, d.kw], &wh).unwrap();
         let b = ctx.upload(&[d.cout], &bh).unwrap();
         let dy = ctx.upload(&[d.n, d.cout, ho, wo], &dyh).unwrap();
-        let (y, saved) = conv2d_fused_saving(ctx, &x, &w, Some(&b), p, Epilogue::default()).unwrap();
+        let (y, saved) = conv2d_fused_saving(ctx, &x, &w, Some(&b), p, Fused::default()).unwrap();
         assert_eq!(
             saved.bytes() > 0,
             winograd && winograd_here,
@@ -608,4 +609,122 @@ fn conv2d_saved_input_transform_serves_the_backward() {
         let dx = g.dx.expect("need_dx = true returns dx");
         assert_close(&format!("{name} dx"), &ctx.read(&dx).unwrap(), &want_dx, 1e-4, 1e-4);
     }
+}
+
+/// conv2d_fused with an input norm: y = conv(silu(GroupNorm(x)), w) + bias against the f64
+/// reference (norm, then zero padding), through the Winograd input transform (one window and
+/// windows of one image, with and without SiLU, with a residual) and the separate-pass fallback.
+#[test]
+fn conv2d_fused_input_norm() {
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused, InputNorm};
+    use ddpm_wgpu::ops::groupnorm::group_norm_stats;
+    use ddpm_wgpu::reference::groupnorm as gref;
+    let ctx = ctx();
+    let cases = [
+        (
+            "3x8x9x8 -> 12 k3",
+            dims(3, 8, (9, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 0 },
+            4,
+            true,
+        ),
+        (
+            "3x8x9x8 -> 12 k3 x1",
+            dims(3, 8, (9, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 1 },
+            2,
+            false,
+        ),
+        (
+            "2x12x5x7 -> 4 k3",
+            dims(2, 12, (5, 7), 4, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 0 },
+            3,
+            true,
+        ),
+        (
+            "2x6x7x6 -> 4 k3 s2",
+            dims(2, 6, (7, 6), 4, (3, 3), Conv2dParams::new(2, 1)),
+            Algo::Auto,
+            3,
+            true,
+        ),
+    ];
+    for (i, (name, d, algo, groups, silu)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let (ho, wo) = d.out_hw();
+        let seed = 400 + 10 * i as u64;
+        // An offset and scale so that the norm matters.
+        let xh: Vec<f32> = rand_vec(d.n * d.cin * d.h * d.w, seed)
+            .iter()
+            .map(|v| 2.0 * v + 0.5)
+            .collect();
+        let wh = rand_vec(d.cout * d.cin * d.kh * d.kw, seed + 1);
+        let bh = rand_vec(d.cout, seed + 2);
+        let gh = rand_vec(d.cin, seed + 3);
+        let beh = rand_vec(d.cin, seed + 4);
+        let rh = rand_vec(d.n * d.cout * ho * wo, seed + 5);
+        let x = ctx.upload(&[d.n, d.cin, d.h, d.w], &xh).unwrap();
+        let w = ctx.upload(&[d.cout, d.cin, d.kh, d.kw], &wh).unwrap();
+        let b = ctx.upload(&[d.cout], &bh).unwrap();
+        let gamma = ctx.upload(&[d.cin], &gh).unwrap();
+        let beta = ctx.upload(&[d.cin], &beh).unwrap();
+        let r = ctx.upload(&[d.n, d.cout, ho, wo], &rh).unwrap();
+        let eps = 1e-5;
+        let stats = group_norm_stats(ctx, &x, &gamma, &beta, groups, eps).unwrap();
+        let (normed, _) = gref::group_norm(
+            &to_f64(&xh),
+            &to_f64(&gh),
+            &to_f64(&beh),
+            d.n,
+            d.cin,
+            d.h * d.w,
+            groups,
+            eps as f64,
+            silu,
+        );
+        let conv = cref::conv2d(&normed, &to_f64(&wh), Some(&to_f64(&bh)[..]), &d);
+        for with_r in [false, true] {
+            let epi = Fused {
+                input_norm: Some(InputNorm {
+                    stats: &stats,
+                    gamma: &gamma,
+                    beta: &beta,
+                    groups,
+                    silu,
+                }),
+                image_bias: None,
+                residual: with_r.then_some((&r, 0.5)),
+            };
+            let y = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, epi).unwrap();
+            let want: Vec<f64> = conv
+                .iter()
+                .zip(&rh)
+                .map(|(&c, &rv)| if with_r { 0.5 * (c + rv as f64) } else { c })
+                .collect();
+            // Normalized inputs are O(1) (|γ|, |β| < 1): the same sums as the plain tests.
+            let label = format!("{name} {algo:?} groups={groups} silu={silu} residual={with_r}");
+            assert_close(&label, &ctx.read(&y).unwrap(), &want, 1e-4, 1e-4);
+        }
+    }
+    // Groups must divide Cin, and the stats must fit.
+    let x = ctx.zeros(&[1, 8, 4, 4], "x").unwrap();
+    let w = ctx.zeros(&[4, 8, 3, 3], "w").unwrap();
+    let g8 = ctx.zeros(&[8], "g").unwrap();
+    let stats = ctx.zeros(&[1, 3, 2], "stats").unwrap();
+    let bad = Fused {
+        input_norm: Some(InputNorm {
+            stats: &stats,
+            gamma: &g8,
+            beta: &g8,
+            groups: 3,
+            silu: true,
+        }),
+        ..Fused::default()
+    };
+    let err = conv2d_fused_with(ctx, Algo::Auto, &x, &w, None, Conv2dParams::new(1, 1), bad).unwrap_err();
+    assert!(
+        err.to_string().contains("3 groups do not divide the 8 input channels"),
+        "{err}"
+    );
 }
