@@ -512,9 +512,9 @@ struct WinoParams {
     flip: u32,
     // Columns per plane of V, M and dM: nb·th·tw rounded up to a multiple of 4.
     cols: u32,
-    // Output transform: bias[b·bias_stride + co] (0: one bias for all images, Cout: one row
-    // per image), then y = res_scale·(y + r) when has_residual.
-    bias_stride: u32,
+    // Output transform: y + bias[co] (has_bias) + image_bias[b, co] (has_image_bias), then
+    // res_scale·(y + r) when has_residual.
+    has_image_bias: u32,
     has_residual: u32,
     res_scale: f32,
     // Input transform: when norm_cpg > 0, x is group-normalized as it is read (norm_cpg channels
@@ -528,8 +528,10 @@ struct WinoParams {
 @group(0) @binding(4) var<storage, read> g_ngamma: array<f32>;
 @group(0) @binding(5) var<storage, read> g_nbeta: array<f32>;
 
-// The residual added by the output transform (binding 4 of wino_output only).
+// The residual and per-image bias [N, Cout] added by the output transform (bindings 4 and 5 of
+// wino_output only).
 @group(0) @binding(4) var<storage, read> g_r: array<f32>;
+@group(0) @binding(5) var<storage, read> g_ib: array<f32>;
 
 @group(0) @binding(0) var<uniform> wq: WinoParams;
 
@@ -815,7 +817,7 @@ fn wino_store(o: u32, v: f32) {
 }
 
 // g_a = M [36, Cout, cols], g_b = bias (read when has_bias), g_o3 = y (images n0..n0+nb),
-// g_r = residual (read when has_residual).
+// g_r = residual (read when has_residual), g_ib = image bias (read when has_image_bias).
 @compute @workgroup_size(256)
 fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -849,7 +851,10 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
     var bias_v = 0.0;
     if (wq.has_bias != 0u) {
-        bias_v = g_b[(wq.n0 + c.y) * wq.bias_stride + co];
+        bias_v = g_b[co];
+    }
+    if (wq.has_image_bias != 0u) {
+        bias_v += g_ib[(wq.n0 + c.y) * wq.cout + co];
     }
     let oy = c.z * 4u;
     let ox = c.w * 4u;

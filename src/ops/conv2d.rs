@@ -308,6 +308,22 @@ pub fn conv2d_fused_with(
     p: Conv2dParams,
     epi: Fused<'_>,
 ) -> Result<Tensor> {
+    Ok(fused_impl(ctx, algo, x, w, bias, p, epi, false)?.0)
+}
+
+/// [`conv2d_fused_with`], also returning the Winograd input transform when `save` and the
+/// whole batch ran in one Winograd window.
+#[allow(clippy::too_many_arguments)]
+fn fused_impl(
+    ctx: &Context,
+    algo: Algo,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    epi: Fused<'_>,
+    save: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     const OP: &str = "conv2d_fused";
     let g = Geometry::new(OP, x, w, p)?;
     if let Some(b) = bias {
@@ -323,7 +339,7 @@ pub fn conv2d_fused_with(
         check_norm(&g, nm)?;
     }
     if let Algo::Winograd { window } = resolve_forward(ctx, algo, &g)? {
-        return Ok(winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, false)?.0);
+        return winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, save);
     }
     let normed = epi
         .input_norm
@@ -336,7 +352,7 @@ pub fn conv2d_fused_with(
     if let Some((r, scale)) = epi.residual {
         y = crate::ops::elementwise::axpby(ctx, r, &y, scale, scale)?;
     }
-    Ok(y)
+    Ok((y, None))
 }
 
 /// What a convolution's forward keeps for its backward ([`conv2d_fused_saving`],
@@ -365,24 +381,8 @@ pub fn conv2d_fused_saving(
     p: Conv2dParams,
     epi: Fused<'_>,
 ) -> Result<(Tensor, ConvSaved)> {
-    let g = Geometry::new("conv2d_fused", x, w, p)?;
-    if let Ok(Algo::Winograd { window }) = resolve_forward(ctx, Algo::Auto, &g) {
-        if let Some(b) = bias {
-            b.expect_shape("conv2d_fused", "bias", &[g.cout])?;
-        }
-        if let Some(ib) = epi.image_bias {
-            ib.expect_shape("conv2d_fused", "image_bias", &[g.n, g.cout])?;
-        }
-        if let Some((r, _)) = epi.residual {
-            r.expect_shape("conv2d_fused", "residual", &[g.n, g.cout, g.ho, g.wo])?;
-        }
-        if let Some(nm) = epi.input_norm {
-            check_norm(&g, nm)?;
-        }
-        let (y, v) = winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, true)?;
-        return Ok((y, ConvSaved { v }));
-    }
-    Ok((conv2d_fused(ctx, x, w, bias, p, epi)?, ConvSaved::default()))
+    let (y, v) = fused_impl(ctx, Algo::Auto, x, w, bias, p, epi, true)?;
+    Ok((y, ConvSaved { v }))
 }
 
 /// [`conv2d_backward`] using what [`conv2d_fused_saving`] kept from the forward on the same x
@@ -974,7 +974,7 @@ struct WinoParams {
     has_bias: u32,
     flip: u32,
     cols: u32,
-    bias_stride: u32,
+    has_image_bias: u32,
     has_residual: u32,
     res_scale: f32,
     norm_cpg: u32,
@@ -1010,7 +1010,7 @@ impl Geometry {
             has_bias: has_bias as u32,
             flip: 0,
             cols: self.wino_cols(nb) as u32,
-            bias_stride: 0,
+            has_image_bias: 0,
             has_residual: 0,
             res_scale: 1.0,
             norm_cpg: 0,
@@ -1138,8 +1138,7 @@ fn winograd_forward(
     Ok(winograd_forward_fused(ctx, g, x, w, bias, window, flip, Fused::default(), false)?.0)
 }
 
-/// [`winograd_forward`] with `epi` applied by the output transform. With an image bias, the
-/// output transform reads one bias row per image: bias + image_bias, [N, Cout]. With `save`
+/// [`winograd_forward`] with `epi` applied by the input and output transforms. With `save`
 /// and the whole batch in one window, also returns the input transform V for the weight grad
 /// (pad columns zeroed, as that grad's GEMM sums over them).
 #[allow(clippy::too_many_arguments)]
@@ -1154,16 +1153,6 @@ fn winograd_forward_fused(
     epi: Fused<'_>,
     save: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let rows = match (epi.image_bias, bias) {
-        (Some(ib), Some(b)) => {
-            let per_image = ctx.empty(&[g.n, g.cout], "conv2d.bias_rows")?;
-            matmul::broadcast_rows(ctx, b, &per_image, g.n, g.cout)?;
-            Some(crate::ops::elementwise::add(ctx, &per_image, ib)?)
-        }
-        (Some(ib), None) => Some(ib.clone()),
-        (None, _) => None,
-    };
-    let bias = rows.as_ref().or(bias);
     let window = wino_window(ctx, g, window);
     let params = WinoParams {
         flip: flip as u32,
@@ -1181,7 +1170,7 @@ fn winograd_forward_fused(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = WinoParams {
-            bias_stride: if rows.is_some() { g.cout as u32 } else { 0 },
+            has_image_bias: epi.image_bias.is_some() as u32,
             has_residual: epi.residual.is_some() as u32,
             res_scale: epi.residual.map_or(1.0, |(_, s)| s),
             norm_cpg: epi.input_norm.map_or(0, |nm| (g.cin / nm.groups) as u32),
@@ -1206,10 +1195,13 @@ fn winograd_forward_fused(
             out_off: 0,
         };
         matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
-        // Without a bias (residual) the kernel never reads binding 2 (4); M stands in for it.
+        // Without a bias (residual, image bias) the kernel never reads binding 2 (4, 5); M
+        // stands in for it.
         let b = bias.map_or(m.buffer(), |b| b.buffer());
         let r = epi.residual.map_or(m.buffer(), |(r, _)| r.buffer());
-        wino_tiles(ctx, "wino_output", &params, g, g.cout, &[m.buffer(), b, y.buffer(), r])?;
+        let ib = epi.image_bias.map_or(m.buffer(), |ib| ib.buffer());
+        let buffers = [m.buffer(), b, y.buffer(), r, ib];
+        wino_tiles(ctx, "wino_output", &params, g, g.cout, &buffers)?;
     }
     Ok((y, save.then_some(v)))
 }
