@@ -34,11 +34,13 @@ pub fn report(ctx: &Context, name: &str, per_iter: Duration, flops: f64, bytes: 
     if bytes > 0.0 {
         line += &format!("  {:.2} GB/s", bytes / s / 1e9);
     }
-    println!("{line}  [{}]", adapter(&ctx));
+    println!("{line}  [{}]", adapter(ctx));
 }
 
 /// The adapter and its driver version (llvmpipe's speed depends on the Mesa release).
 pub fn adapter(ctx: &Context) -> String {
     let info = ctx.adapter_info();
-    format!("{}, {}", ctx.adapter_name(), info.driver_info).trim_end_matches(", ").to_string()
+    format!("{}, {}", ctx.adapter_name(), info.driver_info)
+        .trim_end_matches(", ")
+        .to_string()
 }

@@ -47,7 +47,7 @@ fn run(ctx: &Context, name: &str, unet: &UNet, n: usize, steps: usize) -> Durati
         t.as_secs_f64(),
         n as f64 / t.as_secs_f64(),
         t.as_secs_f64() * 1e3 / steps as f64,
-        common::adapter(&ctx)
+        common::adapter(ctx)
     );
     t
 }

@@ -58,7 +58,7 @@ fn report(ctx: &Context, name: &str, t: &mut Trainer, data: &Dataset, steps: u64
         "{name}: {:.2} s/step  {ips:.2} images/s  peak GPU memory {:.1} MiB  [{}]",
         per.as_secs_f64(),
         ctx.memory().peak_bytes as f64 / (1 << 20) as f64,
-        common::adapter(&ctx)
+        common::adapter(ctx)
     );
     per
 }

@@ -32,7 +32,7 @@ struct Params {
     gchunks: u32,  // chunks per group: ceil(cpg·hw / chunk)
     rchunk: u32,   // elements per workgroup in the per-row kernels
     rchunks: u32,  // chunks per row: ceil(hw / rchunk)
-    _pad: u32,
+    dx_add: u32,   // gn_bwd_dx: 1 adds dx_addend (a residual branch's gradient) to dx
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -53,6 +53,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> parts_out: array<f32>;
 @group(0) @binding(6) var<storage, read> coef: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(8) var<storage, read> dx_addend: array<f32>;
 
 var<workgroup> red: array<vec3<f32>, 256>;
 
@@ -275,8 +276,9 @@ fn gn_bwd_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// Backward 3 — bindings: x, gamma, beta, stats, dy, coef, dx.
-// One workgroup per (row, chunk): dx = rstd·(γ·g - coef.x - xhat·coef.y).
+// Backward 3 — bindings: x, gamma, beta, stats, dy, coef, dx, dx_addend.
+// One workgroup per (row, chunk): dx = rstd·(γ·g - coef.x - xhat·coef.y) (+ dx_addend when
+// p.dx_add: the gradient reaching x by another path, e.g. a ResNet block's shortcut).
 @compute @workgroup_size(WG)
 fn gn_bwd_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -293,6 +295,10 @@ fn gn_bwd_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     for (var j = lid; j < rc.len; j += WG) {
         let xh = (x[rc.base + j] - mean) * rstd;
         let g = pre_grad(dy[rc.base + j], xh * ga + be);
-        dx[rc.base + j] = rstd * (ga * g - cm.x - xh * cm.y);
+        var d = rstd * (ga * g - cm.x - xh * cm.y);
+        if (p.dx_add != 0u) {
+            d += dx_addend[rc.base + j];
+        }
+        dx[rc.base + j] = d;
     }
 }

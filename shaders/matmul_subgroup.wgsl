@@ -47,7 +47,8 @@ struct Params {
     a_off: u32,
     b_off: u32,
     out_off: u32,
-    // 1: add row_bias[row] to every element of output row `row` (after alpha and beta).
+    // 1: add row_bias[row] to every element of output row `row`; 2: add row_bias[col] to every
+    // element of output column `col` (after alpha and beta).
     has_bias: u32,
     _pad1: u32,
 }
@@ -56,7 +57,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> row_bias: array<f32>;
+@group(0) @binding(4) var<storage, read> row_bias: array<f32>;  // [M] or [N], per has_bias
 
 // Invocations per workgroup (a multiple of the subgroup size 8).
 override WG: u32 = 32u;
@@ -200,8 +201,10 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         if (p.beta != 0.0) {
             v += p.beta * out[o];
         }
-        if (p.has_bias != 0u) {
+        if (p.has_bias == 1u) {
             v += vec4(row_bias[row]);
+        } else if (p.has_bias == 2u) {
+            v += vec4(row_bias[col], row_bias[col + 1u], row_bias[col + 2u], row_bias[col + 3u]);
         }
         out[o] = v;
     }

@@ -19,7 +19,12 @@ struct AdamParams {
     beta2: f32,
     // 1 - lr·weight_decay (decoupled decay, applied before the Adam update as torch.optim.AdamW)
     decay: f32,
-    _pad: u32,
+    // adam_ema / adam_scaled_ema: then ema = ema_decay·ema + ema_rest·param (as `ema` below)
+    ema_decay: f32,
+    ema_rest: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> ap: AdamParams;
@@ -28,15 +33,21 @@ struct AdamParams {
 @group(0) @binding(3) var<storage, read_write> adam_m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> adam_v: array<f32>;
 @group(0) @binding(5) var<storage, read> adam_scale: array<f32>;
+// The EMA of adam_ema (which has no scale) and of adam_scaled_ema: bindings stay consecutive.
+@group(0) @binding(5) var<storage, read_write> adam_ema_avg5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> adam_ema_avg: array<f32>;
 
 // m = b1·m + (1-b1)·g;  v = b2·v + (1-b2)·g²;
 // p = p·decay - step_size·m / (sqrt(v)·inv_sqrt_bc2 + eps)   (= lr·m̂/(√v̂ + eps))
-fn adam_update(i: u32, g: f32) {
+// Returns the new p.
+fn adam_update(i: u32, g: f32) -> f32 {
     let m = ap.beta1 * adam_m[i] + (1.0 - ap.beta1) * g;
     let v = ap.beta2 * adam_v[i] + (1.0 - ap.beta2) * g * g;
     adam_m[i] = m;
     adam_v[i] = v;
-    adam_p[i] = adam_p[i] * ap.decay - ap.step_size * m / (sqrt(v) * ap.inv_sqrt_bc2 + ap.eps);
+    let p = adam_p[i] * ap.decay - ap.step_size * m / (sqrt(v) * ap.inv_sqrt_bc2 + ap.eps);
+    adam_p[i] = p;
+    return p;
 }
 
 @compute @workgroup_size(256)
@@ -54,6 +65,26 @@ fn adam_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let i = linear_wg(wg, nwg) * 256u + lid;
     if (i >= ap.n) { return; }
     adam_update(i, adam_g[i] * adam_scale[0]);
+}
+
+// Adam, then the EMA of the updated weights in the same pass (one dispatch per tensor instead
+// of two; the same arithmetic as `adam` followed by `ema`).
+@compute @workgroup_size(256)
+fn adam_ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_wg(wg, nwg) * 256u + lid;
+    if (i >= ap.n) { return; }
+    let p = adam_update(i, adam_g[i]);
+    adam_ema_avg5[i] = ap.ema_decay * adam_ema_avg5[i] + ap.ema_rest * p;
+}
+
+@compute @workgroup_size(256)
+fn adam_scaled_ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_wg(wg, nwg) * 256u + lid;
+    if (i >= ap.n) { return; }
+    let p = adam_update(i, adam_g[i] * adam_scale[0]);
+    adam_ema_avg[i] = ap.ema_decay * adam_ema_avg[i] + ap.ema_rest * p;
 }
 
 // ---- sum of squares -------------------------------------------------------------------------

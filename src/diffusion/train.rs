@@ -731,8 +731,8 @@ impl Trainer {
         };
         for (i, g) in grad_list.iter().enumerate() {
             let param = self.unet.params.get(i);
-            optim::adam_step(ctx, param, g, self.m.get(i), self.v.get(i), &p, scale.as_ref())?;
-            optim::ema_update(ctx, self.ema.get(i), param, decay)?;
+            let (m, v, ema) = (self.m.get(i), self.v.get(i), self.ema.get(i));
+            optim::adam_ema_step(ctx, param, g, m, v, &p, scale.as_ref(), ema, decay)?;
         }
         ctx.flush();
         if let Some(imp) = &mut self.importance {

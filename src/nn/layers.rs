@@ -181,7 +181,23 @@ impl GroupNorm {
         dy: &Tensor,
         silu: bool,
     ) -> Result<Tensor> {
-        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward(
+        self.backward_add(ctx, ps, g, x, stats, dy, silu, None)
+    }
+
+    /// [`Self::backward`] with `dx_addend` added to dx as it is written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_add(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        stats: &Tensor,
+        dy: &Tensor,
+        silu: bool,
+        dx_addend: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_add(
             ctx,
             x,
             ps.get(self.gamma),
@@ -190,6 +206,7 @@ impl GroupNorm {
             dy,
             self.groups,
             silu,
+            dx_addend,
         )?;
         g.accumulate(ctx, self.gamma, dgamma)?;
         g.accumulate(ctx, self.beta, dbeta)?;
@@ -390,9 +407,9 @@ impl ResnetBlock {
             .conv1
             .backward_saved(ctx, ps, g, &a1, &dh, true, &tape.saved1)?
             .expect("dx requested");
-        let dx = self.norm1.backward(ctx, ps, g, &tape.x, &tape.stats1, &da1, true)?;
-        ew::add_inplace(ctx, &dx, &dx_short)?;
-        Ok(dx)
+        // dx = the norm path's gradient + the shortcut's, summed as the norm's backward writes dx.
+        self.norm1
+            .backward_add(ctx, ps, g, &tape.x, &tape.stats1, &da1, true, Some(&dx_short))
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `group_norm_backward(x, gamma, beta, stats, dy, groups, silu)`: the forward's inputs and
 //!   stats, dy shaped like x → dx (= new, shape of x), dgamma (= new, `[C]`), dbeta (= new,
 //!   `[C]`). With `silu` the pre-activation is recomputed from x, stats, gamma and beta.
+//! - `group_norm_backward_add(…, dx_addend)`: the same, with dx (= new) = the gradient above +
+//!   dx_addend (shaped like x).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
@@ -29,7 +31,7 @@ struct Params {
     gchunks: u32,
     rchunk: u32,
     rchunks: u32,
-    _pad: u32,
+    dx_add: u32,
 }
 
 /// Largest number of loop iterations per invocation in one pass over a chunk: bounds the work
@@ -108,7 +110,7 @@ fn setup(
         gchunks: (cpg * hw).div_ceil(chunk) as u32,
         rchunk: rchunk as u32,
         rchunks: hw.div_ceil(rchunk) as u32,
-        _pad: 0,
+        dx_add: 0,
     };
     Ok((p, [("WG", wg as f64)], [("WG", row_wg as f64)]))
 }
@@ -199,11 +201,33 @@ pub fn group_norm_backward(
     groups: usize,
     silu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    group_norm_backward_add(ctx, x, gamma, beta, stats, dy, groups, silu, None)
+}
+
+/// [`group_norm_backward`] whose dx also holds `dx_addend` (shaped like x): the gradient that
+/// reaches x by another path (a ResNet block's shortcut), added as dx is written instead of in
+/// a pass of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_add(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    groups: usize,
+    silu: bool,
+    dx_addend: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm_backward";
-    let (p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
+    let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
     let (n, c) = (p.n as usize, p.c as usize);
     stats.expect_shape(OP, "stats", &[n, groups, 2])?;
     dy.expect_shape(OP, "dy", x.shape())?;
+    if let Some(a) = dx_addend {
+        a.expect_shape(OP, "dx_addend", x.shape())?;
+        p.dx_add = 1;
+    }
     let parts = ctx.empty(&[n * c * p.rchunks as usize, 2], "group_norm_backward.parts")?;
     let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
     let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
@@ -253,6 +277,8 @@ pub fn group_norm_backward(
             dy.buffer(),
             coef.buffer(),
             dx.buffer(),
+            // dy stands in when there is no addend (the kernel does not read it then).
+            dx_addend.unwrap_or(dy).buffer(),
         ],
         workgroups: row_chunks,
     })?;

@@ -206,6 +206,15 @@ pub fn gemm_with(
     launch(ctx, kernel, g, a.buffer(), b.buffer(), out.buffer(), None)
 }
 
+/// A bias the subgroup GEMM adds to its output after alpha and beta.
+#[derive(Clone, Copy)]
+pub(crate) enum Bias<'a> {
+    /// `x[r]` ([M]) added to every element of output row r (a pointwise convolution's bias).
+    Rows(&'a wgpu::Buffer),
+    /// `x[c]` ([N]) added to every element of output column c (nn.Linear's bias).
+    Columns(&'a wgpu::Buffer),
+}
+
 /// Build the uniform block of `g` for `kernel` and record the dispatch (sizes already checked).
 fn launch(
     ctx: &Context,
@@ -214,7 +223,7 @@ fn launch(
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
-    row_bias: Option<&wgpu::Buffer>,
+    bias: Option<Bias>,
 ) -> Result<()> {
     // Output tile of one workgroup (rows, columns).
     let (rows, cols, entry, shader, constants): (u32, u32, _, _, Vec<(&'static str, f64)>) = match kernel {
@@ -261,7 +270,11 @@ fn launch(
         a_off: (g.a_off / 4) as u32,
         b_off: (g.b_off / 4) as u32,
         out_off: (g.out_off / 4) as u32,
-        has_bias: row_bias.is_some() as u32,
+        has_bias: match bias {
+            None => 0,
+            Some(Bias::Rows(_)) => 1,
+            Some(Bias::Columns(_)) => 2,
+        },
         _pad1: 0,
     };
     let shape = || {
@@ -281,11 +294,15 @@ fn launch(
         shape: &shape,
         flops: 2.0 * g.batch as f64 * g.m as f64 * g.k as f64 * g.n as f64,
     };
-    // gemm_sg binds the row bias at 4 (a stands in when there is none); gemm_tiled has none.
-    let with_bias = [a, b, out, row_bias.unwrap_or(a)];
+    // gemm_sg binds the bias at 4 (a stands in when there is none); gemm_tiled has none.
+    let bias_buffer = match bias {
+        Some(Bias::Rows(x) | Bias::Columns(x)) => x,
+        None => a,
+    };
+    let with_bias = [a, b, out, bias_buffer];
     let buffers: &[&wgpu::Buffer] = match kernel {
         Kernel::Tiled => {
-            debug_assert!(row_bias.is_none(), "gemm_tiled adds no bias");
+            debug_assert!(bias.is_none(), "gemm_tiled adds no bias");
             &with_bias[..3]
         }
         Kernel::Subgroup { .. } => &with_bias,
@@ -331,13 +348,41 @@ pub fn matmul(ctx: &Context, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: boo
 
 /// y = x·wᵀ + bias, PyTorch nn.Linear layout: x [M,K], w [N,K], bias [N] → [M,N].
 pub fn linear(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (m, _) = x.dims2("linear")?;
+    let (m, k) = x.dims2("linear")?;
     let (n, _) = w.dims2("linear")?;
     dims("linear", x, w, false, true)?;
     let y = ctx.empty(&[m, n], "linear.out")?;
     match bias {
         Some(bias) => {
             bias.expect_shape("linear", "bias", &[n])?;
+            let kernel = kernel_for(ctx, m, k, n, false);
+            if let Kernel::Subgroup { .. } = kernel {
+                // The subgroup GEMM adds the bias in its epilogue: no broadcast pass.
+                let g = SgGemm {
+                    m,
+                    k,
+                    n,
+                    batch: 1,
+                    trans_a: false,
+                    trans_b: true,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    a_shared: false,
+                    a_off: 0,
+                    b_off: 0,
+                    out_off: 0,
+                };
+                launch(
+                    ctx,
+                    kernel,
+                    g,
+                    x.buffer(),
+                    w.buffer(),
+                    y.buffer(),
+                    Some(Bias::Columns(bias.buffer())),
+                )?;
+                return Ok(y);
+            }
             broadcast_rows(ctx, bias, &y, m, n)?;
             gemm_into(ctx, x, w, &y, false, true, 1.0, 1.0)?;
         }
@@ -462,5 +507,13 @@ pub(crate) fn gemm_sg_raw_bias(
     row_bias: Option<&wgpu::Buffer>,
 ) -> Result<()> {
     debug_assert!(g.a_off.is_multiple_of(4) && g.b_off.is_multiple_of(4) && g.out_off.is_multiple_of(4));
-    launch(ctx, Kernel::Subgroup { wg: sg_wg_for(g.m) }, g, a, b, out, row_bias)
+    launch(
+        ctx,
+        Kernel::Subgroup { wg: sg_wg_for(g.m) },
+        g,
+        a,
+        b,
+        out,
+        row_bias.map(Bias::Rows),
+    )
 }

@@ -11,6 +11,8 @@
 //! - `clip_scale(norm_sq [1], max_norm)` → out `[1]` (=) = min(1, max_norm/(√norm_sq + 1e-6))
 //!   (torch.nn.utils.clip_grad_norm_'s coefficient; feed it to `adam_step` as grad_scale).
 //! - `ema_update(ema, param, decay)`: equal shapes; in place ema = decay·ema + (1−decay)·param.
+//! - `adam_ema_step(param, grad, m, v, p, grad_scale, ema, decay)`: `adam_step` then
+//!   `ema_update(ema, param, decay)` with the updated param, in one pass.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
@@ -48,7 +50,9 @@ struct AdamUniform {
     beta1: f32,
     beta2: f32,
     decay: f32,
-    _pad: u32,
+    ema_decay: f32,
+    ema_rest: f32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -90,6 +94,38 @@ pub fn adam_step(
     p: &AdamParams,
     grad_scale: Option<&Tensor>,
 ) -> Result<()> {
+    adam_launch(ctx, param, grad, m, v, p, grad_scale, None)
+}
+
+/// [`adam_step`] followed by [`ema_update`]`(ema, param, ema_decay)` on the updated param, in
+/// one pass (the same arithmetic; one dispatch per tensor instead of two).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_ema_step(
+    ctx: &Context,
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    p: &AdamParams,
+    grad_scale: Option<&Tensor>,
+    ema: &Tensor,
+    ema_decay: f32,
+) -> Result<()> {
+    ema.expect_shape("adam_ema_step", "ema", param.shape())?;
+    adam_launch(ctx, param, grad, m, v, p, grad_scale, Some((ema, ema_decay)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adam_launch(
+    ctx: &Context,
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    p: &AdamParams,
+    grad_scale: Option<&Tensor>,
+    ema: Option<(&Tensor, f32)>,
+) -> Result<()> {
     const OP: &str = "adam_step";
     let shape = param.shape();
     grad.expect_shape(OP, "grad", shape)?;
@@ -110,7 +146,9 @@ pub fn adam_step(
         beta1: p.beta1,
         beta2: p.beta2,
         decay: (1.0 - p.lr as f64 * p.weight_decay as f64) as f32,
-        _pad: 0,
+        ema_decay: ema.map_or(0.0, |e| e.1),
+        ema_rest: ema.map_or(0.0, |e| (1.0 - e.1 as f64) as f32),
+        _pad: [0; 3],
     };
     let (entry, buffers): (&'static str, Vec<&wgpu::Buffer>) = match grad_scale {
         Some(s) => {
@@ -121,6 +159,21 @@ pub fn adam_step(
             )
         }
         None => ("adam", vec![param.buffer(), grad.buffer(), m.buffer(), v.buffer()]),
+    };
+    let (entry, buffers) = match ema {
+        None => (entry, buffers),
+        Some((e, _)) => {
+            let mut buffers = buffers;
+            buffers.push(e.buffer());
+            (
+                if grad_scale.is_some() {
+                    "adam_scaled_ema"
+                } else {
+                    "adam_ema"
+                },
+                buffers,
+            )
+        }
     };
     ctx.dispatch(Dispatch {
         shader: &SHADER,

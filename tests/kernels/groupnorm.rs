@@ -86,6 +86,19 @@ fn check(shape: &[usize], groups: usize, silu: bool, offset: f32, seed: u64) {
     // of the group (tiny groups with tiny variance have huge rstd): error relative to max |dx|.
     let big = rdx.iter().fold(1.0f64, |a, v| a.max(v.abs()));
     assert_close(&format!("{name} dx"), &ctx.read(&dx).unwrap(), &rdx, 2e-5 * big, 1e-4);
+    // The same backward with a residual gradient added as dx is written.
+    let addend = rand_vec(numel, seed + 4);
+    let tadd = ctx.upload(shape, &addend).unwrap();
+    let (dx_add, _, _) =
+        gn::group_norm_backward_add(ctx, &tx, &tg, &tb, &stats, &tdy, groups, silu, Some(&tadd)).unwrap();
+    let rdx_add: Vec<f64> = rdx.iter().zip(&addend).map(|(d, a)| d + *a as f64).collect();
+    assert_close(
+        &format!("{name} dx + addend"),
+        &ctx.read(&dx_add).unwrap(),
+        &rdx_add,
+        2e-5 * big + 1e-6,
+        1e-4,
+    );
     // dγ, dβ sum N·HW products of magnitude ~1: f32 accumulation error grows with the count.
     let tol = 1e-5 * (n * hw) as f64;
     assert_close(&format!("{name} dgamma"), &ctx.read(&dg).unwrap(), &rdg, tol, 1e-4);

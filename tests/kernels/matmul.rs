@@ -145,7 +145,10 @@ fn gemm_into_beta_zero_ignores_nan_and_beta_one_accumulates() {
 #[test]
 fn linear_with_and_without_bias() {
     let ctx = ctx();
-    for (m, k, n) in [(1, 1, 1), (5, 7, 3), (33, 16, 24)] {
+    // The last three run the subgroup GEMM on 8-wide CPU adapters (K, N multiples of 4), which
+    // adds the bias in its epilogue: partial row tiles, a partial second column tile (N = 44),
+    // and several of each.
+    for (m, k, n) in [(1, 1, 1), (5, 7, 3), (33, 16, 24), (70, 36, 44), (129, 64, 96)] {
         let x = rand_vec(m * k, 10);
         let w = rand_vec(n * k, 11);
         let bias = rand_vec(n, 12);

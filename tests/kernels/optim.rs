@@ -116,6 +116,90 @@ fn optim_ema_matches_reference() {
 }
 
 #[test]
+fn optim_fused_adam_ema_equals_adam_then_ema() {
+    let ctx = ctx();
+    // Without and with a grad scale; lengths 1, prime, past one workgroup.
+    for (n, clip) in [(1usize, None), (257, Some(0.5f32)), (10_007, None)] {
+        let p0 = rand_vec(n, 7 + n as u64);
+        let e0 = rand_vec(n, 8 + n as u64);
+        let upload = |d: &[f32]| ctx.upload(&[n], d).unwrap();
+        // Two copies of the whole state: one stepped by the fused kernel, one by adam + ema.
+        let (pa, ma, va, ea) = (
+            upload(&p0),
+            ctx.zeros(&[n], "m").unwrap(),
+            ctx.zeros(&[n], "v").unwrap(),
+            upload(&e0),
+        );
+        let (pb, mb, vb, eb) = (
+            upload(&p0),
+            ctx.zeros(&[n], "m").unwrap(),
+            ctx.zeros(&[n], "v").unwrap(),
+            upload(&e0),
+        );
+        let mut rp = to_f64(&p0);
+        let (mut rm, mut rv, mut re) = (vec![0.0; n], vec![0.0; n], to_f64(&e0));
+        for step in 1..=3u32 {
+            let g = rand_vec(n, 500 * step as u64 + n as u64);
+            let grad = upload(&g);
+            let hp = AdamParams {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                step,
+            };
+            let decay = 0.99 - 0.1 * step as f32;
+            let mut scale = 1.0;
+            let scale_t = clip.map(|max_norm| {
+                let ns = ops::grad_norm_sq(ctx, &[&grad]).unwrap();
+                scale = rf::clip_scale(rf::grad_norm_sq(&[&to_f64(&g)]), max_norm as f64);
+                ops::clip_scale(ctx, &ns, max_norm).unwrap()
+            });
+            ops::adam_ema_step(ctx, &pa, &grad, &ma, &va, &hp, scale_t.as_ref(), &ea, decay).unwrap();
+            ops::adam_step(ctx, &pb, &grad, &mb, &vb, &hp, scale_t.as_ref()).unwrap();
+            ops::ema_update(ctx, &eb, &pb, decay).unwrap();
+            rf::adam_step(
+                &mut rp,
+                &to_f64(&g),
+                &mut rm,
+                &mut rv,
+                hp.lr as f64,
+                hp.beta1 as f64,
+                hp.beta2 as f64,
+                hp.eps as f64,
+                hp.weight_decay as f64,
+                step,
+                scale,
+            );
+            re = rf::ema_update(&re, &rp, decay as f64);
+        }
+        let name = format!("adam+ema n={n} clip={clip:?}");
+        // The same f32 arithmetic in one pass as in two: equal bit for bit.
+        for (what, a, b) in [("param", &pa, &pb), ("m", &ma, &mb), ("v", &va, &vb), ("ema", &ea, &eb)] {
+            assert_eq!(
+                ctx.read(a).unwrap(),
+                ctx.read(b).unwrap(),
+                "{name}: fused {what} differs from adam + ema"
+            );
+        }
+        assert_close(&format!("{name} ema"), &ctx.read(&ea).unwrap(), &re, 2e-6, 1e-5);
+    }
+    // A wrong ema shape is refused.
+    let a = ctx.zeros(&[4], "a").unwrap();
+    let e = ctx.zeros(&[5], "e").unwrap();
+    let hp = AdamParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    assert!(ops::adam_ema_step(ctx, &a, &a.clone(), &a, &a, &hp, None, &e, 0.9).is_err());
+}
+
+#[test]
 fn optim_shape_errors() {
     let ctx = ctx();
     let a = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
