@@ -233,9 +233,9 @@ pub struct ResnetBlock {
 pub struct ResnetTape {
     x: Tensor,
     stats1: Tensor,
-    // silu(norm1(x)) and the (dropped-out) silu(norm2(h)); None where the convolution
-    // normalized its input itself (outside training), recomputed by the backward.
-    a1: Option<Tensor>,
+    // silu(norm1(x)) is never stored (conv1 normalizes its input itself). The (dropped-out)
+    // silu(norm2(h)): None where conv2 normalized its input itself (outside training),
+    // recomputed by the backward.
     h: Tensor,
     stats2: Tensor,
     d2: Option<Tensor>,
@@ -292,27 +292,21 @@ impl ResnetBlock {
         temb_act: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, ResnetTape)> {
-        // Outside training the norms (+ SiLU) run inside the next convolution's input transform
-        // (`conv2d::InputNorm`) and their outputs are never stored; a backward on such a tape
-        // recomputes them. Training keeps them (dropout sits between norm2 and conv2, and the
-        // weight grads read them where no input transform was kept).
+        // The norms (+ SiLU) run inside the next convolution's input transform
+        // (`conv2d::InputNorm`) and their outputs are never stored: norm1 always (while training
+        // conv1 keeps its input transform for the weight grad, so the backward needs no a1; where
+        // it kept none the backward recomputes a1), norm2 outside training only (dropout sits
+        // between norm2 and conv2).
         let fuse = !mode.train;
-        let (a1, stats1) = if fuse {
-            (None, self.norm1.stats(ctx, ps, x)?)
-        } else {
-            let (a1, stats1) = self.norm1.forward(ctx, ps, x, true)?;
-            (Some(a1), stats1)
-        };
+        let stats1 = self.norm1.stats(ctx, ps, x)?;
         let tproj = self.time_emb_proj.forward(ctx, ps, temb_act)?;
         // h = conv1(a1) + tproj per (image, channel), added by the convolution's output stage.
         let epi1 = conv2d::Fused {
-            input_norm: fuse.then(|| self.norm1.input(ps, &stats1, true)),
+            input_norm: Some(self.norm1.input(ps, &stats1, true)),
             image_bias: Some(&tproj),
             residual: None,
         };
-        let (h, saved1) = self
-            .conv1
-            .forward_fused(ctx, ps, a1.as_ref().unwrap_or(x), epi1, mode.train)?;
+        let (h, saved1) = self.conv1.forward_fused(ctx, ps, x, epi1, mode.train)?;
         let train = mode.train && self.dropout > 0.0;
         let (d2, stats2) = if fuse {
             (None, self.norm2.stats(ctx, ps, &h)?)
@@ -343,7 +337,6 @@ impl ResnetBlock {
             ResnetTape {
                 x: x.clone(),
                 stats1,
-                a1,
                 h,
                 stats2,
                 d2,
@@ -399,9 +392,12 @@ impl ResnetBlock {
             Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
             None => *dtemb = Some(dt),
         }
-        let a1 = match tape.a1 {
-            Some(a1) => a1,
-            None => self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?,
+        // With the input transform kept, conv1's backward reads its input for the shape only (x
+        // has a1's); otherwise a1 is recomputed.
+        let a1 = if tape.saved1.keeps_input_transform() {
+            tape.x.clone()
+        } else {
+            self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?
         };
         let da1 = self
             .conv1

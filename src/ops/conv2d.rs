@@ -364,6 +364,13 @@ pub struct ConvSaved {
 }
 
 impl ConvSaved {
+    /// Whether the Winograd input transform was kept: then [`conv2d_backward_saved`] reads x
+    /// for its shape only (x may be any tensor of that shape, e.g. the un-normalized input of a
+    /// forward that normalized inside its input transform).
+    pub fn keeps_input_transform(&self) -> bool {
+        self.v.is_some()
+    }
+
     /// Bytes held (0 when nothing was kept).
     pub fn bytes(&self) -> u64 {
         self.v.as_ref().map_or(0, |v| v.bytes())
