@@ -116,7 +116,8 @@ fn pre_grad(g: f32, pre: f32) -> f32 {
 }
 
 // Forward 1 — bindings: x, chunk_stats [N·G·gchunks, 2].
-// One workgroup per (group, chunk): (mean, M2) of the chunk.
+// One workgroup per (group, chunk): (mean, M2) of the chunk; when a group is one chunk
+// (gchunks == 1) the final (mean, rstd) instead, and gn_group_stats is not run.
 @compute @workgroup_size(WG)
 fn gn_chunk_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -141,7 +142,11 @@ fn gn_chunk_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let t = wg_merge(acc, lid);
     if (lid == 0u) {
         chunk_stats[2u * id] = t.y;
-        chunk_stats[2u * id + 1u] = t.z;
+        if (p.gchunks == 1u) {
+            chunk_stats[2u * id + 1u] = inverseSqrt(t.z / f32(m) + p.eps);
+        } else {
+            chunk_stats[2u * id + 1u] = t.z;
+        }
     }
 }
 

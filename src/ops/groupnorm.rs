@@ -144,8 +144,20 @@ pub fn group_norm_stats(
     let (p, group_wg, _) = setup(ctx, "group_norm", x, gamma, beta, groups, eps, false)?;
     let n = p.n as usize;
     let stats = ctx.empty(&[n, groups, 2], "group_norm.stats")?;
-    let chunks = ctx.empty(&[n * groups * p.gchunks as usize, 2], "group_norm.chunk_stats")?;
     let params = bytemuck::bytes_of(&p);
+    if p.gchunks == 1 {
+        // A group is one workgroup's chunk: that workgroup writes the final stats itself.
+        ctx.dispatch(Dispatch {
+            shader: &SHADER,
+            entry: "gn_chunk_stats",
+            constants: &group_wg,
+            params,
+            buffers: &[x.buffer(), stats.buffer()],
+            workgroups: ctx.grid(p.n * p.groups),
+        })?;
+        return Ok(stats);
+    }
+    let chunks = ctx.empty(&[n * groups * p.gchunks as usize, 2], "group_norm.chunk_stats")?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_chunk_stats",

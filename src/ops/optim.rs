@@ -22,6 +22,8 @@ static SHADER: Shader = crate::shader!("optim");
 const WG: u32 = 256;
 /// Elements one `sum_chunks` workgroup reduces (256 invocations × ITEMS in the shader).
 const CHUNK: usize = 256 * 8;
+/// Largest flat buffer `grad_norm_sq` gathers small tensors into (floats; 64 MiB).
+const FLAT: usize = 1 << 24;
 
 /// Hyper-parameters of one Adam / AdamW step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -212,13 +214,48 @@ pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
     for g in grads {
         elements(OP, g)?;
     }
-    // Stage 1: every tensor's chunks write their partial sums side by side into one buffer.
-    let total: usize = grads.iter().map(|g| g.numel().div_ceil(CHUNK)).sum();
+    // Stage 1: the tensors are copied back to back into flat buffers of at most FLAT floats
+    // (buffer copies are memcpys for a software adapter, while every dispatch costs a round of
+    // thread wake-ups there: one dispatch per flat buffer instead of one per tensor); a tensor
+    // larger than that is reduced in place. Every launch writes its partial sums side by side
+    // into one buffer.
+    let flat_cap = (ctx.max_binding_bytes() as usize / 4).min(FLAT);
+    let mut launches: Vec<(Tensor, usize)> = Vec::new();
+    let mut group: Vec<&Tensor> = Vec::new();
+    let mut group_len = 0;
+    let mut flush = |group: &mut Vec<&Tensor>, group_len: &mut usize| -> Result<()> {
+        match group.len() {
+            0 => {}
+            1 => launches.push((group[0].clone(), group[0].numel())),
+            _ => {
+                let flat = ctx.empty(&[*group_len], "grad_norm_sq.flat")?;
+                let mut at = 0u64;
+                for g in group.iter() {
+                    let bytes = g.numel() as u64 * 4;
+                    ctx.copy_buffer(g.buffer(), 0, flat.buffer(), at, bytes);
+                    at += bytes;
+                }
+                launches.push((flat, *group_len));
+            }
+        }
+        group.clear();
+        *group_len = 0;
+        Ok(())
+    };
+    for g in grads {
+        if group_len + g.numel() > flat_cap {
+            flush(&mut group, &mut group_len)?;
+        }
+        group.push(g);
+        group_len += g.numel();
+    }
+    flush(&mut group, &mut group_len)?;
+    let total: usize = launches.iter().map(|(_, n)| n.div_ceil(CHUNK)).sum();
     let mut partials = ctx.empty(&[total], "grad_norm_sq.partials")?;
     let mut offset = 0;
-    for g in grads {
-        sum_chunks(ctx, g.buffer(), g.numel(), &partials, offset, true)?;
-        offset += g.numel().div_ceil(CHUNK);
+    for (t, n) in &launches {
+        sum_chunks(ctx, t.buffer(), *n, &partials, offset, true)?;
+        offset += n.div_ceil(CHUNK);
     }
     // Later stages: sum the partial sums until one value is left.
     let mut len = total;
