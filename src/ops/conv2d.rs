@@ -467,6 +467,35 @@ pub fn conv2d_backward_with(
     backward_impl(ctx, algo, x, w, dy, p, need_dx, None)
 }
 
+/// The input grad of a 3×3 / stride 1 / padding 1 convolution whose Cout is not a multiple of 4
+/// (a network's last convolution: 1 or 3 channels), which Winograd cannot run as it is (its
+/// GEMMs have K = Cout): Winograd on dy and w zero-padded to a multiple of 4 output channels,
+/// whose zero channels add nothing. None where Winograd cannot run the padded problem either.
+fn winograd_input_grad_padded(ctx: &Context, g: &Geometry, w: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+    let cp = g.cout.next_multiple_of(4);
+    let padded = Geometry {
+        cin: cp,
+        cout: g.cin,
+        ..*g
+    };
+    if cp == g.cout || !matches!(resolve_forward(ctx, Algo::Auto, &padded), Ok(Algo::Winograd { .. })) {
+        return Ok(None);
+    }
+    // dy [N, Cout, H, W] → [N, cp, H, W]: one clear and one copy per image.
+    let plane = (g.ho * g.wo * 4) as u64;
+    let dyp = ctx.empty(&[g.n, cp, g.ho, g.wo], "conv2d.dy_padded")?;
+    ctx.clear_buffer(dyp.buffer());
+    for i in 0..g.n as u64 {
+        let bytes = g.cout as u64 * plane;
+        ctx.copy_buffer(dy.buffer(), i * bytes, dyp.buffer(), i * cp as u64 * plane, bytes);
+    }
+    // w [Cout, Cin, 3, 3] → [cp, Cin, 3, 3]: the added output channels are zero rows.
+    let wp = ctx.empty(&[cp, g.cin, g.kh, g.kw], "conv2d.w_padded")?;
+    ctx.clear_buffer(wp.buffer());
+    ctx.copy_buffer(w.buffer(), 0, wp.buffer(), 0, w.bytes());
+    Ok(Some(winograd_forward(ctx, &padded, &dyp, &wp, None, 0, true)?))
+}
+
 /// [`conv2d_backward_with`], with the forward's Winograd input transform when it was kept.
 #[allow(clippy::too_many_arguments)]
 fn backward_impl(
@@ -510,7 +539,10 @@ fn backward_impl(
         let dx = match (need_dx, dx_winograd) {
             (false, _) => None,
             (true, true) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
-            (true, false) => Some(direct_backward_input(ctx, &g, w, dy)?),
+            (true, false) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
+                Some(dx) => dx,
+                None => direct_backward_input(ctx, &g, w, dy)?,
+            }),
         };
         return Ok(Conv2dGrads { dx, dw, db });
     }
@@ -528,7 +560,10 @@ fn backward_impl(
             false => dx,
         };
         let dx = match (need_dx, dx) {
-            (true, None) => Some(direct_backward_input(ctx, &g, w, dy)?),
+            (true, None) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
+                Some(dx) => dx,
+                None => direct_backward_input(ctx, &g, w, dy)?,
+            }),
             (_, dx) => dx,
         };
         return Ok(Conv2dGrads { dx, dw, db });

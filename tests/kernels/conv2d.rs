@@ -206,6 +206,9 @@ fn conv2d_winograd_shapes() {
         92,
     );
     check_case("2x16x4x4 -> 3 k3 winograd", dims(2, 16, (4, 4), 3, (3, 3), p), true, 93);
+    // Cout = 1 (a network's last convolution on grey images): the input grad runs Winograd on
+    // dy and w padded with zero channels to 4 (also for Cout = 3 and 5 above).
+    check_case("3x8x8x8 -> 1 k3 winograd", dims(3, 8, (8, 8), 1, (3, 3), p), true, 102);
     // More than 8 tile columns / rows: several workgroups per image in x and in y.
     check_case("1x4x8x20 -> 4 k3 winograd", dims(1, 4, (8, 20), 4, (3, 3), p), true, 96);
     check_case("2x4x20x4 -> 8 k3 winograd", dims(2, 4, (20, 4), 8, (3, 3), p), true, 97);
