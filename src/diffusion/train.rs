@@ -729,11 +729,20 @@ impl Trainer {
         } else {
             self.config.ema_decay
         };
-        for (i, g) in grad_list.iter().enumerate() {
-            let param = self.unet.params.get(i);
-            let (m, v, ema) = (self.m.get(i), self.v.get(i), self.ema.get(i));
-            optim::adam_ema_step(ctx, param, g, m, v, &p, scale.as_ref(), ema, decay)?;
-        }
+        let slots: Vec<optim::AdamSlot<'_>> = grad_list
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                (
+                    self.unet.params.get(i),
+                    *g,
+                    self.m.get(i),
+                    self.v.get(i),
+                    self.ema.get(i),
+                )
+            })
+            .collect();
+        optim::adam_ema_many(ctx, &slots, &p, scale.as_ref(), decay)?;
         ctx.flush();
         if let Some(imp) = &mut self.importance {
             for &(t, vb) in &vb_values {

@@ -13,6 +13,8 @@
 //! - `ema_update(ema, param, decay)`: equal shapes; in place ema = decay·ema + (1−decay)·param.
 //! - `adam_ema_step(param, grad, m, v, p, grad_scale, ema, decay)`: `adam_step` then
 //!   `ema_update(ema, param, decay)` with the updated param, in one pass.
+//! - `adam_ema_many(slots, p, grad_scale, decay)`: `adam_ema_step` on every (param, grad, m, v,
+//!   ema) slot, the short tensors together in one dispatch; the same results bit for bit.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
@@ -115,6 +117,79 @@ pub fn adam_ema_step(
 ) -> Result<()> {
     ema.expect_shape("adam_ema_step", "ema", param.shape())?;
     adam_launch(ctx, param, grad, m, v, p, grad_scale, Some((ema, ema_decay)))
+}
+
+/// One tensor's optimizer state for [`adam_ema_many`]: (param, grad, m, v, ema), equal shapes.
+pub type AdamSlot<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor);
+
+/// Tensors at most this long are stepped together by [`adam_ema_many`] (longer ones, whose
+/// dispatch costs little next to their work, each by its own).
+const BATCH_MAX: usize = 1 << 16;
+
+/// [`adam_ema_step`] on every slot, with the same arithmetic (results equal bit for bit), in
+/// few dispatches: the short tensors (biases, norms, small weights: most of a U-Net's, by count)
+/// are copied back to back into flat buffers (buffer copies are memcpys for a software adapter,
+/// while each dispatch costs a round of thread wake-ups there), stepped by one dispatch, and
+/// copied back.
+pub fn adam_ema_many(
+    ctx: &Context,
+    slots: &[AdamSlot<'_>],
+    p: &AdamParams,
+    grad_scale: Option<&Tensor>,
+    ema_decay: f32,
+) -> Result<()> {
+    const OP: &str = "adam_ema_many";
+    let mut small: Vec<&AdamSlot<'_>> = Vec::new();
+    for slot in slots {
+        let (param, grad, m, v, ema) = *slot;
+        let shape = param.shape();
+        for (name, t) in [("grad", grad), ("m", m), ("v", v), ("ema", ema)] {
+            t.expect_shape(OP, name, shape)?;
+        }
+        if param.numel() <= BATCH_MAX {
+            small.push(slot);
+        } else {
+            adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
+        }
+    }
+    let total: usize = small.iter().map(|s| s.0.numel()).sum();
+    if small.len() < 2 {
+        for &&(param, grad, m, v, ema) in &small {
+            adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
+        }
+        return Ok(());
+    }
+    // Flat copies of (param, grad, m, v, ema), stepped in place, then param, m, v and ema back.
+    let flats = ["param", "grad", "m", "v", "ema"]
+        .iter()
+        .map(|name| ctx.empty(&[total], &format!("adam_ema_many.{name}")))
+        .collect::<Result<Vec<_>>>()?;
+    fn parts<'a>(s: &AdamSlot<'a>) -> [&'a Tensor; 5] {
+        [s.0, s.1, s.2, s.3, s.4]
+    }
+    let mut at = 0u64;
+    for s in &small {
+        let bytes = s.0.numel() as u64 * 4;
+        for (t, flat) in parts(s).iter().zip(&flats) {
+            ctx.copy_buffer(t.buffer(), 0, flat.buffer(), at, bytes);
+        }
+        at += bytes;
+    }
+    adam_ema_step(
+        ctx, &flats[0], &flats[1], &flats[2], &flats[3], p, grad_scale, &flats[4], ema_decay,
+    )?;
+    let mut at = 0u64;
+    for s in &small {
+        let bytes = s.0.numel() as u64 * 4;
+        for (i, (t, flat)) in parts(s).iter().zip(&flats).enumerate() {
+            // The grad (index 1) is read only.
+            if i != 1 {
+                ctx.copy_buffer(flat.buffer(), at, t.buffer(), 0, bytes);
+            }
+        }
+        at += bytes;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -200,6 +200,98 @@ fn optim_fused_adam_ema_equals_adam_then_ema() {
 }
 
 #[test]
+fn optim_adam_ema_many_equals_one_by_one() {
+    let ctx = ctx();
+    // Short tensors (stepped together from flat copies) around one longer than the batching
+    // limit (stepped alone); without and with a grad scale.
+    let lens = [1usize, 7, 256, 70_000, 3, 1_025];
+    for clip in [None, Some(0.5f32)] {
+        let mk = |seed: u64| -> Vec<_> {
+            lens.iter()
+                .enumerate()
+                .map(|(i, &n)| ctx.upload(&[n], &rand_vec(n, seed + i as u64)).unwrap())
+                .collect()
+        };
+        // Two identical copies of every state tensor; grads shared (read only).
+        let (pa, ma, va, ea) = (mk(10), mk(20), mk(30), mk(40));
+        let (pb, mb, vb, eb) = (mk(10), mk(20), mk(30), mk(40));
+        // v must be ≥ 0 for Adam: square the random start values.
+        for t in va.iter().chain(&vb) {
+            let sq: Vec<f32> = ctx.read(t).unwrap().iter().map(|x| x * x).collect();
+            ctx.write(t, &sq).unwrap();
+        }
+        let grads = mk(50);
+        let hp = AdamParams {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 3,
+        };
+        let scale = clip.map(|max_norm| {
+            let refs: Vec<&_> = grads.iter().collect();
+            let ns = ops::grad_norm_sq(ctx, &refs).unwrap();
+            ops::clip_scale(ctx, &ns, max_norm).unwrap()
+        });
+        let slots: Vec<ops::AdamSlot<'_>> = (0..lens.len())
+            .map(|i| (&pa[i], &grads[i], &ma[i], &va[i], &ea[i]))
+            .collect();
+        ops::adam_ema_many(ctx, &slots, &hp, scale.as_ref(), 0.95).unwrap();
+        for i in 0..lens.len() {
+            ops::adam_ema_step(
+                ctx,
+                &pb[i],
+                &grads[i],
+                &mb[i],
+                &vb[i],
+                &hp,
+                scale.as_ref(),
+                &eb[i],
+                0.95,
+            )
+            .unwrap();
+        }
+        for i in 0..lens.len() {
+            for (what, a, b) in [
+                ("param", &pa[i], &pb[i]),
+                ("m", &ma[i], &mb[i]),
+                ("v", &va[i], &vb[i]),
+                ("ema", &ea[i], &eb[i]),
+            ] {
+                assert_eq!(
+                    ctx.read(a).unwrap(),
+                    ctx.read(b).unwrap(),
+                    "adam_ema_many {what} of tensor {i} (len {}) clip={clip:?}",
+                    lens[i]
+                );
+            }
+        }
+        // The grads are untouched.
+        for (i, g) in grads.iter().enumerate() {
+            assert_eq!(
+                ctx.read(g).unwrap(),
+                rand_vec(lens[i], 50 + i as u64),
+                "grad {i} changed"
+            );
+        }
+    }
+    // A mismatched shape names the tensor.
+    let a = ctx.zeros(&[4], "a").unwrap();
+    let e = ctx.zeros(&[5], "e").unwrap();
+    let hp = AdamParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    let err = ops::adam_ema_many(ctx, &[(&a, &a, &a, &a, &e)], &hp, None, 0.9).unwrap_err();
+    assert!(err.to_string().contains("ema"), "{err}");
+}
+
+#[test]
 fn optim_shape_errors() {
     let ctx = ctx();
     let a = ctx.upload(&[2, 3], &[0.0; 6]).unwrap();
