@@ -594,3 +594,46 @@ fn learned_variance_v_model_loads_and_samples() {
     assert!(e.contains("learned_range") && e.contains("out_channels 3"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sampling run transforms the weights of its Winograd convolutions once and reuses them for
+/// every step; a later run must see weights changed in place in between (the same buffers, new
+/// values), exactly as a model loaded with those weights does.
+#[test]
+fn sampling_sees_weights_changed_in_place_between_runs() {
+    let ctx = ctx();
+    let schedule = Schedule::ddpm();
+    let ddim = Sampler::Ddim { eta: 0.0, clip: true };
+    let run = |unet: &UNet| {
+        let out = sample::sample(ctx, unet, &schedule, &opts(5, ddim, 3), |_, _| {}).unwrap();
+        ctx.read(&out.images).unwrap()
+    };
+    let unet = fixture_unet("unet_a_basic");
+    let before = run(&unet);
+    // A ResNet convolution (fused forward) and conv_out (plain forward), both Winograd on CPU
+    // adapters: new values written into their existing buffers.
+    let names = ["mid_block.resnets.0.conv2.weight", "conv_out.weight"];
+    let mut changed = Vec::new();
+    for name in names {
+        let id = unet.params.id(name).unwrap();
+        let w: Vec<f32> = ctx
+            .read(unet.params.get(id))
+            .unwrap()
+            .iter()
+            .map(|v| 1.5 * v - 0.01)
+            .collect();
+        ctx.write(unet.params.get(id), &w).unwrap();
+        changed.push((id, w));
+    }
+    let after = run(&unet);
+    let mut fresh = fixture_unet("unet_a_basic");
+    for (id, w) in &changed {
+        let shape = fresh.params.shape(*id).to_vec();
+        fresh.params.set(*id, ctx.upload(&shape, w).unwrap()).unwrap();
+    }
+    assert_eq!(
+        after,
+        run(&fresh),
+        "a run after an in-place weight change differs from a fresh model with those weights"
+    );
+    assert_ne!(before, after, "the weight change did not change the samples");
+}

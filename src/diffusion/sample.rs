@@ -421,6 +421,9 @@ pub struct GuidedUNet<'a> {
     /// w, when guided (w ≠ 1).
     weight: Option<f32>,
     classifier: Option<ClassifierState<'a>>,
+    /// The model's weights hold still while it samples: their Winograd transforms are computed
+    /// at the first step and reused by the rest (dropped with this value).
+    _frozen: crate::nn::FrozenGuard<'a>,
 }
 
 /// Classifier guidance (Dhariwal & Nichol 2021): a noise-aware classifier p_φ(y | x_t, t), the
@@ -499,6 +502,7 @@ impl<'a> GuidedUNet<'a> {
             labels,
             weight: guided.map(|g| g.weight),
             classifier: None,
+            _frozen: unet.params.freeze(),
         })
     }
 

@@ -39,7 +39,17 @@ impl Conv {
         }
     }
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
-        conv2d::conv2d(ctx, x, ps.get(self.w), Some(ps.get(self.b)), self.p)
+        Ok(self.forward_fused(ctx, ps, x, conv2d::Fused::default(), false)?.0)
+    }
+
+    /// The Winograd weight transform, computed once while the parameters are frozen (see
+    /// [`Params::freeze`]) and this convolution runs Winograd; None otherwise.
+    fn weight_transform(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Option<Tensor>> {
+        let w = ps.get(self.w);
+        if !conv2d::forward_runs_winograd(ctx, x, w, self.p)? {
+            return Ok(None);
+        }
+        ps.derived(self.w, || conv2d::winograd_weight_transform(ctx, w))
     }
     /// The forward with `epi` added to the output (see [`conv2d::conv2d_fused`]); with `save`,
     /// also what the backward can reuse ([`conv2d::conv2d_fused_saving`]).
@@ -52,6 +62,15 @@ impl Conv {
         save: bool,
     ) -> Result<(Tensor, conv2d::ConvSaved)> {
         let (w, b) = (ps.get(self.w), Some(ps.get(self.b)));
+        let u = if save || self.p.stride != 1 || w.shape()[2..] != [3, 3] {
+            None
+        } else {
+            self.weight_transform(ctx, ps, x)?
+        };
+        let epi = conv2d::Fused {
+            weight_transform: u.as_ref(),
+            ..epi
+        };
         if save {
             conv2d::conv2d_fused_saving(ctx, x, w, b, self.p, epi)
         } else {
@@ -305,6 +324,7 @@ impl ResnetBlock {
             input_norm: Some(self.norm1.input(ps, &stats1, true)),
             image_bias: Some(&tproj),
             residual: None,
+            weight_transform: None,
         };
         let (h, saved1) = self.conv1.forward_fused(ctx, ps, x, epi1, mode.train)?;
         let train = mode.train && self.dropout > 0.0;
@@ -328,6 +348,7 @@ impl ResnetBlock {
             input_norm: fuse.then(|| self.norm2.input(ps, &stats2, true)),
             image_bias: None,
             residual: Some((&shortcut, 1.0 / self.out_scale)),
+            weight_transform: None,
         };
         let (out, saved2) = self
             .conv2

@@ -15,6 +15,7 @@ pub use layers::Mode;
 pub use noisy_classifier::{
     accuracy_at, NoiseSchedule, NoisyClassifier, NoisyClassifierConfig, NoisyClassifierTape, NoisyClassifierTrainer,
 };
+pub(crate) use params::FrozenGuard;
 pub use params::{Grads, ParamId, Params};
 pub use unet::{UNet, UNetTape};
 

@@ -1,6 +1,8 @@
 //! Named parameters (diffusers' state-dict names) and their gradients.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -18,9 +20,54 @@ pub struct Params {
     shapes: Vec<Vec<usize>>,
     tensors: Vec<Option<Tensor>>,
     index: HashMap<String, ParamId>,
+    frozen: Frozen,
+}
+
+/// Forms of the weights derived once while they are frozen ([`Params::freeze`]).
+#[derive(Default)]
+struct Frozen {
+    holders: AtomicUsize,
+    derived: Mutex<HashMap<ParamId, Tensor>>,
+}
+
+/// Keeps a [`Params`] frozen; the derived forms are dropped with the last guard.
+pub(crate) struct FrozenGuard<'a> {
+    frozen: &'a Frozen,
+}
+
+impl Drop for FrozenGuard<'_> {
+    fn drop(&mut self) {
+        if self.frozen.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.frozen.derived.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
 }
 
 impl Params {
+    /// Promise that the weights keep their values while the guard lives (a sampling loop holds
+    /// one): meanwhile [`Params::derived`] computes forms of them once (the Winograd weight
+    /// transforms) instead of at every forward. Nothing is cached outside such a scope, so
+    /// weights that change between calls (training) are always read afresh.
+    pub(crate) fn freeze(&self) -> FrozenGuard<'_> {
+        self.frozen.holders.fetch_add(1, Ordering::AcqRel);
+        FrozenGuard { frozen: &self.frozen }
+    }
+
+    /// While frozen: the form of parameter `id` that `make` computes, made on first use and
+    /// then reused. Not frozen: None (the caller computes it as usual).
+    pub(crate) fn derived(&self, id: ParamId, make: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+        if self.frozen.holders.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        let mut map = self.frozen.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get(&id) {
+            return Ok(Some(t.clone()));
+        }
+        let t = make()?;
+        map.insert(id, t.clone());
+        Ok(Some(t))
+    }
+
     /// Declare a parameter (no storage yet).
     pub(crate) fn declare(&mut self, name: String, shape: Vec<usize>) -> ParamId {
         let id = self.names.len();
@@ -85,6 +132,11 @@ impl Params {
             ));
         }
         self.tensors[id] = Some(t);
+        self.frozen
+            .derived
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         Ok(())
     }
 

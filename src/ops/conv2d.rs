@@ -267,6 +267,51 @@ pub struct Fused<'a> {
     /// (`r` `[N, Cout, Ho, Wo]`, `s`): the output becomes s·(conv + biases + r) (a ResNet
     /// block's shortcut and output scale).
     pub residual: Option<(&'a Tensor, f32)>,
+    /// The weights' Winograd transform from [`winograd_weight_transform`] of the same w, used
+    /// instead of computing it when the forward runs Winograd (ignored otherwise): weights that
+    /// do not change between calls, e.g. over a sampling loop, are transformed once.
+    pub weight_transform: Option<&'a Tensor>,
+}
+
+/// Whether the forward of this convolution runs Winograd on `ctx` ([`Algo::Auto`]'s choice), so
+/// that a [`Fused::weight_transform`] would serve it.
+pub fn forward_runs_winograd(ctx: &Context, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<bool> {
+    let g = Geometry::new("conv2d", x, w, p)?;
+    Ok(matches!(
+        resolve_forward(ctx, Algo::Auto, &g),
+        Ok(Algo::Winograd { .. })
+    ))
+}
+
+/// The Winograd F(4×4, 3×3) weight transform U `[36, Cout, Cin]` of w `[Cout, Cin, 3, 3]`, for
+/// [`Fused::weight_transform`]. It is only valid while w holds the same values.
+pub fn winograd_weight_transform(ctx: &Context, w: &Tensor) -> Result<Tensor> {
+    const OP: &str = "winograd_weight_transform";
+    let (cout, cin, kh, kw) = w.dims4(OP)?;
+    if (kh, kw) != (3, 3) {
+        return Err(Error::shape(OP, format!("w {:?}: expected a 3×3 kernel", w.shape())));
+    }
+    let u = ctx.empty(&[WINO_POINTS, cout, cin], "conv2d.wino_u")?;
+    let params = WinoParams {
+        n0: 0,
+        nb: 0,
+        cin: cin as u32,
+        cout: cout as u32,
+        h: 0,
+        w: 0,
+        th: 0,
+        tw: 0,
+        has_bias: 0,
+        flip: 0,
+        cols: 0,
+        has_image_bias: 0,
+        has_residual: 0,
+        res_scale: 1.0,
+        norm_cpg: 0,
+        norm_silu: 0,
+    };
+    flat_dispatch(ctx, "wino_weight", &params, cout * cin, &[w.buffer(), u.buffer()])?;
+    Ok(u)
 }
 
 /// The shapes of an input norm for x of geometry `g`.
@@ -1200,8 +1245,17 @@ fn winograd_forward_fused(
         flip: flip as u32,
         ..g.wino_params(0, 0, bias.is_some())
     };
-    let u = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_u")?;
-    flat_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
+    let u = match epi.weight_transform {
+        Some(u) if !flip => {
+            u.expect_shape("conv2d_fused", "weight_transform", &[WINO_POINTS, g.cout, g.cin])?;
+            u.clone()
+        }
+        _ => {
+            let u = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_u")?;
+            flat_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
+            u
+        }
+    };
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
     let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;
     let m = ctx.empty(&[WINO_POINTS, g.cout, g.wino_cols(window)], "conv2d.wino_m")?;

@@ -486,7 +486,7 @@ fn conv2d_grid_over_workgroup_limit() {
 /// start at n0) and through the other algorithms' separate passes; with and without each part.
 #[test]
 fn conv2d_fused_epilogue() {
-    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused};
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, winograd_weight_transform, Fused};
     let ctx = ctx();
     let cases = [
         (
@@ -531,8 +531,35 @@ fn conv2d_fused_epilogue() {
                 input_norm: None,
                 image_bias: with_ib.then_some(&ib),
                 residual: with_r.then_some((&r, scale)),
+                weight_transform: None,
             };
             let y = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, epi).unwrap();
+            if (d.kh, d.kw) == (3, 3) {
+                // A precomputed weight transform gives the same output bit for bit (Winograd
+                // uses it; the other algorithms ignore it) ...
+                let u = winograd_weight_transform(ctx, &w).unwrap();
+                let with_u = |u| Fused {
+                    weight_transform: Some(u),
+                    ..epi
+                };
+                let y_u = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, with_u(&u)).unwrap();
+                assert_eq!(
+                    ctx.read(&y).unwrap(),
+                    ctx.read(&y_u).unwrap(),
+                    "{name} {algo:?}: with weight_transform"
+                );
+                // ... and Winograd really reads it: the transform of other weights changes y.
+                if matches!(algo, Algo::Winograd { .. }) {
+                    let w2 = ctx.upload(w.shape(), &rand_vec(w.numel(), seed + 9)).unwrap();
+                    let u2 = winograd_weight_transform(ctx, &w2).unwrap();
+                    let y2 = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, with_u(&u2)).unwrap();
+                    assert_ne!(
+                        ctx.read(&y).unwrap(),
+                        ctx.read(&y2).unwrap(),
+                        "{name}: weight_transform unused"
+                    );
+                }
+            }
             let plane = ho * wo;
             let want: Vec<f64> = conv
                 .iter()
@@ -698,6 +725,7 @@ fn conv2d_fused_input_norm() {
                 }),
                 image_bias: None,
                 residual: with_r.then_some((&r, 0.5)),
+                weight_transform: None,
             };
             let y = conv2d_fused_with(ctx, algo, &x, &w, Some(&b), p, epi).unwrap();
             let want: Vec<f64> = conv
