@@ -201,7 +201,7 @@ impl Encoder {
                 lt.resnets.push(rt);
                 h = y;
                 if let Some(a) = level.attns.get(j) {
-                    let (y, at) = a.forward(ctx, ps, &h)?;
+                    let (y, at) = a.forward(ctx, ps, &h, mode)?;
                     lt.attns.push(at);
                     h = y;
                 }
@@ -219,7 +219,7 @@ impl Encoder {
         h = y;
         let ma = match &self.mid_attn {
             Some(a) => {
-                let (y, at) = a.forward(ctx, ps, &h)?;
+                let (y, at) = a.forward(ctx, ps, &h, mode)?;
                 h = y;
                 Some(at)
             }

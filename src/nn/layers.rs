@@ -446,6 +446,12 @@ pub struct AttnBlock {
 /// What [`AttnBlock::backward`] needs from the forward.
 pub struct AttnTape {
     x: Tensor,
+    saved: Option<AttnSaved>,
+}
+
+/// The token-major activations of a training forward; an inference forward (channel-major,
+/// [`attention::attention_channels_first`]) keeps none and a backward recomputes them.
+struct AttnSaved {
     stats: Tensor,
     tokens: Tensor,
     q: Tensor,
@@ -477,7 +483,46 @@ impl AttnBlock {
         }
     }
 
-    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<(Tensor, AttnTape)> {
+    /// Outside training, where the GEMM attention kernel runs one head, the block stays
+    /// channel-major (NCHW) throughout: q, k, v and the output projection are pointwise
+    /// convolutions and attention runs on the transposes ([`attention::attention_channels_first`]),
+    /// so no activation is transposed. Otherwise, and while training, tokens are [N·T, C].
+    pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor, mode: Mode) -> Result<(Tensor, AttnTape)> {
+        let (n, c, h, w) = x.dims4("AttnBlock")?;
+        let t = h * w;
+        let channels_first =
+            !mode.train && self.heads == 1 && attention::kernel_for(ctx, n, t, c, 1) == attention::Kernel::Gemm;
+        if !channels_first {
+            return self.forward_tokens(ctx, ps, x);
+        }
+        let (normed, _) = self.norm.forward(ctx, ps, x, false)?;
+        let pointwise = Conv2dParams::new(1, 0);
+        let proj = |l: &Linear, input: &Tensor, epi: conv2d::Fused<'_>| -> Result<Tensor> {
+            let wt = ps.get(l.w).reshape(&[c, c, 1, 1])?;
+            conv2d::conv2d_fused(ctx, input, &wt, Some(ps.get(l.b)), pointwise, epi)
+        };
+        let plain = conv2d::Fused::default();
+        let qt = proj(&self.to_q, &normed, plain)?.reshape(&[n, c, t])?;
+        let kt = proj(&self.to_k, &normed, plain)?.reshape(&[n, c, t])?;
+        let vt = proj(&self.to_v, &normed, plain)?.reshape(&[n, c, t])?;
+        let ot = attention::attention_channels_first(ctx, &qt, &kt, &vt)?.reshape(&[n, c, h, w])?;
+        // out = (to_out(o) + x) / rescale, the residual added by the projection's GEMM pass.
+        let epi = conv2d::Fused {
+            residual: Some((x, 1.0 / self.rescale)),
+            ..plain
+        };
+        let out = proj(&self.to_out, &ot, epi)?;
+        Ok((
+            out,
+            AttnTape {
+                x: x.clone(),
+                saved: None,
+            },
+        ))
+    }
+
+    /// The token-major forward (training, several heads, and adapters without the GEMM kernel).
+    fn forward_tokens(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<(Tensor, AttnTape)> {
         let (n, c, h, w) = x.dims4("AttnBlock")?;
         let t = h * w;
         let (normed, stats) = self.norm.forward(ctx, ps, x, false)?;
@@ -496,13 +541,15 @@ impl AttnBlock {
             out,
             AttnTape {
                 x: x.clone(),
-                stats,
-                tokens,
-                q,
-                k,
-                v,
-                o,
-                lse,
+                saved: Some(AttnSaved {
+                    stats,
+                    tokens,
+                    q,
+                    k,
+                    v,
+                    o,
+                    lse,
+                }),
             },
         ))
     }
@@ -516,6 +563,14 @@ impl AttnBlock {
         dy: &Tensor,
     ) -> Result<Tensor> {
         let (n, c, _, _) = dy.dims4("AttnBlock backward")?;
+        let x = tape.x;
+        let tape = match tape.saved {
+            Some(saved) => saved,
+            None => {
+                let (_, full) = self.forward_tokens(ctx, ps, &x)?;
+                full.saved.expect("the token-major forward keeps its activations")
+            }
+        };
         let dy = if self.rescale == 1.0 {
             dy.clone()
         } else {
@@ -547,9 +602,9 @@ impl AttnBlock {
             .expect("dx requested");
         ew::add_inplace(ctx, &dtok, &dk_tok)?;
         ew::add_inplace(ctx, &dtok, &dv_tok)?;
-        let (_, _, h, w) = tape.x.dims4("AttnBlock backward")?;
+        let (_, _, h, w) = x.dims4("AttnBlock backward")?;
         let dnormed = layout::nlc_to_nchw(ctx, &dtok.reshape(&[n, t, c])?, h, w)?;
-        let dx = self.norm.backward(ctx, ps, g, &tape.x, &tape.stats, &dnormed, false)?;
+        let dx = self.norm.backward(ctx, ps, g, &x, &tape.stats, &dnormed, false)?;
         ew::add_inplace(ctx, &dx, &dy)?;
         Ok(dx)
     }

@@ -206,7 +206,7 @@ impl UNet {
                 ut.resnets.push(rt);
                 h = y;
                 if let Some(a) = level.attns.get(j) {
-                    let (y, at) = a.forward(ctx, ps, &h)?;
+                    let (y, at) = a.forward(ctx, ps, &h, mode)?;
                     ut.attns.push(at);
                     h = y;
                 }

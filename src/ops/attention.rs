@@ -347,6 +347,50 @@ fn gemm_forward(ctx: &Context, dims: &Dims, q: &Tensor, k: &Tensor, v: &Tensor) 
     Ok((o, lse))
 }
 
+/// Single-head attention on channel-major tensors, for inference: qt, kt, vt `[B, C, T]` (Qᵀ,
+/// Kᵀ, Vᵀ per image: the layout of NCHW activations and of a pointwise convolution's output) →
+/// oᵀ `[B, C, T]`, the transpose per image of [`attention`]'s o on the transposed inputs, with
+/// no transposes: S = scale·(Qᵀ)ᵀ·Kᵀ, P = softmax(S) by rows, Oᵀ = Vᵀ·Pᵀ, all on the GEMM
+/// kernel. Errors where [`kernel_for`] does not pick [`Kernel::Gemm`] for one head.
+pub fn attention_channels_first(ctx: &Context, qt: &Tensor, kt: &Tensor, vt: &Tensor) -> Result<Tensor> {
+    const OP: &str = "attention_channels_first";
+    let (b, c, t) = match qt.shape()[..] {
+        [b, c, t] => (b, c, t),
+        _ => {
+            return Err(Error::shape(
+                OP,
+                format!("qt: expected [B, C, T], got {:?}", qt.shape()),
+            ))
+        }
+    };
+    kt.expect_shape(OP, "kt (must match qt)", qt.shape())?;
+    vt.expect_shape(OP, "vt (must match qt)", qt.shape())?;
+    if kernel_for(ctx, b, t, c, 1) != Kernel::Gemm {
+        return Err(Error::arg(
+            "kernel",
+            format!(
+                "{OP}: the GEMM kernel cannot run B={b} T={t} C={c} on {}",
+                ctx.adapter_name()
+            ),
+        ));
+    }
+    let dims = Dims {
+        b,
+        t,
+        c,
+        heads: 1,
+        d: c,
+    };
+    let scale = 1.0 / (c as f32).sqrt();
+    let s = ctx.empty(&[b, t, t], "attention.scores")?;
+    batched(ctx, (t, c, t), b, true, false, scale, qt, kt, &s)?;
+    let lse = ctx.empty(&[b, 1, t], "attention.lse")?;
+    rows(ctx, &dims, "softmax_rows", &[s.buffer(), lse.buffer()])?;
+    let ot = ctx.empty(qt.shape(), "attention.ot")?;
+    batched(ctx, (c, t, t), b, false, true, 1.0, vt, &s, &ot)?;
+    Ok(ot)
+}
+
 /// [`Kernel::Gemm`] backward: S = scale·Q·Kᵀ again, dP = dO·Vᵀ, then P = exp(S − lse) and
 /// dS = scale·P·(dP − Σ P·dP) per row; dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
 fn gemm_backward(

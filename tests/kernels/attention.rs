@@ -70,6 +70,48 @@ fn attention_forward_matches_reference() {
     );
 }
 
+/// [B, R, S] → [B, S, R] per batch entry.
+fn transpose(x: &[f32], b: usize, r: usize, s: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for i in 0..b {
+        for p in 0..r {
+            for q in 0..s {
+                y[(i * s + q) * r + p] = x[(i * r + p) * s + q];
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn attention_channels_first_matches_reference() {
+    let ctx = ctx();
+    let mut runs = 0;
+    for (i, &(b, t, heads, d, scale)) in SHAPES.iter().enumerate() {
+        let c = heads * d;
+        if at::kernel_for(ctx, b, t, c, heads) != at::Kernel::Gemm {
+            continue;
+        }
+        runs += 1;
+        let [q, k, v] = inputs(b, t, c, scale, 10 * i as u64 + 5);
+        let (want_o, _) = rf::attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, t, c, heads);
+        // The same problem, channel-major: Qᵀ, Kᵀ, Vᵀ [B, C, T] in, Oᵀ out.
+        let up = |x: &[f32]| ctx.upload(&[b, c, t], &transpose(x, b, t, c)).unwrap();
+        let ot = at::attention_channels_first(ctx, &up(&q), &up(&k), &up(&v)).unwrap();
+        assert_eq!(ot.shape(), &[b, c, t]);
+        let o = transpose(&ctx.read(&ot).unwrap(), b, c, t);
+        assert_close(&format!("channels-first o B={b} T={t} d={d}"), &o, &want_o, 2e-5, 1e-4);
+    }
+    assert!(
+        !gemm_expected(ctx) || runs >= 3,
+        "channels-first attention ran {runs} shapes"
+    );
+    // Where the GEMM kernel cannot run (T not a multiple of 4), a typed error.
+    let x = ctx.zeros(&[1, 8, 6], "x").unwrap();
+    let err = at::attention_channels_first(ctx, &x, &x, &x).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
 #[test]
 fn attention_backward_matches_reference() {
     let ctx = ctx();
