@@ -46,7 +46,7 @@ impl Conv {
     /// [`Params::freeze`]) and this convolution runs Winograd; None otherwise.
     fn weight_transform(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Option<Tensor>> {
         let w = ps.get(self.w);
-        if !conv2d::forward_runs_winograd(ctx, x, w, self.p)? {
+        if !ps.is_frozen() || !conv2d::forward_runs_winograd(ctx, x, w, self.p)? {
             return Ok(None);
         }
         ps.derived(self.w, || conv2d::winograd_weight_transform(ctx, w))

@@ -53,10 +53,16 @@ impl Params {
         FrozenGuard { frozen: &self.frozen }
     }
 
+    /// Whether a [`FrozenGuard`] is alive (the weights promise to hold still; no `set` can run
+    /// meanwhile, as a guard borrows the store).
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.frozen.holders.load(Ordering::Acquire) > 0
+    }
+
     /// While frozen: the form of parameter `id` that `make` computes, made on first use and
     /// then reused. Not frozen: None (the caller computes it as usual).
     pub(crate) fn derived(&self, id: ParamId, make: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
-        if self.frozen.holders.load(Ordering::Acquire) == 0 {
+        if !self.is_frozen() {
             return Ok(None);
         }
         let mut map = self.frozen.derived.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,11 +138,6 @@ impl Params {
             ));
         }
         self.tensors[id] = Some(t);
-        self.frozen
-            .derived
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
         Ok(())
     }
 

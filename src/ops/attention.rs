@@ -305,18 +305,8 @@ fn batched(
     out: &Tensor,
 ) -> Result<()> {
     let g = matmul::SgGemm {
-        m,
-        k,
-        n,
-        batch,
-        trans_a,
-        trans_b,
         alpha,
-        beta: 0.0,
-        a_shared: false,
-        a_off: 0,
-        b_off: 0,
-        out_off: 0,
+        ..matmul::SgGemm::new(m, k, n, batch, trans_a, trans_b)
     };
     matmul::gemm_sg_raw(ctx, g, a.buffer(), b.buffer(), out.buffer())
 }

@@ -291,24 +291,18 @@ pub fn winograd_weight_transform(ctx: &Context, w: &Tensor) -> Result<Tensor> {
     if (kh, kw) != (3, 3) {
         return Err(Error::shape(OP, format!("w {:?}: expected a 3×3 kernel", w.shape())));
     }
+    weight_transform(ctx, w, cout, cin, false)
+}
+
+/// U `[36, cout, cin]` of w by the `wino_weight` kernel (which reads only cin, cout and flip of
+/// its parameters); with `flip`, of the input grad's rotated, transposed weights.
+fn weight_transform(ctx: &Context, w: &Tensor, cout: usize, cin: usize, flip: bool) -> Result<Tensor> {
     let u = ctx.empty(&[WINO_POINTS, cout, cin], "conv2d.wino_u")?;
     let params = WinoParams {
-        n0: 0,
-        nb: 0,
         cin: cin as u32,
         cout: cout as u32,
-        h: 0,
-        w: 0,
-        th: 0,
-        tw: 0,
-        has_bias: 0,
-        flip: 0,
-        cols: 0,
-        has_image_bias: 0,
-        has_residual: 0,
-        res_scale: 1.0,
-        norm_cpg: 0,
-        norm_silu: 0,
+        flip: flip as u32,
+        ..bytemuck::Zeroable::zeroed()
     };
     flat_dispatch(ctx, "wino_weight", &params, cout * cin, &[w.buffer(), u.buffer()])?;
     Ok(u)
@@ -1147,18 +1141,8 @@ fn pointwise_gemm(
     a_shared: bool,
 ) -> matmul::SgGemm {
     matmul::SgGemm {
-        m,
-        k,
-        n,
-        batch,
-        trans_a,
-        trans_b,
-        alpha: 1.0,
-        beta: 0.0,
         a_shared,
-        a_off: 0,
-        b_off: 0,
-        out_off: 0,
+        ..matmul::SgGemm::new(m, k, n, batch, trans_a, trans_b)
     }
 }
 
@@ -1241,20 +1225,12 @@ fn winograd_forward_fused(
     save: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let window = wino_window(ctx, g, window);
-    let params = WinoParams {
-        flip: flip as u32,
-        ..g.wino_params(0, 0, bias.is_some())
-    };
     let u = match epi.weight_transform {
         Some(u) if !flip => {
             u.expect_shape("conv2d_fused", "weight_transform", &[WINO_POINTS, g.cout, g.cin])?;
             u.clone()
         }
-        _ => {
-            let u = ctx.empty(&[WINO_POINTS, g.cout, g.cin], "conv2d.wino_u")?;
-            flat_dispatch(ctx, "wino_weight", &params, g.cout * g.cin, &[w.buffer(), u.buffer()])?;
-            u
-        }
+        _ => weight_transform(ctx, w, g.cout, g.cin, flip)?,
     };
     let y = ctx.empty(&[g.n, g.cout, g.h, g.w], "conv2d.y")?;
     let v = ctx.empty(&[WINO_POINTS, g.cin, g.wino_cols(window)], "conv2d.wino_v")?;

@@ -190,18 +190,9 @@ pub fn gemm_with(
         ));
     }
     let g = SgGemm {
-        m: d.m,
-        k: d.k,
-        n: d.n,
-        batch: d.batch,
-        trans_a,
-        trans_b,
         alpha,
         beta,
-        a_shared: false,
-        a_off: 0,
-        b_off: 0,
-        out_off: 0,
+        ..SgGemm::new(d.m, d.k, d.n, d.batch, trans_a, trans_b)
     };
     launch(ctx, kernel, g, a.buffer(), b.buffer(), out.buffer(), None)
 }
@@ -358,20 +349,7 @@ pub fn linear(ctx: &Context, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> R
             let kernel = kernel_for(ctx, m, k, n, false);
             if let Kernel::Subgroup { .. } = kernel {
                 // The subgroup GEMM adds the bias in its epilogue: no broadcast pass.
-                let g = SgGemm {
-                    m,
-                    k,
-                    n,
-                    batch: 1,
-                    trans_a: false,
-                    trans_b: true,
-                    alpha: 1.0,
-                    beta: 0.0,
-                    a_shared: false,
-                    a_off: 0,
-                    b_off: 0,
-                    out_off: 0,
-                };
+                let g = SgGemm::new(m, k, n, 1, false, true);
                 launch(
                     ctx,
                     kernel,
@@ -475,6 +453,27 @@ pub(crate) struct SgGemm {
     pub a_off: usize,
     pub b_off: usize,
     pub out_off: usize,
+}
+
+impl SgGemm {
+    /// out = op(A)·op(B) over `batch` products of M×K by K×N: alpha 1, beta 0, A per batch, no
+    /// offsets (set the other fields with `..SgGemm::new(..)`).
+    pub(crate) fn new(m: usize, k: usize, n: usize, batch: usize, trans_a: bool, trans_b: bool) -> Self {
+        SgGemm {
+            m,
+            k,
+            n,
+            batch,
+            trans_a,
+            trans_b,
+            alpha: 1.0,
+            beta: 0.0,
+            a_shared: false,
+            a_off: 0,
+            b_off: 0,
+            out_off: 0,
+        }
+    }
 }
 
 /// Largest workgroup size of the subgroup kernel when ops call it directly.
