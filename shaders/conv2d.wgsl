@@ -1053,3 +1053,349 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     g_o2[i * 9u + 7u] = w2[1];
     g_o2[i * 9u + 8u] = w2[2];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Four-column transforms (W % 4 == 0): one invocation per (channel, 4 consecutive columns of V,
+// M or dM), so that every plane of the transformed tensor is read or written as one vec4 per
+// invocation and image rows as vec4s. On llvmpipe (Mesa 25.0, 2 cores) a vec4 storage load costs
+// about 2.5 scalar ones (5.1 against 2.1 ns per 8-lane load, measured 2026-12-02), so moving
+// vec4s saves a third of the memory work. Per 4 tiles the input transform loads 6 rows of 4
+// vec4s + 2 scalars when the 4 tiles share a tile row (tw % 4 == 0), else 6·4 of 1 vec4 + 2
+// scalars, and stores 36 vec4s, against 144 + 144 scalars one tile per invocation; the output
+// transform 36 + 16 vec4s (+ 16 with a residual) against 144 + 64 (+ 64) scalars; wino_dy 16 +
+// 36 against 64 + 144. Same arithmetic as the one-tile-per-invocation entry points above, which
+// serve images with W % 4 != 0.
+
+@group(0) @binding(1) var<storage, read> g_a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> g_o2v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> g_o3v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> g_r4: array<vec4<f32>>;
+// wino_input4: x again, as scalars, for the columns either side of a row's vec4s (a scalar
+// load costs 2/5 of a vec4 one on llvmpipe).
+@group(0) @binding(6) var<storage, read> g_x1: array<f32>;
+
+// Tile column `col` (< cols) of channel `ch` in a tensor with `nch` channels: the base of its
+// image plane in vec4s, its tile row and column, its image, and whether it is a real tile
+// (pad columns are not).
+struct WTile {
+    base4: u32,
+    ty: u32,
+    tx: u32,
+    b: u32,
+    live: bool,
+}
+
+fn wino_tile4(ch: u32, col: u32, nch: u32) -> WTile {
+    let tiles = wq.th * wq.tw;
+    let live = col < wq.nb * tiles;
+    let c = select(0u, col, live);
+    let b = c / tiles;
+    let t = c - b * tiles;
+    let ty = t / wq.tw;
+    return WTile(((wq.n0 + b) * nch + ch) * (wq.h * wq.w / 4u), ty, t - ty * wq.tw, b, live);
+}
+
+// (scale, shift) of the input norm of channel ci of image b of the window: x·ns + nb.
+fn wino_norm(ci: u32, b: u32) -> vec2<f32> {
+    if (wq.norm_cpg == 0u) {
+        return vec2(1.0, 0.0);
+    }
+    let grp = ((wq.n0 + b) * (wq.cin / wq.norm_cpg) + ci / wq.norm_cpg) * 2u;
+    let ns = g_nstats[grp + 1u] * g_ngamma[ci];
+    return vec2(ns, g_nbeta[ci] - g_nstats[grp] * ns);
+}
+
+fn wino_in4(x: vec4<f32>, ok: bool, n: vec2<f32>) -> vec4<f32> {
+    var v = x;
+    if (wq.norm_cpg != 0u) {
+        v = x * n.x + n.y;
+        if (wq.norm_silu != 0u) {
+            v = v / (1.0 + exp(-v));
+        }
+    }
+    return select(vec4(0.0), v, ok);
+}
+
+// Row r of tile t's 6×6 input window, normalized, 0 outside the image, transformed along the
+// row (d B): a vec4 load of the 4 inner columns and scalar loads of the outer two.
+fn wino_row1(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 6> {
+    let y = i32(t.ty * 4u + r) - 1;
+    let ok = t.live && y >= 0 && y < i32(wq.h);
+    let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
+    let okl = ok && t.tx > 0u;
+    let okr = ok && t.tx + 1u < wq.tw;
+    let m = wino_in4(g_a4[q], ok, n);
+    let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
+    let rr = wino_in(g_x1[select(4u * q, 4u * q + 4u, okr)], okr, n.x, n.y);
+    return wino_bt(array<f32, 6>(l, m.x, m.y, m.z, m.w, rr));
+}
+
+// wino_row1 for 4 tiles, each on its own.
+fn wino_row_each(t0: WTile, t1: WTile, t2: WTile, t3: WTile, n0: vec2<f32>, n1: vec2<f32>,
+                 n2: vec2<f32>, n3: vec2<f32>, r: u32) -> array<f32, 24> {
+    let h0 = wino_row1(t0, n0, r);
+    let h1 = wino_row1(t1, n1, r);
+    let h2 = wino_row1(t2, n2, r);
+    let h3 = wino_row1(t3, n3, r);
+    return array<f32, 24>(h0[0], h0[1], h0[2], h0[3], h0[4], h0[5],
+                          h1[0], h1[1], h1[2], h1[3], h1[4], h1[5],
+                          h2[0], h2[1], h2[2], h2[3], h2[4], h2[5],
+                          h3[0], h3[1], h3[2], h3[3], h3[4], h3[5]);
+}
+
+// wino_row1 for tiles t0.tx .. t0.tx + 3 of one tile row (tw % 4 == 0): the windows overlap by
+// two columns, so the row is 4 inner vec4s and the two columns either side (6 loads).
+fn wino_row_strip(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 24> {
+    let y = i32(t.ty * 4u + r) - 1;
+    let ok = t.live && y >= 0 && y < i32(wq.h);
+    let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
+    let okl = ok && t.tx > 0u;
+    let okr = ok && t.tx + 4u < wq.tw;
+    let m0 = wino_in4(g_a4[q], ok, n);
+    let m1 = wino_in4(g_a4[q + 1u], ok, n);
+    let m2 = wino_in4(g_a4[q + 2u], ok, n);
+    let m3 = wino_in4(g_a4[q + 3u], ok, n);
+    let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
+    let rr = wino_in(g_x1[select(4u * q, 4u * q + 16u, okr)], okr, n.x, n.y);
+    let h0 = wino_bt(array<f32, 6>(l, m0.x, m0.y, m0.z, m0.w, m1.x));
+    let h1 = wino_bt(array<f32, 6>(m0.w, m1.x, m1.y, m1.z, m1.w, m2.x));
+    let h2 = wino_bt(array<f32, 6>(m1.w, m2.x, m2.y, m2.z, m2.w, m3.x));
+    let h3 = wino_bt(array<f32, 6>(m2.w, m3.x, m3.y, m3.z, m3.w, rr));
+    return array<f32, 24>(h0[0], h0[1], h0[2], h0[3], h0[4], h0[5],
+                          h1[0], h1[1], h1[2], h1[3], h1[4], h1[5],
+                          h2[0], h2[1], h2[2], h2[3], h2[4], h2[5],
+                          h3[0], h3[1], h3[2], h3[3], h3[4], h3[5]);
+}
+
+// Bᵀ of column k of the row transforms (k = 6·tile + column).
+fn wino_vcol(h0: array<f32, 24>, h1: array<f32, 24>, h2: array<f32, 24>, h3: array<f32, 24>,
+             h4: array<f32, 24>, h5: array<f32, 24>, k: u32) -> array<f32, 6> {
+    return wino_bt(array<f32, 6>(h0[k], h1[k], h2[k], h3[k], h4[k], h5[k]));
+}
+
+// V[a·6 + c] for a = 0..5 of the 4 tiles (v_j = column c of tile j's Bᵀ d B).
+fn wino_store_v(o: u32, plane: u32, c: u32, v0: array<f32, 6>, v1: array<f32, 6>,
+                v2: array<f32, 6>, v3: array<f32, 6>) {
+    g_o2v[(0u + c) * plane + o] = vec4(v0[0], v1[0], v2[0], v3[0]);
+    g_o2v[(6u + c) * plane + o] = vec4(v0[1], v1[1], v2[1], v3[1]);
+    g_o2v[(12u + c) * plane + o] = vec4(v0[2], v1[2], v2[2], v3[2]);
+    g_o2v[(18u + c) * plane + o] = vec4(v0[3], v1[3], v2[3], v3[3]);
+    g_o2v[(24u + c) * plane + o] = vec4(v0[4], v1[4], v2[4], v3[4]);
+    g_o2v[(30u + c) * plane + o] = vec4(v0[5], v1[5], v2[5], v3[5]);
+}
+
+// wino_input over 4 columns per invocation (pad columns get zeros); g_a4 = g_x1 = x, g_o2v = V,
+// bindings 3..5: the input norm.
+@compute @workgroup_size(256)
+fn wino_input4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let groups = wq.cols / 4u;
+    if (i >= wq.cin * groups) {
+        return;
+    }
+    let ci = i / groups;
+    let g = i - ci * groups;
+    let t0 = wino_tile4(ci, 4u * g, wq.cin);
+    var h0: array<f32, 24>;
+    var h1: array<f32, 24>;
+    var h2: array<f32, 24>;
+    var h3: array<f32, 24>;
+    var h4: array<f32, 24>;
+    var h5: array<f32, 24>;
+    if (wq.tw % 4u == 0u) {
+        // The 4 columns are 4 tiles of one tile row of one image.
+        let n = wino_norm(ci, t0.b);
+        h0 = wino_row_strip(t0, n, 0u);
+        h1 = wino_row_strip(t0, n, 1u);
+        h2 = wino_row_strip(t0, n, 2u);
+        h3 = wino_row_strip(t0, n, 3u);
+        h4 = wino_row_strip(t0, n, 4u);
+        h5 = wino_row_strip(t0, n, 5u);
+    } else {
+        let t1 = wino_tile4(ci, 4u * g + 1u, wq.cin);
+        let t2 = wino_tile4(ci, 4u * g + 2u, wq.cin);
+        let t3 = wino_tile4(ci, 4u * g + 3u, wq.cin);
+        let n0 = wino_norm(ci, t0.b);
+        let n1 = wino_norm(ci, t1.b);
+        let n2 = wino_norm(ci, t2.b);
+        let n3 = wino_norm(ci, t3.b);
+        h0 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 0u);
+        h1 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 1u);
+        h2 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 2u);
+        h3 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 3u);
+        h4 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 4u);
+        h5 = wino_row_each(t0, t1, t2, t3, n0, n1, n2, n3, 5u);
+    }
+    let plane = wq.cin * groups;
+    let o = ci * groups + g;
+    wino_store_v(o, plane, 0u, wino_vcol(h0, h1, h2, h3, h4, h5, 0u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 6u), wino_vcol(h0, h1, h2, h3, h4, h5, 12u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 18u));
+    wino_store_v(o, plane, 1u, wino_vcol(h0, h1, h2, h3, h4, h5, 1u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 7u), wino_vcol(h0, h1, h2, h3, h4, h5, 13u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 19u));
+    wino_store_v(o, plane, 2u, wino_vcol(h0, h1, h2, h3, h4, h5, 2u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 8u), wino_vcol(h0, h1, h2, h3, h4, h5, 14u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 20u));
+    wino_store_v(o, plane, 3u, wino_vcol(h0, h1, h2, h3, h4, h5, 3u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 9u), wino_vcol(h0, h1, h2, h3, h4, h5, 15u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 21u));
+    wino_store_v(o, plane, 4u, wino_vcol(h0, h1, h2, h3, h4, h5, 4u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 10u), wino_vcol(h0, h1, h2, h3, h4, h5, 16u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 22u));
+    wino_store_v(o, plane, 5u, wino_vcol(h0, h1, h2, h3, h4, h5, 5u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 11u), wino_vcol(h0, h1, h2, h3, h4, h5, 17u),
+                 wino_vcol(h0, h1, h2, h3, h4, h5, 23u));
+}
+
+// Aᵀ of column c of the 4 tiles' products (m_a = M[a·6 + c], component j = tile j): the 4
+// output rows of column c, per tile.
+fn wino_mcol(o: u32, plane: u32, c: u32) -> array<vec4<f32>, 4> {
+    let m0 = g_a4[(0u + c) * plane + o];
+    let m1 = g_a4[(6u + c) * plane + o];
+    let m2 = g_a4[(12u + c) * plane + o];
+    let m3 = g_a4[(18u + c) * plane + o];
+    let m4 = g_a4[(24u + c) * plane + o];
+    let m5 = g_a4[(30u + c) * plane + o];
+    return array<vec4<f32>, 4>(
+        wino_at(array<f32, 6>(m0.x, m1.x, m2.x, m3.x, m4.x, m5.x)),
+        wino_at(array<f32, 6>(m0.y, m1.y, m2.y, m3.y, m4.y, m5.y)),
+        wino_at(array<f32, 6>(m0.z, m1.z, m2.z, m3.z, m4.z, m5.z)),
+        wino_at(array<f32, 6>(m0.w, m1.w, m2.w, m3.w, m4.w, m5.w)));
+}
+
+// Output row r of tile t (y: Aᵀ M A's row plus the biases): the residual added, stored as a
+// vec4 unless the row lies past the image.
+fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {
+    if (t.ty * 4u + r >= wq.h) {
+        return;
+    }
+    let w4 = wq.w / 4u;
+    let o = t.base4 + (t.ty * 4u + r) * w4 + t.tx;
+    if (wq.has_residual != 0u) {
+        g_o3v[o] = wq.res_scale * (y + g_r4[o]);
+    } else {
+        g_o3v[o] = y;
+    }
+}
+
+// Tile j's output (c_k[j]: column k of Aᵀ M, as its 4 rows), plus the biases, stored row by row.
+fn wino_out_tile(t: WTile, co: u32, j: u32, c0: array<vec4<f32>, 4>, c1: array<vec4<f32>, 4>,
+                 c2: array<vec4<f32>, 4>, c3: array<vec4<f32>, 4>, c4: array<vec4<f32>, 4>,
+                 c5: array<vec4<f32>, 4>) {
+    if (!t.live) {
+        return;
+    }
+    var bias_v = 0.0;
+    if (wq.has_bias != 0u) {
+        bias_v = g_b[co];
+    }
+    if (wq.has_image_bias != 0u) {
+        bias_v += g_ib[(wq.n0 + t.b) * wq.cout + co];
+    }
+    let k0 = c0[j];
+    let k1 = c1[j];
+    let k2 = c2[j];
+    let k3 = c3[j];
+    let k4 = c4[j];
+    let k5 = c5[j];
+    let bv = vec4(bias_v);
+    wino_out_row(t, 0u, wino_at(array<f32, 6>(k0.x, k1.x, k2.x, k3.x, k4.x, k5.x)) + bv);
+    wino_out_row(t, 1u, wino_at(array<f32, 6>(k0.y, k1.y, k2.y, k3.y, k4.y, k5.y)) + bv);
+    wino_out_row(t, 2u, wino_at(array<f32, 6>(k0.z, k1.z, k2.z, k3.z, k4.z, k5.z)) + bv);
+    wino_out_row(t, 3u, wino_at(array<f32, 6>(k0.w, k1.w, k2.w, k3.w, k4.w, k5.w)) + bv);
+}
+
+// wino_output over 4 columns per invocation; g_a4 = M, g_b = bias, g_o3v = y, g_r4 = residual,
+// g_ib = image bias.
+@compute @workgroup_size(256)
+fn wino_output4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let groups = wq.cols / 4u;
+    if (i >= wq.cout * groups) {
+        return;
+    }
+    let co = i / groups;
+    let g = i - co * groups;
+    let plane = wq.cout * groups;
+    let o = co * groups + g;
+    let c0 = wino_mcol(o, plane, 0u);
+    let c1 = wino_mcol(o, plane, 1u);
+    let c2 = wino_mcol(o, plane, 2u);
+    let c3 = wino_mcol(o, plane, 3u);
+    let c4 = wino_mcol(o, plane, 4u);
+    let c5 = wino_mcol(o, plane, 5u);
+    wino_out_tile(wino_tile4(co, 4u * g, wq.cout), co, 0u, c0, c1, c2, c3, c4, c5);
+    wino_out_tile(wino_tile4(co, 4u * g + 1u, wq.cout), co, 1u, c0, c1, c2, c3, c4, c5);
+    wino_out_tile(wino_tile4(co, 4u * g + 2u, wq.cout), co, 2u, c0, c1, c2, c3, c4, c5);
+    wino_out_tile(wino_tile4(co, 4u * g + 3u, wq.cout), co, 3u, c0, c1, c2, c3, c4, c5);
+}
+
+// dM = A e Aᵀ of tile t's 4×4 output grad e (0 past the image), row-major 6×6.
+fn wino_dy_tile(t: WTile) -> array<f32, 36> {
+    let w4 = wq.w / 4u;
+    let q = t.base4 + t.ty * 4u * w4 + t.tx;
+    let ok0 = t.live;
+    let ok1 = t.live && t.ty * 4u + 1u < wq.h;
+    let ok2 = t.live && t.ty * 4u + 2u < wq.h;
+    let ok3 = t.live && t.ty * 4u + 3u < wq.h;
+    let e0 = select(vec4(0.0), g_a4[select(t.base4, q, ok0)], ok0);
+    let e1 = select(vec4(0.0), g_a4[select(t.base4, q + w4, ok1)], ok1);
+    let e2 = select(vec4(0.0), g_a4[select(t.base4, q + 2u * w4, ok2)], ok2);
+    let e3 = select(vec4(0.0), g_a4[select(t.base4, q + 3u * w4, ok3)], ok3);
+    // t_c = A (column c of e), then row a of dM = A (t_0[a], .., t_3[a]).
+    let s0 = wino_a(e0.x, e1.x, e2.x, e3.x);
+    let s1 = wino_a(e0.y, e1.y, e2.y, e3.y);
+    let s2 = wino_a(e0.z, e1.z, e2.z, e3.z);
+    let s3 = wino_a(e0.w, e1.w, e2.w, e3.w);
+    let d0 = wino_a(s0[0], s1[0], s2[0], s3[0]);
+    let d1 = wino_a(s0[1], s1[1], s2[1], s3[1]);
+    let d2 = wino_a(s0[2], s1[2], s2[2], s3[2]);
+    let d3 = wino_a(s0[3], s1[3], s2[3], s3[3]);
+    let d4 = wino_a(s0[4], s1[4], s2[4], s3[4]);
+    let d5 = wino_a(s0[5], s1[5], s2[5], s3[5]);
+    return array<f32, 36>(d0[0], d0[1], d0[2], d0[3], d0[4], d0[5],
+                          d1[0], d1[1], d1[2], d1[3], d1[4], d1[5],
+                          d2[0], d2[1], d2[2], d2[3], d2[4], d2[5],
+                          d3[0], d3[1], d3[2], d3[3], d3[4], d3[5],
+                          d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
+                          d5[0], d5[1], d5[2], d5[3], d5[4], d5[5]);
+}
+
+// dM[ξ] for ξ = 6 points from `k`, the 4 tiles as the 4 components.
+fn wino_store_dm(o: u32, plane: u32, k: u32, d0: array<f32, 36>, d1: array<f32, 36>,
+                 d2: array<f32, 36>, d3: array<f32, 36>) {
+    g_o2v[(k + 0u) * plane + o] = vec4(d0[k + 0u], d1[k + 0u], d2[k + 0u], d3[k + 0u]);
+    g_o2v[(k + 1u) * plane + o] = vec4(d0[k + 1u], d1[k + 1u], d2[k + 1u], d3[k + 1u]);
+    g_o2v[(k + 2u) * plane + o] = vec4(d0[k + 2u], d1[k + 2u], d2[k + 2u], d3[k + 2u]);
+    g_o2v[(k + 3u) * plane + o] = vec4(d0[k + 3u], d1[k + 3u], d2[k + 3u], d3[k + 3u]);
+    g_o2v[(k + 4u) * plane + o] = vec4(d0[k + 4u], d1[k + 4u], d2[k + 4u], d3[k + 4u]);
+    g_o2v[(k + 5u) * plane + o] = vec4(d0[k + 5u], d1[k + 5u], d2[k + 5u], d3[k + 5u]);
+}
+
+// wino_dy over 4 columns per invocation (pad columns get zeros); g_a4 = dy, g_o2v = dM.
+@compute @workgroup_size(256)
+fn wino_dy4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let groups = wq.cols / 4u;
+    if (i >= wq.cout * groups) {
+        return;
+    }
+    let co = i / groups;
+    let g = i - co * groups;
+    let d0 = wino_dy_tile(wino_tile4(co, 4u * g, wq.cout));
+    let d1 = wino_dy_tile(wino_tile4(co, 4u * g + 1u, wq.cout));
+    let d2 = wino_dy_tile(wino_tile4(co, 4u * g + 2u, wq.cout));
+    let d3 = wino_dy_tile(wino_tile4(co, 4u * g + 3u, wq.cout));
+    let plane = wq.cout * groups;
+    let o = co * groups + g;
+    wino_store_dm(o, plane, 0u, d0, d1, d2, d3);
+    wino_store_dm(o, plane, 6u, d0, d1, d2, d3);
+    wino_store_dm(o, plane, 12u, d0, d1, d2, d3);
+    wino_store_dm(o, plane, 18u, d0, d1, d2, d3);
+    wino_store_dm(o, plane, 24u, d0, d1, d2, d3);
+    wino_store_dm(o, plane, 30u, d0, d1, d2, d3);
+}

@@ -1110,6 +1110,19 @@ fn wino_tiles(
     channels: usize,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
+    if g.w % 4 == 0 {
+        // Four columns per invocation, image rows and transformed planes as vec4s.
+        let entry4 = match entry {
+            "wino_input" => "wino_input4",
+            "wino_output" => "wino_output4",
+            "wino_dy" => "wino_dy4",
+            _ => unreachable!("no four-column variant of {entry}"),
+        };
+        let total = channels * params.cols as usize / 4;
+        return flat_dispatch(ctx, entry4, params, total, buffers);
+    }
+    // The one-tile wino_input has no binding 6 (x as scalars for wino_input4).
+    let buffers = if entry == "wino_input" { &buffers[..5] } else { buffers };
     let total = channels * params.nb as usize * g.wino_tiles_per_image();
     flat_dispatch(ctx, entry, params, total, buffers)
 }
@@ -1125,7 +1138,15 @@ fn input_transform(
     norm: Option<InputNorm<'_>>,
 ) -> Result<()> {
     let (stats, gamma, beta) = norm.map_or((x, x, x), |nm| (nm.stats, nm.gamma, nm.beta));
-    let buffers = [x.buffer(), v.buffer(), stats.buffer(), gamma.buffer(), beta.buffer()];
+    // wino_input4 reads x at binding 6 too (as scalars).
+    let buffers = [
+        x.buffer(),
+        v.buffer(),
+        stats.buffer(),
+        gamma.buffer(),
+        beta.buffer(),
+        x.buffer(),
+    ];
     wino_tiles(ctx, "wino_input", params, g, g.cin, &buffers)
 }
 
@@ -1338,6 +1359,16 @@ fn winograd_backward_weight(
         g.cout * g.cin,
         &[du.buffer(), dw.buffer()],
     )?;
-    let db = matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?;
+    let db = if window >= g.n {
+        // Point ξ = 7 of dM = A·dy·Aᵀ is (row 1 of A = [1, 1, 1, 1]) each tile's sum of dy: the
+        // bias grad is the row sums of that plane [Cout, cols] (pad columns hold zeros), a
+        // ninth of dy's size at 4×4 tiles.
+        let plane = ctx.empty(&[g.cout, dm.shape()[2]], "conv2d.wino_dm_sum")?;
+        let bytes = plane.bytes();
+        ctx.copy_buffer(dm.buffer(), 7 * bytes, plane.buffer(), 0, bytes);
+        crate::ops::elementwise::sum_rows(ctx, &plane, g.cout, dm.shape()[2], 1.0)?
+    } else {
+        matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?
+    };
     Ok((dw, db))
 }

@@ -643,7 +643,8 @@ fn conv2d_saved_input_transform_serves_the_backward() {
 
 /// conv2d_fused with an input norm: y = conv(silu(GroupNorm(x)), w) + bias against the f64
 /// reference (norm, then zero padding), through the Winograd input transform (one window and
-/// windows of one image, with and without SiLU, with a residual) and the separate-pass fallback.
+/// windows of one image, with and without SiLU, with a residual; widths that take the
+/// four-column transforms and one that does not) and the separate-pass fallback.
 #[test]
 fn conv2d_fused_input_norm() {
     use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused, InputNorm};
@@ -664,6 +665,14 @@ fn conv2d_fused_input_norm() {
             Algo::Winograd { window: 1 },
             2,
             false,
+        ),
+        (
+            // 4 tiles per tile row: the four-column input transform shares the row loads.
+            "2x8x6x16 -> 8 k3",
+            dims(2, 8, (6, 16), 8, (3, 3), Conv2dParams::new(1, 1)),
+            Algo::Winograd { window: 0 },
+            2,
+            true,
         ),
         (
             "2x12x5x7 -> 4 k3",
