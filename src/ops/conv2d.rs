@@ -1110,7 +1110,7 @@ fn wino_tiles(
     channels: usize,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
-    if g.w % 4 == 0 {
+    if g.w.is_multiple_of(4) {
         // Four columns per invocation, image rows and transformed planes as vec4s.
         let entry4 = match entry {
             "wino_input" => "wino_input4",

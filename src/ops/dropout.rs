@@ -32,7 +32,11 @@ fn apply(ctx: &Context, x: &Tensor, p: f32, seed: u64, stream: u32, label: &str)
     let (thresh, scale) = mask_params(p)?;
     let out = ctx.empty(x.shape(), label)?;
     RngLaunch {
-        entry: if x.numel() % 4 == 0 { "dropout4" } else { "dropout" },
+        entry: if x.numel().is_multiple_of(4) {
+            "dropout4"
+        } else {
+            "dropout"
+        },
         n: x.numel(),
         seed,
         stream,
