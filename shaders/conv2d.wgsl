@@ -1055,16 +1055,16 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 }
 
 // ---------------------------------------------------------------------------------------------
-// Four-column transforms (W % 4 == 0): one invocation per (channel, 4 consecutive columns of V,
-// M or dM), so that every plane of the transformed tensor is read or written as one vec4 per
+// Vectorized transforms (W % 4 == 0). wino_input4: one invocation per (channel, 4 consecutive
+// columns of V), so that every plane of the transformed tensor is read or written as one vec4 per
 // invocation and image rows as vec4s. On llvmpipe (Mesa 25.0, 2 cores) a vec4 storage load costs
 // about 2.5 scalar ones (5.1 against 2.1 ns per 8-lane load, measured 2026-12-02), so moving
 // vec4s saves a third of the memory work. Per 4 tiles the input transform loads 6 rows of 4
 // vec4s + 2 scalars when the 4 tiles share a tile row (tw % 4 == 0), else 6·4 of 1 vec4 + 2
-// scalars, and stores 36 vec4s, against 144 + 144 scalars one tile per invocation; the output
-// transform 36 + 16 vec4s (+ 16 with a residual) against 144 + 64 (+ 64) scalars; wino_dy 16 +
-// 36 against 64 + 144. Same arithmetic as the one-tile-per-invocation entry points above, which
-// serve images with W % 4 != 0.
+// scalars, and stores 36 vec4s, against 144 + 144 scalars one tile per invocation. The output
+// and dy transforms stay one tile per invocation and only move image rows as vec4s (see
+// wino_output_v, wino_dy_v). Same arithmetic as the entry points above, which serve images with
+// W % 4 != 0.
 
 @group(0) @binding(1) var<storage, read> g_a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> g_o2v: array<vec4<f32>>;
@@ -1249,22 +1249,6 @@ fn wino_input4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                  wino_vcol(h0, h1, h2, h3, h4, h5, 23u));
 }
 
-// Aᵀ of column c of the 4 tiles' products (m_a = M[a·6 + c], component j = tile j): the 4
-// output rows of column c, per tile.
-fn wino_mcol(o: u32, plane: u32, c: u32) -> array<vec4<f32>, 4> {
-    let m0 = g_a4[(0u + c) * plane + o];
-    let m1 = g_a4[(6u + c) * plane + o];
-    let m2 = g_a4[(12u + c) * plane + o];
-    let m3 = g_a4[(18u + c) * plane + o];
-    let m4 = g_a4[(24u + c) * plane + o];
-    let m5 = g_a4[(30u + c) * plane + o];
-    return array<vec4<f32>, 4>(
-        wino_at(array<f32, 6>(m0.x, m1.x, m2.x, m3.x, m4.x, m5.x)),
-        wino_at(array<f32, 6>(m0.y, m1.y, m2.y, m3.y, m4.y, m5.y)),
-        wino_at(array<f32, 6>(m0.z, m1.z, m2.z, m3.z, m4.z, m5.z)),
-        wino_at(array<f32, 6>(m0.w, m1.w, m2.w, m3.w, m4.w, m5.w)));
-}
-
 // Output row r of tile t (y: Aᵀ M A's row plus the biases): the residual added, stored as a
 // vec4 unless the row lies past the image.
 fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {
@@ -1280,57 +1264,53 @@ fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {
     }
 }
 
-// Tile j's output (c_k[j]: column k of Aᵀ M, as its 4 rows), plus the biases, stored row by row.
-fn wino_out_tile(t: WTile, co: u32, j: u32, c0: array<vec4<f32>, 4>, c1: array<vec4<f32>, 4>,
-                 c2: array<vec4<f32>, 4>, c3: array<vec4<f32>, 4>, c4: array<vec4<f32>, 4>,
-                 c5: array<vec4<f32>, 4>) {
-    if (!t.live) {
+// wino_output with each output row stored as one vec4 (W % 4 == 0), still one tile per
+// invocation: four tiles per invocation (vec4 loads of M) hold 4·24 intermediates at once, and
+// that variant measured 1.2-1.3x slower than the scalar kernel in training steps (spills).
+// g_a = M, g_b = bias, g_o3v = y, g_r4 = residual, g_ib = image bias.
+@compute @workgroup_size(256)
+fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    if (i >= wq.cout * wq.nb * tiles) {
         return;
     }
+    let c = wino_tile(i, tiles);
+    let co = c.x;
+    let plane = wq.cout * wq.cols;
+    let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
+    let t0 = wino_at(array<f32, 6>(
+        g_a[0u * plane + src], g_a[6u * plane + src], g_a[12u * plane + src],
+        g_a[18u * plane + src], g_a[24u * plane + src], g_a[30u * plane + src]));
+    let t1 = wino_at(array<f32, 6>(
+        g_a[1u * plane + src], g_a[7u * plane + src], g_a[13u * plane + src],
+        g_a[19u * plane + src], g_a[25u * plane + src], g_a[31u * plane + src]));
+    let t2 = wino_at(array<f32, 6>(
+        g_a[2u * plane + src], g_a[8u * plane + src], g_a[14u * plane + src],
+        g_a[20u * plane + src], g_a[26u * plane + src], g_a[32u * plane + src]));
+    let t3 = wino_at(array<f32, 6>(
+        g_a[3u * plane + src], g_a[9u * plane + src], g_a[15u * plane + src],
+        g_a[21u * plane + src], g_a[27u * plane + src], g_a[33u * plane + src]));
+    let t4 = wino_at(array<f32, 6>(
+        g_a[4u * plane + src], g_a[10u * plane + src], g_a[16u * plane + src],
+        g_a[22u * plane + src], g_a[28u * plane + src], g_a[34u * plane + src]));
+    let t5 = wino_at(array<f32, 6>(
+        g_a[5u * plane + src], g_a[11u * plane + src], g_a[17u * plane + src],
+        g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
     var bias_v = 0.0;
     if (wq.has_bias != 0u) {
         bias_v = g_b[co];
     }
     if (wq.has_image_bias != 0u) {
-        bias_v += g_ib[(wq.n0 + t.b) * wq.cout + co];
+        bias_v += g_ib[(wq.n0 + c.y) * wq.cout + co];
     }
-    let k0 = c0[j];
-    let k1 = c1[j];
-    let k2 = c2[j];
-    let k3 = c3[j];
-    let k4 = c4[j];
-    let k5 = c5[j];
     let bv = vec4(bias_v);
-    wino_out_row(t, 0u, wino_at(array<f32, 6>(k0.x, k1.x, k2.x, k3.x, k4.x, k5.x)) + bv);
-    wino_out_row(t, 1u, wino_at(array<f32, 6>(k0.y, k1.y, k2.y, k3.y, k4.y, k5.y)) + bv);
-    wino_out_row(t, 2u, wino_at(array<f32, 6>(k0.z, k1.z, k2.z, k3.z, k4.z, k5.z)) + bv);
-    wino_out_row(t, 3u, wino_at(array<f32, 6>(k0.w, k1.w, k2.w, k3.w, k4.w, k5.w)) + bv);
-}
-
-// wino_output over 4 columns per invocation; g_a4 = M, g_b = bias, g_o3v = y, g_r4 = residual,
-// g_ib = image bias.
-@compute @workgroup_size(256)
-fn wino_output4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let groups = wq.cols / 4u;
-    if (i >= wq.cout * groups) {
-        return;
-    }
-    let co = i / groups;
-    let g = i - co * groups;
-    let plane = wq.cout * groups;
-    let o = co * groups + g;
-    let c0 = wino_mcol(o, plane, 0u);
-    let c1 = wino_mcol(o, plane, 1u);
-    let c2 = wino_mcol(o, plane, 2u);
-    let c3 = wino_mcol(o, plane, 3u);
-    let c4 = wino_mcol(o, plane, 4u);
-    let c5 = wino_mcol(o, plane, 5u);
-    wino_out_tile(wino_tile4(co, 4u * g, wq.cout), co, 0u, c0, c1, c2, c3, c4, c5);
-    wino_out_tile(wino_tile4(co, 4u * g + 1u, wq.cout), co, 1u, c0, c1, c2, c3, c4, c5);
-    wino_out_tile(wino_tile4(co, 4u * g + 2u, wq.cout), co, 2u, c0, c1, c2, c3, c4, c5);
-    wino_out_tile(wino_tile4(co, 4u * g + 3u, wq.cout), co, 3u, c0, c1, c2, c3, c4, c5);
+    let t = WTile(((wq.n0 + c.y) * wq.cout + co) * (wq.h * wq.w / 4u), c.z, c.w, c.y, true);
+    wino_out_row(t, 0u, wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + bv);
+    wino_out_row(t, 1u, wino_at(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1])) + bv);
+    wino_out_row(t, 2u, wino_at(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2])) + bv);
+    wino_out_row(t, 3u, wino_at(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3])) + bv);
 }
 
 // dM = A e Aᵀ of tile t's 4×4 output grad e (0 past the image), row-major 6×6.
@@ -1364,38 +1344,36 @@ fn wino_dy_tile(t: WTile) -> array<f32, 36> {
                           d5[0], d5[1], d5[2], d5[3], d5[4], d5[5]);
 }
 
-// dM[ξ] for ξ = 6 points from `k`, the 4 tiles as the 4 components.
-fn wino_store_dm(o: u32, plane: u32, k: u32, d0: array<f32, 36>, d1: array<f32, 36>,
-                 d2: array<f32, 36>, d3: array<f32, 36>) {
-    g_o2v[(k + 0u) * plane + o] = vec4(d0[k + 0u], d1[k + 0u], d2[k + 0u], d3[k + 0u]);
-    g_o2v[(k + 1u) * plane + o] = vec4(d0[k + 1u], d1[k + 1u], d2[k + 1u], d3[k + 1u]);
-    g_o2v[(k + 2u) * plane + o] = vec4(d0[k + 2u], d1[k + 2u], d2[k + 2u], d3[k + 2u]);
-    g_o2v[(k + 3u) * plane + o] = vec4(d0[k + 3u], d1[k + 3u], d2[k + 3u], d3[k + 3u]);
-    g_o2v[(k + 4u) * plane + o] = vec4(d0[k + 4u], d1[k + 4u], d2[k + 4u], d3[k + 4u]);
-    g_o2v[(k + 5u) * plane + o] = vec4(d0[k + 5u], d1[k + 5u], d2[k + 5u], d3[k + 5u]);
+// dM[ξ] for the 6 points ξ = k..k+5 of one tile.
+fn wino_store_dm(o: u32, plane: u32, k: u32, d: array<f32, 36>) {
+    g_o2[(k + 0u) * plane + o] = d[k + 0u];
+    g_o2[(k + 1u) * plane + o] = d[k + 1u];
+    g_o2[(k + 2u) * plane + o] = d[k + 2u];
+    g_o2[(k + 3u) * plane + o] = d[k + 3u];
+    g_o2[(k + 4u) * plane + o] = d[k + 4u];
+    g_o2[(k + 5u) * plane + o] = d[k + 5u];
 }
 
-// wino_dy over 4 columns per invocation (pad columns get zeros); g_a4 = dy, g_o2v = dM.
+// wino_dy reading each row of the output-grad tile as one vec4 (W % 4 == 0), one tile per
+// invocation: four tiles per invocation (vec4 stores of dM) measured 1.25-1.3x slower than the
+// scalar kernel in training steps. g_a4 = dy, g_o2 = dM.
 @compute @workgroup_size(256)
-fn wino_dy4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
+fn wino_dy_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
     let i = col_index(wg, nwg, lid);
-    let groups = wq.cols / 4u;
-    if (i >= wq.cout * groups) {
+    let tiles = wq.th * wq.tw;
+    if (i >= wq.cout * wq.nb * tiles) {
         return;
     }
-    let co = i / groups;
-    let g = i - co * groups;
-    let d0 = wino_dy_tile(wino_tile4(co, 4u * g, wq.cout));
-    let d1 = wino_dy_tile(wino_tile4(co, 4u * g + 1u, wq.cout));
-    let d2 = wino_dy_tile(wino_tile4(co, 4u * g + 2u, wq.cout));
-    let d3 = wino_dy_tile(wino_tile4(co, 4u * g + 3u, wq.cout));
-    let plane = wq.cout * groups;
-    let o = co * groups + g;
-    wino_store_dm(o, plane, 0u, d0, d1, d2, d3);
-    wino_store_dm(o, plane, 6u, d0, d1, d2, d3);
-    wino_store_dm(o, plane, 12u, d0, d1, d2, d3);
-    wino_store_dm(o, plane, 18u, d0, d1, d2, d3);
-    wino_store_dm(o, plane, 24u, d0, d1, d2, d3);
-    wino_store_dm(o, plane, 30u, d0, d1, d2, d3);
+    let c = wino_tile(i, tiles);
+    let d = wino_dy_tile(WTile(((wq.n0 + c.y) * wq.cout + c.x) * (wq.h * wq.w / 4u), c.z, c.w, c.y,
+                               true));
+    let plane = wq.cout * wq.cols;
+    let o = c.x * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
+    wino_store_dm(o, plane, 0u, d);
+    wino_store_dm(o, plane, 6u, d);
+    wino_store_dm(o, plane, 12u, d);
+    wino_store_dm(o, plane, 18u, d);
+    wino_store_dm(o, plane, 24u, d);
+    wino_store_dm(o, plane, 30u, d);
 }

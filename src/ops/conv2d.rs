@@ -1111,15 +1111,17 @@ fn wino_tiles(
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
     if g.w.is_multiple_of(4) {
-        // Four columns per invocation, image rows and transformed planes as vec4s.
-        let entry4 = match entry {
-            "wino_input" => "wino_input4",
-            "wino_output" => "wino_output4",
-            "wino_dy" => "wino_dy4",
+        // Image rows as vec4s; the input transform four columns per invocation.
+        let (entry, total) = match entry {
+            "wino_input" => ("wino_input4", channels * params.cols as usize / 4),
+            "wino_dy" => ("wino_dy_v", channels * params.nb as usize * g.wino_tiles_per_image()),
+            "wino_output" => (
+                "wino_output_v",
+                channels * params.nb as usize * g.wino_tiles_per_image(),
+            ),
             _ => unreachable!("no four-column variant of {entry}"),
         };
-        let total = channels * params.cols as usize / 4;
-        return flat_dispatch(ctx, entry4, params, total, buffers);
+        return flat_dispatch(ctx, entry, params, total, buffers);
     }
     // The one-tile wino_input has no binding 6 (x as scalars for wino_input4).
     let buffers = if entry == "wino_input" { &buffers[..5] } else { buffers };
