@@ -60,6 +60,11 @@ fn check_case(name: &str, d: Conv2dDims, with_bias: bool, seed: u64) {
         check_algo(name, d, with_bias, seed, Algo::Im2col { window: 0 });
         // Windows of one image, so that batches are split and dw accumulates across windows.
         check_algo(name, d, with_bias, seed, Algo::Im2col { window: 1 });
+        if d.n >= 3 {
+            // Windows of two images: the weight grad's batched per-image products are summed
+            // and added across windows (the last one partial).
+            check_algo(name, d, with_bias, seed, Algo::Im2col { window: 2 });
+        }
     } else {
         let ctx = ctx();
         let x = ctx.zeros(&[d.n, d.cin, d.h, d.w], "x").unwrap();
