@@ -115,6 +115,19 @@ fn setup(
     Ok((p, [("WG", wg as f64)], [("WG", row_wg as f64)]))
 }
 
+/// `name`, or its vec4 variant (`name` + "4") when every row and chunk starts on a vec4.
+fn entry(p: &Params, name: &'static str) -> &'static str {
+    let vec4 = p.hw % 4 == 0 && p.chunk % 4 == 0 && p.rchunk % 4 == 0;
+    match (vec4, name) {
+        (false, _) => name,
+        (true, "gn_chunk_stats") => "gn_chunk_stats4",
+        (true, "gn_normalize") => "gn_normalize4",
+        (true, "gn_bwd_partials") => "gn_bwd_partials4",
+        (true, "gn_bwd_dx") => "gn_bwd_dx4",
+        _ => name,
+    }
+}
+
 /// y = GroupNorm(x)·γ + β (then SiLU when `silu`), and the per-(sample, group) stats `[N, G, 2]`
 /// = (mean, rstd) for the backward.
 pub fn group_norm(
@@ -149,7 +162,7 @@ pub fn group_norm_stats(
         // A group is one workgroup's chunk: that workgroup writes the final stats itself.
         ctx.dispatch(Dispatch {
             shader: &SHADER,
-            entry: "gn_chunk_stats",
+            entry: entry(&p, "gn_chunk_stats"),
             constants: &group_wg,
             params,
             buffers: &[x.buffer(), stats.buffer()],
@@ -160,7 +173,7 @@ pub fn group_norm_stats(
     let chunks = ctx.empty(&[n * groups * p.gchunks as usize, 2], "group_norm.chunk_stats")?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: "gn_chunk_stats",
+        entry: entry(&p, "gn_chunk_stats"),
         constants: &group_wg,
         params,
         buffers: &[x.buffer(), chunks.buffer()],
@@ -192,7 +205,7 @@ pub fn group_norm_apply(
     let y = ctx.empty(x.shape(), "group_norm.y")?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: "gn_normalize",
+        entry: entry(&p, "gn_normalize"),
         constants: &row_wg,
         params: bytemuck::bytes_of(&p),
         buffers: &[x.buffer(), gamma.buffer(), beta.buffer(), stats.buffer(), y.buffer()],
@@ -249,7 +262,7 @@ pub fn group_norm_backward_add(
     let row_chunks = ctx.grid(p.n * p.c * p.rchunks);
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: "gn_bwd_partials",
+        entry: entry(&p, "gn_bwd_partials"),
         constants: &row_wg,
         params,
         buffers: &[
@@ -278,7 +291,7 @@ pub fn group_norm_backward_add(
     })?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: "gn_bwd_dx",
+        entry: entry(&p, "gn_bwd_dx"),
         constants: &row_wg,
         params,
         buffers: &[

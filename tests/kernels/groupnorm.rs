@@ -116,6 +116,10 @@ fn groupnorm_awkward_shapes() {
         check(&[2, 10, 37], 5, silu, 4.0, 15); // 3-D [N, C, L]
         check(&[1, 4, 61, 67], 2, silu, 0.0, 16); // rows longer than a workgroup
         check(&[2, 6, 67, 71], 3, silu, 0.0, 17); // rows and groups over several chunks (lavapipe)
+                                                  // H·W % 4 == 0: the vec4 kernels (one row of 20, C not divisible by 4; rows and groups
+                                                  // over several chunks, the last one partial)
+        check(&[3, 6, 4, 5], 3, silu, 1.5, 18);
+        check(&[2, 6, 64, 72], 2, silu, 0.0, 19);
     }
 }
 
