@@ -117,7 +117,7 @@ fn setup(
 
 /// `name`, or its vec4 variant (`name` + "4") when every row and chunk starts on a vec4.
 fn entry(p: &Params, name: &'static str) -> &'static str {
-    let vec4 = p.hw % 4 == 0 && p.chunk % 4 == 0 && p.rchunk % 4 == 0;
+    let vec4 = p.hw.is_multiple_of(4) && p.chunk.is_multiple_of(4) && p.rchunk.is_multiple_of(4);
     match (vec4, name) {
         (false, _) => name,
         (true, "gn_chunk_stats") => "gn_chunk_stats4",
