@@ -68,13 +68,27 @@ fn launch(
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
     let params = Params { n, alpha, beta, hw };
+    // The vec4 variant where every element is in a whole vec4 (and, broadcasting a per-row
+    // bias, every vec4 in one row).
+    let vec4 = n.is_multiple_of(4) && (entry != "add_channel_bias" || hw.is_multiple_of(4));
+    let (entry, invocations) = match (vec4, entry) {
+        (true, "axpby") => ("axpby4", n / 4),
+        (true, "mul") => ("mul4", n / 4),
+        (true, "silu") => ("silu4", n / 4),
+        (true, "silu_backward") => ("silu_backward4", n / 4),
+        (true, "scale") => ("scale4", n / 4),
+        (true, "add_scaled_inplace") => ("add_scaled_inplace4", n / 4),
+        (true, "fill") => ("fill4", n / 4),
+        (true, "add_channel_bias") => ("add_channel_bias4", n / 4),
+        _ => (entry, n),
+    };
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry,
         constants: &[],
         params: bytemuck::bytes_of(&params),
         buffers,
-        workgroups: ctx.grid(n.div_ceil(WG)),
+        workgroups: ctx.grid(invocations.div_ceil(WG)),
     })
 }
 

@@ -119,17 +119,18 @@ fn elementwise_unary_and_binary_ops() {
 #[test]
 fn elementwise_silu_extremes_are_finite() {
     let ctx = ctx();
-    let x = [-1000.0f32, -100.0, -88.5, 0.0, 88.5, 1000.0];
-    let tx = ctx.upload(&[6], &x).unwrap();
+    // 8 values: the vec4 kernels (the scalar ones run the 1000-free lengths of the tests above)
+    let x = [-1000.0f32, -100.0, -88.5, 0.0, 88.5, 1000.0, -1e30, 1e30];
+    let tx = ctx.upload(&[8], &x).unwrap();
     let got = ctx.read(&ew::silu(ctx, &tx).unwrap()).unwrap();
     // silu(-large) underflows to -0; silu(large) = x
     assert_close("silu extremes", &got, &rf::silu(&to_f64(&x)), 1e-30, 1e-6);
-    let dy = ctx.upload(&[6], &[1.0; 6]).unwrap();
+    let dy = ctx.upload(&[8], &[1.0; 8]).unwrap();
     let got = ctx.read(&ew::silu_backward(ctx, &tx, &dy).unwrap()).unwrap();
     assert_close(
         "silu' extremes",
         &got,
-        &rf::silu_backward(&to_f64(&x), &[1.0; 6]),
+        &rf::silu_backward(&to_f64(&x), &[1.0; 8]),
         1e-30,
         1e-6,
     );
@@ -155,7 +156,7 @@ fn elementwise_channel_bias_and_sum_awkward_shapes() {
     let ctx = ctx();
     // batch 1, H·W = 1, primes, C not divisible by 4, 3-D, rows longer than one workgroup
     // chunk, and > 65,535 rows (2-D grid).
-    let shapes: [&[usize]; 7] = [
+    let shapes: [&[usize]; 10] = [
         &[1, 1, 1, 1],
         &[1, 5, 1, 1],
         &[2, 3, 7, 11],
@@ -163,6 +164,11 @@ fn elementwise_channel_bias_and_sum_awkward_shapes() {
         &[1, 2, 257, 263],
         &[1, 1, 2049, 2053],
         &[66_000, 1, 3],
+        // H·W % 4 == 0: the vec4 kernel (rows of 4 and of 12); [2, 2, 2]: n % 4 == 0 but rows
+        // of 2 (scalar kernel)
+        &[3, 5, 2, 2],
+        &[2, 3, 12],
+        &[2, 2, 2],
     ];
     for (i, shape) in shapes.iter().enumerate() {
         let (n, c) = (shape[0], shape[1]);
