@@ -15,6 +15,9 @@ fn optim_adam_steps_match_reference() {
         (7, 0.01, None),
         (257, 0.0, Some(1.0f32)),
         (10_007, 0.1, Some(1e3)),
+        // n % 4 == 0: the vec4 kernels, with and without a grad scale.
+        (1_000, 0.0, None),
+        (4_096, 0.01, Some(1.0)),
     ] {
         let p0 = rand_vec(n, n as u64);
         let param = ctx.upload(&[n], &p0).unwrap();
@@ -80,6 +83,23 @@ fn optim_grad_norm_over_many_tensors() {
     // Just the small ones (a single stage).
     let got = ctx.read(&ops::grad_norm_sq(ctx, &refs[..3]).unwrap()).unwrap();
     assert_close("grad_norm_sq small", &got, &[rf::grad_norm_sq(&slices[..3])], 0.0, 1e-6);
+    // Lengths that are multiples of 4 (so is their flat copy): the vec4 reduction, over one
+    // chunk, several chunks and a partial last chunk.
+    for lens in [&[4usize, 2_048, 8_196][..], &[4_100], &[8]] {
+        let data: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(n, 3 + n as u64)).collect();
+        let tensors: Vec<_> = data.iter().map(|d| ctx.upload(&[d.len()], d).unwrap()).collect();
+        let refs: Vec<&_> = tensors.iter().collect();
+        let got = ctx.read(&ops::grad_norm_sq(ctx, &refs).unwrap()).unwrap();
+        let d64: Vec<Vec<f64>> = data.iter().map(|d| to_f64(d)).collect();
+        let slices: Vec<&[f64]> = d64.iter().map(|d| d.as_slice()).collect();
+        assert_close(
+            &format!("grad_norm_sq {lens:?}"),
+            &got,
+            &[rf::grad_norm_sq(&slices)],
+            0.0,
+            1e-6,
+        );
+    }
 }
 
 #[test]
@@ -119,7 +139,13 @@ fn optim_ema_matches_reference() {
 fn optim_fused_adam_ema_equals_adam_then_ema() {
     let ctx = ctx();
     // Without and with a grad scale; lengths 1, prime, past one workgroup.
-    for (n, clip) in [(1usize, None), (257, Some(0.5f32)), (10_007, None)] {
+    for (n, clip) in [
+        (1usize, None),
+        (257, Some(0.5f32)),
+        (10_007, None),
+        (1_024, None),
+        (2_052, Some(0.5)),
+    ] {
         let p0 = rand_vec(n, 7 + n as u64);
         let e0 = rand_vec(n, 8 + n as u64);
         let upload = |d: &[f32]| ctx.upload(&[n], d).unwrap();
