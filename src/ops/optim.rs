@@ -152,7 +152,10 @@ pub fn adam_ema_many(
             adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
         }
     }
-    let total: usize = small.iter().map(|s| s.0.numel()).sum();
+    // Every tensor starts on a vec4 in the flat buffers (zeros in between), so that the step
+    // runs the vec4 kernel.
+    let slot = |t: &Tensor| t.numel().next_multiple_of(4);
+    let total: usize = small.iter().map(|s| slot(s.0)).sum();
     if small.len() < 2 {
         for &&(param, grad, m, v, ema) in &small {
             adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
@@ -164,6 +167,9 @@ pub fn adam_ema_many(
         .iter()
         .map(|name| ctx.empty(&[total], &format!("adam_ema_many.{name}")))
         .collect::<Result<Vec<_>>>()?;
+    for flat in &flats {
+        ctx.clear_buffer(flat.buffer());
+    }
     fn parts<'a>(s: &AdamSlot<'a>) -> [&'a Tensor; 5] {
         [s.0, s.1, s.2, s.3, s.4]
     }
@@ -173,7 +179,7 @@ pub fn adam_ema_many(
         for (t, flat) in parts(s).iter().zip(&flats) {
             ctx.copy_buffer(t.buffer(), 0, flat.buffer(), at, bytes);
         }
-        at += bytes;
+        at += slot(s.0) as u64 * 4;
     }
     adam_ema_step(
         ctx, &flats[0], &flats[1], &flats[2], &flats[3], p, grad_scale, &flats[4], ema_decay,
@@ -187,7 +193,7 @@ pub fn adam_ema_many(
                 ctx.copy_buffer(flat.buffer(), at, t.buffer(), 0, bytes);
             }
         }
-        at += bytes;
+        at += slot(s.0) as u64 * 4;
     }
     Ok(())
 }
@@ -316,12 +322,13 @@ pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
             0 => {}
             1 => launches.push((group[0].clone(), group[0].numel())),
             _ => {
+                // Each tensor starts on a vec4 (zeros in between) for the vec4 reduction.
                 let flat = ctx.empty(&[*group_len], "grad_norm_sq.flat")?;
+                ctx.clear_buffer(flat.buffer());
                 let mut at = 0u64;
                 for g in group.iter() {
-                    let bytes = g.numel() as u64 * 4;
-                    ctx.copy_buffer(g.buffer(), 0, flat.buffer(), at, bytes);
-                    at += bytes;
+                    ctx.copy_buffer(g.buffer(), 0, flat.buffer(), at, g.numel() as u64 * 4);
+                    at += g.numel().next_multiple_of(4) as u64 * 4;
                 }
                 launches.push((flat, *group_len));
             }
@@ -331,11 +338,12 @@ pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
         Ok(())
     };
     for g in grads {
-        if group_len + g.numel() > flat_cap {
+        let len = g.numel().next_multiple_of(4);
+        if group_len + len > flat_cap {
             flush(&mut group, &mut group_len)?;
         }
         group.push(g);
-        group_len += g.numel();
+        group_len += len;
     }
     flush(&mut group, &mut group_len)?;
     let total: usize = launches.iter().map(|(_, n)| n.div_ceil(CHUNK)).sum();
