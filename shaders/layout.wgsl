@@ -75,3 +75,37 @@ fn transpose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         dst[base + (k0 + l.y) * rows + r0 + l.x] = tile[l.x][l.y];
     }
 }
+
+// The same transpose for CPU adapters when R % 4 == 0 and K % 4 == 0: one invocation per 4×4
+// block (4 vec4 loads, a register transpose, 4 vec4 stores), 64 invocations per workgroup and no
+// workgroup memory (llvmpipe runs a 16×16 workgroup as 32 SIMD slices that switch at the
+// barrier, and a vec4 access costs about 2.5 scalar ones). p2 = blocks per matrix =
+// (R/4)·(K/4), numbered row-major.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let id = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (id >= p.n * p.p2) {
+        return;
+    }
+    let rows4 = p.p0 / 4u;
+    let cols4 = p.p1 / 4u;
+    let bt = id / p.p2;
+    let t = id - bt * p.p2;
+    let rb = t / cols4;
+    let kb = t - rb * cols4;
+    // In vec4s: src row r holds cols4 of them, dst row k holds rows4.
+    let s0 = bt * p.p0 * cols4 + 4u * rb * cols4 + kb;
+    let a0 = src4[s0];
+    let a1 = src4[s0 + cols4];
+    let a2 = src4[s0 + 2u * cols4];
+    let a3 = src4[s0 + 3u * cols4];
+    let d0 = bt * p.p1 * rows4 + 4u * kb * rows4 + rb;
+    dst4[d0] = vec4(a0.x, a1.x, a2.x, a3.x);
+    dst4[d0 + rows4] = vec4(a0.y, a1.y, a2.y, a3.y);
+    dst4[d0 + 2u * rows4] = vec4(a0.z, a1.z, a2.z, a3.z);
+    dst4[d0 + 3u * rows4] = vec4(a0.w, a1.w, a2.w, a3.w);
+}

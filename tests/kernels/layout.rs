@@ -141,14 +141,19 @@ fn layout_upsample_awkward_shapes() {
 #[test]
 fn layout_transposes_awkward_shapes() {
     let ctx = ctx();
-    // sizes below, at and not a multiple of the 16x16 tile; C = 1; L = 1
-    let shapes: [[usize; 4]; 6] = [
+    // sizes below, at and not a multiple of the 16x16 tile; C = 1; L = 1; C and L multiples of
+    // 4 (the 4×4-block kernel on CPU adapters: square, C ≠ L, one block, over a 64-block
+    // workgroup)
+    let shapes: [[usize; 4]; 9] = [
         [1, 1, 1, 1],
         [2, 3, 5, 7],
         [1, 16, 4, 4],
         [3, 17, 1, 33],
         [1, 1, 9, 9],
         [2, 70, 1, 1],
+        [3, 8, 2, 6],
+        [1, 4, 2, 2],
+        [2, 64, 8, 10],
     ];
     for (i, &[n, c, h, w]) in shapes.iter().enumerate() {
         let x = rand_vec(n * c * h * w, 50 + i as u64);
