@@ -1266,7 +1266,8 @@ fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {
 
 // wino_output with each output row stored as one vec4 (W % 4 == 0), still one tile per
 // invocation: four tiles per invocation (vec4 loads of M) hold 4·24 intermediates at once, and
-// that variant measured 1.2-1.3x slower than the scalar kernel in training steps (spills).
+// that variant measured 1.2-1.3x slower than the scalar kernel in training steps (spills); two
+// tiles per invocation (vec2 loads of M) 1.1-1.3x slower than this one in sampling runs.
 // g_a = M, g_b = bias, g_o3v = y, g_r4 = residual, g_ib = image bias.
 @compute @workgroup_size(256)
 fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -1376,4 +1377,49 @@ fn wino_dy_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     wino_store_dm(o, plane, 18u, d);
     wino_store_dm(o, plane, 24u, d);
     wino_store_dm(o, plane, 30u, d);
+}
+
+// im2col for Wo % 4 == 0: the same rows, each written as vec4s (g_o2v), 4 gathered loads per
+// store.
+@compute @workgroup_size(256)
+fn im2col4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= cp.nb * cp.kp * cp.ho) {
+        return;
+    }
+    let row = i / cp.ho;
+    let oh = i % cp.ho;
+    let b = row / cp.kp;
+    let kk = row % cp.kp;
+    let wo4 = cp.wo / 4u;
+    let dst = (row * cp.ho + oh) * wo4;
+    if (kk >= cp.k) {
+        let v = vec4(select(0.0, 1.0, kk == cp.k));
+        for (var q = 0u; q < wo4; q++) {
+            g_o2v[dst + q] = v;
+        }
+        return;
+    }
+    let taps = cp.kh * cp.kw;
+    let ci = kk / taps;
+    let r = (kk % taps) / cp.kw;
+    let s = kk % cp.kw;
+    let ih = oh * cp.stride + r;
+    let row_ok = ih >= cp.pad_top && ih < cp.pad_top + cp.h;
+    let src_row = (((cp.n0 + b) * cp.cin + ci) * cp.h + select(0u, ih - cp.pad_top, row_ok)) * cp.w;
+    var iw = s;
+    let st = cp.stride;
+    for (var q = 0u; q < wo4; q++) {
+        g_o2v[dst + q] = vec4(im2col_at(src_row, iw, row_ok), im2col_at(src_row, iw + st, row_ok),
+                              im2col_at(src_row, iw + 2u * st, row_ok),
+                              im2col_at(src_row, iw + 3u * st, row_ok));
+        iw += 4u * st;
+    }
+}
+
+// x at padded column iw of the image row starting at src_row (0 in the padding).
+fn im2col_at(src_row: u32, iw: u32, row_ok: bool) -> f32 {
+    let inside = row_ok && iw >= cp.pad_left && iw < cp.pad_left + cp.w;
+    return select(0.0, g_a[src_row + select(0u, iw - cp.pad_left, inside)], inside);
 }

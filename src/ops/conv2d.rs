@@ -901,6 +901,15 @@ fn flat_dispatch<P: bytemuck::Pod>(
     })
 }
 
+/// The im2col kernel: rows written as vec4s where Wo % 4 == 0.
+fn im2col_entry(g: &Geometry) -> &'static str {
+    if g.wo.is_multiple_of(4) {
+        "im2col4"
+    } else {
+        "im2col"
+    }
+}
+
 /// w [Cout, Cin, kh, kw] (+ bias) → [Cout, Kp] with the bias in column K.
 fn pack_weight(ctx: &Context, g: &Geometry, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let wp = ctx.empty(&[g.cout, g.kp()], "conv2d.w_packed")?;
@@ -934,7 +943,13 @@ fn im2col_forward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, bias.is_some());
-        flat_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        flat_dispatch(
+            ctx,
+            im2col_entry(g),
+            &params,
+            nb * kp * g.ho,
+            &[x.buffer(), col.buffer()],
+        )?;
         // y[n0 + b] = Wp · col[b]
         let gemm = matmul::SgGemm {
             m: g.cout,
@@ -981,7 +996,13 @@ fn im2col_backward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, false);
-        flat_dispatch(ctx, "im2col", &params, nb * kp * g.ho, &[x.buffer(), col.buffer()])?;
+        flat_dispatch(
+            ctx,
+            im2col_entry(g),
+            &params,
+            nb * kp * g.ho,
+            &[x.buffer(), col.buffer()],
+        )?;
         // dWp (+)= Σ_b dy[n0 + b] · col[b]ᵀ: per-image products from one batched GEMM, then
         // their sum (two dispatches; each costs ~0.1 ms on lavapipe, and a lone image's
         // GEMM has too few tiles for the threads); one image at a time where the products

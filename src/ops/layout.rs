@@ -132,7 +132,17 @@ pub fn upsample_nearest2x(ctx: &Context, x: &Tensor) -> Result<Tensor> {
         p1: 0,
         p2: 0,
     };
-    launch(ctx, OP, params, total.div_ceil(256), &[x.buffer(), out.buffer()])?;
+    if w.is_multiple_of(4) {
+        launch(
+            ctx,
+            "upsample_nearest2x4",
+            params,
+            (total / 4).div_ceil(256),
+            &[x.buffer(), out.buffer()],
+        )?;
+    } else {
+        launch(ctx, OP, params, total.div_ceil(256), &[x.buffer(), out.buffer()])?;
+    }
     Ok(out)
 }
 
@@ -156,7 +166,18 @@ pub fn upsample_nearest2x_backward(ctx: &Context, dy: &Tensor) -> Result<Tensor>
         p1: 0,
         p2: 0,
     };
-    launch(ctx, OP, params, total.div_ceil(256), &[dy.buffer(), dx.buffer()])?;
+    if w.is_multiple_of(4) {
+        let entry = "upsample_nearest2x_backward4";
+        launch(
+            ctx,
+            entry,
+            params,
+            (total / 4).div_ceil(256),
+            &[dy.buffer(), dx.buffer()],
+        )?;
+    } else {
+        launch(ctx, OP, params, total.div_ceil(256), &[dy.buffer(), dx.buffer()])?;
+    }
     Ok(dx)
 }
 

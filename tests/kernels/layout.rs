@@ -103,12 +103,16 @@ fn layout_concat_split_awkward_shapes() {
 #[test]
 fn layout_upsample_awkward_shapes() {
     let ctx = ctx();
-    let shapes: [[usize; 4]; 5] = [
+    // W % 4 == 0 in the last three: the vec4 kernels (rows of one and of three vec4s, one row)
+    let shapes: [[usize; 4]; 8] = [
         [1, 1, 1, 1],
         [2, 3, 5, 7],
         [1, 6, 1, 13],
         [3, 2, 11, 1],
         [1, 4, 1031, 1031],
+        [2, 3, 5, 4],
+        [1, 2, 3, 12],
+        [3, 1, 1, 8],
     ];
     for (i, &[n, c, h, w]) in shapes.iter().enumerate() {
         let x = rand_vec(n * c * h * w, 30 + i as u64);
