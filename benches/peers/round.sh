@@ -38,7 +38,7 @@ if crit:
     sec = float(crit.group(1)) / (1000 if crit.group(2) == "ms" else 1)
     crit_ips = 32 / sec
 rows = [
-    ("train small b32 (2 timed steps)", engine(r"train_step small b32:"), peer("images_per_s", peer="torch_train_step", preset="small")),
+    ("train small b32 (10-step mean)", engine(r"train_step small b32:"), peer("images_per_s", peer="torch_train_step", preset="small")),
     ("train small b32 (criterion mean)", crit_ips, peer("images_per_s", peer="torch_train_step", preset="small")),
     ("train ddpm-cifar10 b8", engine(r"train_step ddpm-cifar10 b8:"), peer("images_per_s", peer="torch_train_step", preset="ddpm-cifar10")),
     ("DDIM-50 small b16", engine(r"sampling small b16 ddim 50 steps:"), peer("images_per_s", peer="diffusers_sampling", what="ddim50")),
