@@ -1,0 +1,115 @@
+//! Criterion group "adapter": what the adapter charges for the engine's basic moves, the numbers
+//! its kernels are designed around (see README, Benchmarks). Printed per item:
+//! - an (almost) empty dispatch: one workgroup of 64 invocations, 500 in one submission (on
+//!   lavapipe this is thread wake-ups, not work);
+//! - a 256-byte buffer-to-buffer copy, 2000 in one submission;
+//! - an 8-lane storage load, scalar against vec4, in a loop of 4096 workgroups × 1024
+//!   iterations × 4 independent loads (on llvmpipe every non-uniform load is a loop over the
+//!   lanes, so a vec4 costs far less than four scalars).
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ddpm_wgpu::{Context, WgslKernel};
+
+const SRC: &str = r#"
+struct Params { n: u32, k: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn tiny(@builtin(local_invocation_index) li: u32) {
+    if li < p.n { y[li] = y[li] + 1.0; }
+}
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(8)
+fn loads4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = vec4(0.0);
+    let base = wg.x * 64u + li * 8u;
+    for (var k = 0u; k < p.k; k++) {
+        let q = base + (k & 1u) * 4u;
+        s += (a4[q] + a4[q + 1u]) + (a4[q + 2u] + a4[q + 3u]);
+    }
+    out[wg.x * 8u + li] = s;
+}
+@compute @workgroup_size(8)
+fn loads1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    let base = wg.x * 256u + li * 32u;
+    for (var k = 0u; k < p.k; k++) {
+        let q = base + (k & 1u) * 16u;
+        s += (a1[q] + a1[q + 4u]) + (a1[q + 8u] + a1[q + 12u]);
+    }
+    out[wg.x * 8u + li] = vec4(s);
+}
+"#;
+
+fn kernel(entry: &'static str) -> WgslKernel<'static> {
+    WgslKernel {
+        name: "adapter_bench",
+        source: SRC,
+        entry,
+    }
+}
+
+fn params(n: u32, k: u32) -> Vec<u8> {
+    [n, k].iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let ctx = common::ctx();
+    let y = ctx.zeros(&[64], "y").unwrap();
+    let z = ctx.zeros(&[64], "z").unwrap();
+    let dispatches = |ctx: &Context| {
+        for _ in 0..500 {
+            ctx.run_wgsl(&kernel("tiny"), &params(64, 0), &[&y], [1, 1, 1]).unwrap();
+        }
+    };
+    let per = common::timed(&ctx, 3, || dispatches(&ctx)) / (3 * 500);
+    println!(
+        "adapter empty dispatch: {:.1} us  [{}]",
+        per.as_secs_f64() * 1e6,
+        common::adapter(&ctx)
+    );
+    let per = common::timed(&ctx, 3, || {
+        for _ in 0..2000 {
+            ctx.copy(&y, &z).unwrap();
+        }
+    }) / (3 * 2000);
+    println!(
+        "adapter 256-byte copy: {:.2} us  [{}]",
+        per.as_secs_f64() * 1e6,
+        common::adapter(&ctx)
+    );
+
+    let (wgs, k) = (4096u32, 1024u32);
+    let a = ctx.zeros(&[wgs as usize * 256], "a").unwrap();
+    let out = ctx.zeros(&[wgs as usize * 32], "out").unwrap();
+    let loads = (wgs * k * 4) as f64;
+    for (entry, what) in [("loads1", "scalar"), ("loads4", "vec4")] {
+        let per = common::timed(&ctx, 3, || {
+            ctx.run_wgsl(&kernel(entry), &params(0, k), &[&a, &out], [wgs, 1, 1])
+                .unwrap();
+        }) / 3;
+        println!(
+            "adapter 8-lane {what} load: {:.2} ns per load (all threads)  [{}]",
+            per.as_secs_f64() * 1e9 / loads,
+            common::adapter(&ctx)
+        );
+    }
+
+    let mut g = c.benchmark_group("adapter");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(100));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("500 empty dispatches", |b| {
+        b.iter_custom(|iters| common::timed(&ctx, iters, || dispatches(&ctx)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
