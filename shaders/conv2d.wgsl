@@ -807,6 +807,27 @@ fn wino_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     g_o2[35u * plane + o] = v5[5];
 }
 
+// Column k of Aᵀ m for the tile at column src of M (m = its 36 products, point a·6 + k in
+// plane a·6 + k): the 4 output rows of that column.
+fn wino_mcol(src: u32, plane: u32, k: u32) -> vec4<f32> {
+    return wino_at(array<f32, 6>(
+        g_a[k * plane + src], g_a[(6u + k) * plane + src], g_a[(12u + k) * plane + src],
+        g_a[(18u + k) * plane + src], g_a[(24u + k) * plane + src], g_a[(30u + k) * plane + src]));
+}
+
+// What the output transform adds to channel co of image b of the window: bias[co] and
+// image_bias[b, co], each where enabled.
+fn wino_bias(co: u32, b: u32) -> f32 {
+    var v = 0.0;
+    if (wq.has_bias != 0u) {
+        v = g_b[co];
+    }
+    if (wq.has_image_bias != 0u) {
+        v += g_ib[(wq.n0 + b) * wq.cout + co];
+    }
+    return v;
+}
+
 // y[o] = v, or res_scale·(v + r[o]) with a residual.
 fn wino_store(o: u32, v: f32) {
     if (wq.has_residual != 0u) {
@@ -831,31 +852,13 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let plane = wq.cout * wq.cols;
     let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
     // t = Aᵀ m column by column (4×6), then y = t A row by row (unrolled, see wino_input).
-    let t0 = wino_at(array<f32, 6>(
-        g_a[0u * plane + src], g_a[6u * plane + src], g_a[12u * plane + src],
-        g_a[18u * plane + src], g_a[24u * plane + src], g_a[30u * plane + src]));
-    let t1 = wino_at(array<f32, 6>(
-        g_a[1u * plane + src], g_a[7u * plane + src], g_a[13u * plane + src],
-        g_a[19u * plane + src], g_a[25u * plane + src], g_a[31u * plane + src]));
-    let t2 = wino_at(array<f32, 6>(
-        g_a[2u * plane + src], g_a[8u * plane + src], g_a[14u * plane + src],
-        g_a[20u * plane + src], g_a[26u * plane + src], g_a[32u * plane + src]));
-    let t3 = wino_at(array<f32, 6>(
-        g_a[3u * plane + src], g_a[9u * plane + src], g_a[15u * plane + src],
-        g_a[21u * plane + src], g_a[27u * plane + src], g_a[33u * plane + src]));
-    let t4 = wino_at(array<f32, 6>(
-        g_a[4u * plane + src], g_a[10u * plane + src], g_a[16u * plane + src],
-        g_a[22u * plane + src], g_a[28u * plane + src], g_a[34u * plane + src]));
-    let t5 = wino_at(array<f32, 6>(
-        g_a[5u * plane + src], g_a[11u * plane + src], g_a[17u * plane + src],
-        g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
-    var bias_v = 0.0;
-    if (wq.has_bias != 0u) {
-        bias_v = g_b[co];
-    }
-    if (wq.has_image_bias != 0u) {
-        bias_v += g_ib[(wq.n0 + c.y) * wq.cout + co];
-    }
+    let t0 = wino_mcol(src, plane, 0u);
+    let t1 = wino_mcol(src, plane, 1u);
+    let t2 = wino_mcol(src, plane, 2u);
+    let t3 = wino_mcol(src, plane, 3u);
+    let t4 = wino_mcol(src, plane, 4u);
+    let t5 = wino_mcol(src, plane, 5u);
+    let bias_v = wino_bias(co, c.y);
     let oy = c.z * 4u;
     let ox = c.w * 4u;
     let base = ((wq.n0 + c.y) * wq.cout + co) * wq.h * wq.w;
@@ -1281,31 +1284,13 @@ fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let co = c.x;
     let plane = wq.cout * wq.cols;
     let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
-    let t0 = wino_at(array<f32, 6>(
-        g_a[0u * plane + src], g_a[6u * plane + src], g_a[12u * plane + src],
-        g_a[18u * plane + src], g_a[24u * plane + src], g_a[30u * plane + src]));
-    let t1 = wino_at(array<f32, 6>(
-        g_a[1u * plane + src], g_a[7u * plane + src], g_a[13u * plane + src],
-        g_a[19u * plane + src], g_a[25u * plane + src], g_a[31u * plane + src]));
-    let t2 = wino_at(array<f32, 6>(
-        g_a[2u * plane + src], g_a[8u * plane + src], g_a[14u * plane + src],
-        g_a[20u * plane + src], g_a[26u * plane + src], g_a[32u * plane + src]));
-    let t3 = wino_at(array<f32, 6>(
-        g_a[3u * plane + src], g_a[9u * plane + src], g_a[15u * plane + src],
-        g_a[21u * plane + src], g_a[27u * plane + src], g_a[33u * plane + src]));
-    let t4 = wino_at(array<f32, 6>(
-        g_a[4u * plane + src], g_a[10u * plane + src], g_a[16u * plane + src],
-        g_a[22u * plane + src], g_a[28u * plane + src], g_a[34u * plane + src]));
-    let t5 = wino_at(array<f32, 6>(
-        g_a[5u * plane + src], g_a[11u * plane + src], g_a[17u * plane + src],
-        g_a[23u * plane + src], g_a[29u * plane + src], g_a[35u * plane + src]));
-    var bias_v = 0.0;
-    if (wq.has_bias != 0u) {
-        bias_v = g_b[co];
-    }
-    if (wq.has_image_bias != 0u) {
-        bias_v += g_ib[(wq.n0 + c.y) * wq.cout + co];
-    }
+    let t0 = wino_mcol(src, plane, 0u);
+    let t1 = wino_mcol(src, plane, 1u);
+    let t2 = wino_mcol(src, plane, 2u);
+    let t3 = wino_mcol(src, plane, 3u);
+    let t4 = wino_mcol(src, plane, 4u);
+    let t5 = wino_mcol(src, plane, 5u);
+    let bias_v = wino_bias(co, c.y);
     let bv = vec4(bias_v);
     let t = WTile(((wq.n0 + c.y) * wq.cout + co) * (wq.h * wq.w / 4u), c.z, c.w, c.y, true);
     wino_out_row(t, 0u, wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + bv);

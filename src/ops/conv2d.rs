@@ -901,13 +901,11 @@ fn flat_dispatch<P: bytemuck::Pod>(
     })
 }
 
-/// The im2col kernel: rows written as vec4s where Wo % 4 == 0.
-fn im2col_entry(g: &Geometry) -> &'static str {
-    if g.wo.is_multiple_of(4) {
-        "im2col4"
-    } else {
-        "im2col"
-    }
+/// col [nb, Kp, Ho·Wo] of x's window `params` (rows written as vec4s where Wo % 4 == 0).
+fn im2col(ctx: &Context, g: &Geometry, params: &ColParams, x: &Tensor, col: &Tensor) -> Result<()> {
+    let entry = if g.wo.is_multiple_of(4) { "im2col4" } else { "im2col" };
+    let rows = params.nb as usize * g.kp() * g.ho;
+    flat_dispatch(ctx, entry, params, rows, &[x.buffer(), col.buffer()])
 }
 
 /// w [Cout, Cin, kh, kw] (+ bias) → [Cout, Kp] with the bias in column K.
@@ -943,13 +941,7 @@ fn im2col_forward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, bias.is_some());
-        flat_dispatch(
-            ctx,
-            im2col_entry(g),
-            &params,
-            nb * kp * g.ho,
-            &[x.buffer(), col.buffer()],
-        )?;
+        im2col(ctx, g, &params, x, &col)?;
         // y[n0 + b] = Wp · col[b]
         let gemm = matmul::SgGemm {
             m: g.cout,
@@ -996,13 +988,7 @@ fn im2col_backward(
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = g.col_params(n0, nb, false);
-        flat_dispatch(
-            ctx,
-            im2col_entry(g),
-            &params,
-            nb * kp * g.ho,
-            &[x.buffer(), col.buffer()],
-        )?;
+        im2col(ctx, g, &params, x, &col)?;
         // dWp (+)= Σ_b dy[n0 + b] · col[b]ᵀ: per-image products from one batched GEMM, then
         // their sum (two dispatches; each costs ~0.1 ms on lavapipe, and a lone image's
         // GEMM has too few tiles for the threads); one image at a time where the products

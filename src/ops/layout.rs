@@ -193,36 +193,30 @@ fn transpose(
 ) -> Result<Tensor> {
     elements(op, x)?;
     let out = ctx.empty(shape, "transpose.out")?;
-    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && rows.is_multiple_of(4) && cols.is_multiple_of(4) {
-        // 4×4 blocks in registers (see transpose4 in shaders/layout.wgsl).
-        let blocks = (rows / 4) * (cols / 4);
-        let params = Params {
-            n: batch as u32,
-            p0: rows as u32,
-            p1: cols as u32,
-            p2: blocks as u32,
-        };
-        let invocations =
-            u32::try_from(batch * blocks).map_err(|_| Error::shape(op, format!("{:?} is too large", x.shape())))?;
-        launch(
-            ctx,
-            "transpose4",
-            params,
-            invocations.div_ceil(64),
-            &[x.buffer(), out.buffer()],
-        )?;
-        return Ok(out);
-    }
-    let tiles = rows.div_ceil(16) * cols.div_ceil(16);
+    // On CPU adapters 4×4 blocks in registers where both sides allow (transpose4 in
+    // shaders/layout.wgsl, 64 per workgroup); elsewhere 16×16 tiles through workgroup memory.
+    let blocked =
+        ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && rows.is_multiple_of(4) && cols.is_multiple_of(4);
+    let (entry, per_matrix, per_workgroup) = if blocked {
+        ("transpose4", (rows / 4) * (cols / 4), 64)
+    } else {
+        ("transpose", rows.div_ceil(16) * cols.div_ceil(16), 1)
+    };
     let params = Params {
         n: batch as u32,
         p0: rows as u32,
         p1: cols as u32,
-        p2: tiles as u32,
+        p2: per_matrix as u32,
     };
-    let workgroups =
-        u32::try_from(batch * tiles).map_err(|_| Error::shape(op, format!("{:?} is too large", x.shape())))?;
-    launch(ctx, "transpose", params, workgroups, &[x.buffer(), out.buffer()])?;
+    let units =
+        u32::try_from(batch * per_matrix).map_err(|_| Error::shape(op, format!("{:?} is too large", x.shape())))?;
+    launch(
+        ctx,
+        entry,
+        params,
+        units.div_ceil(per_workgroup),
+        &[x.buffer(), out.buffer()],
+    )?;
     Ok(out)
 }
 
