@@ -242,9 +242,11 @@ pub(crate) fn sum_rows(ctx: &Context, x: &Tensor, rows: usize, len: usize, scale
             scale: if chunks == 1 { scale } else { 1.0 },
             _pad: [0; 3],
         };
+        // vec4 loads where every row and chunk starts on a vec4.
+        let vec4 = len.is_multiple_of(4) && chunk.is_multiple_of(4);
         ctx.dispatch(Dispatch {
             shader: &SHADER,
-            entry: "row_sum",
+            entry: if vec4 { "row_sum4" } else { "row_sum" },
             constants: &[("WG", wg as f64)],
             params: bytemuck::bytes_of(&params),
             buffers: &[cur.buffer(), out.buffer()],

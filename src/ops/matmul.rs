@@ -406,13 +406,16 @@ pub fn sum_rows(ctx: &Context, x: &Tensor) -> Result<Tensor> {
         _pad0: 0,
         _pad1: 0,
     };
+    // On CPU adapters one invocation per 4 columns (sum_rows4) where the columns allow and the
+    // per-invocation loop stays well under lavapipe's 65,535 iterations.
+    let vec4 = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && n.is_multiple_of(4) && m <= 16_384;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: "sum_rows",
+        entry: if vec4 { "sum_rows4" } else { "sum_rows" },
         constants: &[],
         params: bytemuck::bytes_of(&params),
         buffers: &[x.buffer(), y.buffer()],
-        workgroups: ctx.grid((n as u32).div_ceil(64)),
+        workgroups: ctx.grid((if vec4 { n / 4 } else { n } as u32).div_ceil(64)),
     })?;
     Ok(y)
 }

@@ -204,7 +204,9 @@ fn linear_backward_matches_reference() {
 #[test]
 fn sum_rows_awkward_shapes() {
     let ctx = ctx();
-    for (m, n) in [(1, 1), (300, 7), (5, 131), (1, 65)] {
+    // The last three have N % 4 == 0 (the vec4 kernel on CPU adapters): one row, more columns
+    // than one workgroup of 64 invocations covers (4·64), and over 16,384 rows (the other kernel).
+    for (m, n) in [(1, 1), (300, 7), (5, 131), (1, 65), (1, 8), (37, 260), (16_385, 4)] {
         let x = rand_vec(m * n, (m + n) as u64);
         let got = mm::sum_rows(ctx, &ctx.upload(&[m, n], &x).unwrap()).unwrap();
         // A sum of M values of size <= 1.
