@@ -828,6 +828,23 @@ fn wino_bias(co: u32, b: u32) -> f32 {
     return v;
 }
 
+// The tile's 4 output rows (Aᵀ M A, t = Aᵀ m column by column, then row by row; unrolled, see
+// wino_input), each plus what wino_bias adds for channel co of image b.
+fn wino_out_rows(src: u32, plane: u32, co: u32, b: u32) -> array<vec4<f32>, 4> {
+    let t0 = wino_mcol(src, plane, 0u);
+    let t1 = wino_mcol(src, plane, 1u);
+    let t2 = wino_mcol(src, plane, 2u);
+    let t3 = wino_mcol(src, plane, 3u);
+    let t4 = wino_mcol(src, plane, 4u);
+    let t5 = wino_mcol(src, plane, 5u);
+    let bv = vec4(wino_bias(co, b));
+    return array<vec4<f32>, 4>(
+        wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + bv,
+        wino_at(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1])) + bv,
+        wino_at(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2])) + bv,
+        wino_at(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3])) + bv);
+}
+
 // y[o] = v, or res_scale·(v + r[o]) with a residual.
 fn wino_store(o: u32, v: f32) {
     if (wq.has_residual != 0u) {
@@ -851,21 +868,14 @@ fn wino_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let co = c.x;
     let plane = wq.cout * wq.cols;
     let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
-    // t = Aᵀ m column by column (4×6), then y = t A row by row (unrolled, see wino_input).
-    let t0 = wino_mcol(src, plane, 0u);
-    let t1 = wino_mcol(src, plane, 1u);
-    let t2 = wino_mcol(src, plane, 2u);
-    let t3 = wino_mcol(src, plane, 3u);
-    let t4 = wino_mcol(src, plane, 4u);
-    let t5 = wino_mcol(src, plane, 5u);
-    let bias_v = wino_bias(co, c.y);
     let oy = c.z * 4u;
     let ox = c.w * 4u;
     let base = ((wq.n0 + c.y) * wq.cout + co) * wq.h * wq.w;
-    let y0 = wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + vec4(bias_v);
-    let y1 = wino_at(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1])) + vec4(bias_v);
-    let y2 = wino_at(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2])) + vec4(bias_v);
-    let y3 = wino_at(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3])) + vec4(bias_v);
+    let y = wino_out_rows(src, plane, co, c.y);
+    let y0 = y[0];
+    let y1 = y[1];
+    let y2 = y[2];
+    let y3 = y[3];
     // Every tile starts inside the image; rows and columns past it are not stored.
     let c1 = ox + 1u < wq.w;
     let c2 = ox + 2u < wq.w;
@@ -940,79 +950,63 @@ fn wino_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let oy = c.z * 4u;
     let ox = c.w * 4u;
     let base = ((wq.n0 + c.y) * wq.cout + co) * wq.h * wq.w;
-    // t = A e column by column (6×4) over the 4×4 output-grad tile e (0 past the image), then
-    // dM = t Aᵀ row by row (unrolled, see wino_input).
-    let r1 = oy + 1u < wq.h;
-    let r2 = oy + 2u < wq.h;
-    let r3 = oy + 3u < wq.h;
-    let c0 = ox + 0u < wq.w;
-    let c1 = ox + 1u < wq.w;
-    let c2 = ox + 2u < wq.w;
-    let c3 = ox + 3u < wq.w;
-    let t0 = wino_a(
-        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 0u, c0)], c0),
-        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 0u, r1 && c0)], r1 && c0),
-        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 0u, r2 && c0)], r2 && c0),
-        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 0u, r3 && c0)], r3 && c0));
-    let t1 = wino_a(
-        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 1u, c1)], c1),
-        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 1u, r1 && c1)], r1 && c1),
-        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 1u, r2 && c1)], r2 && c1),
-        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 1u, r3 && c1)], r3 && c1));
-    let t2 = wino_a(
-        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 2u, c2)], c2),
-        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 2u, r1 && c2)], r1 && c2),
-        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 2u, r2 && c2)], r2 && c2),
-        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 2u, r3 && c2)], r3 && c2));
-    let t3 = wino_a(
-        select(0.0, g_a[base + select(0u, (oy + 0u) * wq.w + ox + 3u, c3)], c3),
-        select(0.0, g_a[base + select(0u, (oy + 1u) * wq.w + ox + 3u, r1 && c3)], r1 && c3),
-        select(0.0, g_a[base + select(0u, (oy + 2u) * wq.w + ox + 3u, r2 && c3)], r2 && c3),
-        select(0.0, g_a[base + select(0u, (oy + 3u) * wq.w + ox + 3u, r3 && c3)], r3 && c3));
+    // The 4×4 output-grad tile e row by row (0 past the image), then dM = A e Aᵀ.
+    let d = wino_dm(wino_dy_row(base, oy, ox, true),
+                    wino_dy_row(base, oy + 1u, ox, oy + 1u < wq.h),
+                    wino_dy_row(base, oy + 2u, ox, oy + 2u < wq.h),
+                    wino_dy_row(base, oy + 3u, ox, oy + 3u < wq.h));
     let plane = wq.cout * wq.cols;
     let o = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
-    let d0 = wino_a(t0[0], t1[0], t2[0], t3[0]);
-    let d1 = wino_a(t0[1], t1[1], t2[1], t3[1]);
-    let d2 = wino_a(t0[2], t1[2], t2[2], t3[2]);
-    let d3 = wino_a(t0[3], t1[3], t2[3], t3[3]);
-    let d4 = wino_a(t0[4], t1[4], t2[4], t3[4]);
-    let d5 = wino_a(t0[5], t1[5], t2[5], t3[5]);
-    g_o2[0u * plane + o] = d0[0];
-    g_o2[1u * plane + o] = d0[1];
-    g_o2[2u * plane + o] = d0[2];
-    g_o2[3u * plane + o] = d0[3];
-    g_o2[4u * plane + o] = d0[4];
-    g_o2[5u * plane + o] = d0[5];
-    g_o2[6u * plane + o] = d1[0];
-    g_o2[7u * plane + o] = d1[1];
-    g_o2[8u * plane + o] = d1[2];
-    g_o2[9u * plane + o] = d1[3];
-    g_o2[10u * plane + o] = d1[4];
-    g_o2[11u * plane + o] = d1[5];
-    g_o2[12u * plane + o] = d2[0];
-    g_o2[13u * plane + o] = d2[1];
-    g_o2[14u * plane + o] = d2[2];
-    g_o2[15u * plane + o] = d2[3];
-    g_o2[16u * plane + o] = d2[4];
-    g_o2[17u * plane + o] = d2[5];
-    g_o2[18u * plane + o] = d3[0];
-    g_o2[19u * plane + o] = d3[1];
-    g_o2[20u * plane + o] = d3[2];
-    g_o2[21u * plane + o] = d3[3];
-    g_o2[22u * plane + o] = d3[4];
-    g_o2[23u * plane + o] = d3[5];
-    g_o2[24u * plane + o] = d4[0];
-    g_o2[25u * plane + o] = d4[1];
-    g_o2[26u * plane + o] = d4[2];
-    g_o2[27u * plane + o] = d4[3];
-    g_o2[28u * plane + o] = d4[4];
-    g_o2[29u * plane + o] = d4[5];
-    g_o2[30u * plane + o] = d5[0];
-    g_o2[31u * plane + o] = d5[1];
-    g_o2[32u * plane + o] = d5[2];
-    g_o2[33u * plane + o] = d5[3];
-    g_o2[34u * plane + o] = d5[4];
-    g_o2[35u * plane + o] = d5[5];
+    wino_store_dm(o, plane, 0u, d);
+    wino_store_dm(o, plane, 6u, d);
+    wino_store_dm(o, plane, 12u, d);
+    wino_store_dm(o, plane, 18u, d);
+    wino_store_dm(o, plane, 24u, d);
+    wino_store_dm(o, plane, 30u, d);
+}
+
+// Row y of dy's plane at base, columns x..x+3 (0 past the image or where `ok` is false).
+fn wino_dy_row(base: u32, y: u32, x: u32, ok: bool) -> vec4<f32> {
+    let c0 = ok && x < wq.w;
+    let c1 = ok && x + 1u < wq.w;
+    let c2 = ok && x + 2u < wq.w;
+    let c3 = ok && x + 3u < wq.w;
+    let row = base + y * wq.w + x;
+    return vec4<f32>(select(0.0, g_a[select(base, row, c0)], c0),
+                     select(0.0, g_a[select(base, row + 1u, c1)], c1),
+                     select(0.0, g_a[select(base, row + 2u, c2)], c2),
+                     select(0.0, g_a[select(base, row + 3u, c3)], c3));
+}
+
+// dM = A e Aᵀ of a 4×4 output-grad tile given by its rows, row-major 6×6: t_c = A (column c
+// of e), then row a of dM = A (t_0[a], .., t_3[a]) (unrolled, see wino_input).
+fn wino_dm(e0: vec4<f32>, e1: vec4<f32>, e2: vec4<f32>, e3: vec4<f32>) -> array<f32, 36> {
+    let s0 = wino_a(e0.x, e1.x, e2.x, e3.x);
+    let s1 = wino_a(e0.y, e1.y, e2.y, e3.y);
+    let s2 = wino_a(e0.z, e1.z, e2.z, e3.z);
+    let s3 = wino_a(e0.w, e1.w, e2.w, e3.w);
+    let d0 = wino_a(s0[0], s1[0], s2[0], s3[0]);
+    let d1 = wino_a(s0[1], s1[1], s2[1], s3[1]);
+    let d2 = wino_a(s0[2], s1[2], s2[2], s3[2]);
+    let d3 = wino_a(s0[3], s1[3], s2[3], s3[3]);
+    let d4 = wino_a(s0[4], s1[4], s2[4], s3[4]);
+    let d5 = wino_a(s0[5], s1[5], s2[5], s3[5]);
+    return array<f32, 36>(d0[0], d0[1], d0[2], d0[3], d0[4], d0[5],
+                          d1[0], d1[1], d1[2], d1[3], d1[4], d1[5],
+                          d2[0], d2[1], d2[2], d2[3], d2[4], d2[5],
+                          d3[0], d3[1], d3[2], d3[3], d3[4], d3[5],
+                          d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
+                          d5[0], d5[1], d5[2], d5[3], d5[4], d5[5]);
+}
+
+// dM[ξ] for the 6 points ξ = k..k+5 of one tile.
+fn wino_store_dm(o: u32, plane: u32, k: u32, d: array<f32, 36>) {
+    g_o2[(k + 0u) * plane + o] = d[k + 0u];
+    g_o2[(k + 1u) * plane + o] = d[k + 1u];
+    g_o2[(k + 2u) * plane + o] = d[k + 2u];
+    g_o2[(k + 3u) * plane + o] = d[k + 3u];
+    g_o2[(k + 4u) * plane + o] = d[k + 4u];
+    g_o2[(k + 5u) * plane + o] = d[k + 5u];
 }
 
 // g_a = dU [36, Cout, Cin], g_o2 = dw [Cout, Cin, 3, 3] = Gᵀ dU G.
@@ -1284,19 +1278,12 @@ fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let co = c.x;
     let plane = wq.cout * wq.cols;
     let src = co * wq.cols + c.y * tiles + c.z * wq.tw + c.w;
-    let t0 = wino_mcol(src, plane, 0u);
-    let t1 = wino_mcol(src, plane, 1u);
-    let t2 = wino_mcol(src, plane, 2u);
-    let t3 = wino_mcol(src, plane, 3u);
-    let t4 = wino_mcol(src, plane, 4u);
-    let t5 = wino_mcol(src, plane, 5u);
-    let bias_v = wino_bias(co, c.y);
-    let bv = vec4(bias_v);
+    let y = wino_out_rows(src, plane, co, c.y);
     let t = WTile(((wq.n0 + c.y) * wq.cout + co) * (wq.h * wq.w / 4u), c.z, c.w, c.y, true);
-    wino_out_row(t, 0u, wino_at(array<f32, 6>(t0[0], t1[0], t2[0], t3[0], t4[0], t5[0])) + bv);
-    wino_out_row(t, 1u, wino_at(array<f32, 6>(t0[1], t1[1], t2[1], t3[1], t4[1], t5[1])) + bv);
-    wino_out_row(t, 2u, wino_at(array<f32, 6>(t0[2], t1[2], t2[2], t3[2], t4[2], t5[2])) + bv);
-    wino_out_row(t, 3u, wino_at(array<f32, 6>(t0[3], t1[3], t2[3], t3[3], t4[3], t5[3])) + bv);
+    wino_out_row(t, 0u, y[0]);
+    wino_out_row(t, 1u, y[1]);
+    wino_out_row(t, 2u, y[2]);
+    wino_out_row(t, 3u, y[3]);
 }
 
 // dM = A e Aᵀ of tile t's 4×4 output grad e (0 past the image), row-major 6×6.
@@ -1311,33 +1298,7 @@ fn wino_dy_tile(t: WTile) -> array<f32, 36> {
     let e1 = select(vec4(0.0), g_a4[select(t.base4, q + w4, ok1)], ok1);
     let e2 = select(vec4(0.0), g_a4[select(t.base4, q + 2u * w4, ok2)], ok2);
     let e3 = select(vec4(0.0), g_a4[select(t.base4, q + 3u * w4, ok3)], ok3);
-    // t_c = A (column c of e), then row a of dM = A (t_0[a], .., t_3[a]).
-    let s0 = wino_a(e0.x, e1.x, e2.x, e3.x);
-    let s1 = wino_a(e0.y, e1.y, e2.y, e3.y);
-    let s2 = wino_a(e0.z, e1.z, e2.z, e3.z);
-    let s3 = wino_a(e0.w, e1.w, e2.w, e3.w);
-    let d0 = wino_a(s0[0], s1[0], s2[0], s3[0]);
-    let d1 = wino_a(s0[1], s1[1], s2[1], s3[1]);
-    let d2 = wino_a(s0[2], s1[2], s2[2], s3[2]);
-    let d3 = wino_a(s0[3], s1[3], s2[3], s3[3]);
-    let d4 = wino_a(s0[4], s1[4], s2[4], s3[4]);
-    let d5 = wino_a(s0[5], s1[5], s2[5], s3[5]);
-    return array<f32, 36>(d0[0], d0[1], d0[2], d0[3], d0[4], d0[5],
-                          d1[0], d1[1], d1[2], d1[3], d1[4], d1[5],
-                          d2[0], d2[1], d2[2], d2[3], d2[4], d2[5],
-                          d3[0], d3[1], d3[2], d3[3], d3[4], d3[5],
-                          d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
-                          d5[0], d5[1], d5[2], d5[3], d5[4], d5[5]);
-}
-
-// dM[ξ] for the 6 points ξ = k..k+5 of one tile.
-fn wino_store_dm(o: u32, plane: u32, k: u32, d: array<f32, 36>) {
-    g_o2[(k + 0u) * plane + o] = d[k + 0u];
-    g_o2[(k + 1u) * plane + o] = d[k + 1u];
-    g_o2[(k + 2u) * plane + o] = d[k + 2u];
-    g_o2[(k + 3u) * plane + o] = d[k + 3u];
-    g_o2[(k + 4u) * plane + o] = d[k + 4u];
-    g_o2[(k + 5u) * plane + o] = d[k + 5u];
+    return wino_dm(e0, e1, e2, e3);
 }
 
 // wino_dy reading each row of the output-grad tile as one vec4 (W % 4 == 0), one tile per

@@ -208,6 +208,11 @@ fn row_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var i = lid; i < len; i += WG) {
         s += a[start + i];
     }
+    row_sum_store(id, s, lid);
+}
+
+// res[id] = scale · the workgroup's sum of the invocations' partial sums `s`.
+fn row_sum_store(id: u32, s: f32, lid: u32) {
     red[lid] = s;
     workgroupBarrier();
     for (var h = WG / 2u; h > 0u; h >>= 1u) {
@@ -237,15 +242,5 @@ fn row_sum4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var i = lid; i < len; i += WG) {
         s += a4[start + i];
     }
-    red[lid] = (s.x + s.y) + (s.z + s.w);
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if (lid < h) {
-            red[lid] += red[lid + h];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        res[id] = rp.scale * red[0];
-    }
+    row_sum_store(id, (s.x + s.y) + (s.z + s.w), lid);
 }

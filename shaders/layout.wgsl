@@ -113,15 +113,20 @@ fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 // upsample_nearest2x and its adjoint for W % 4 == 0, one invocation per 4 input elements of a
 // row: one vec4 load and four vec4 stores (the adjoint: four loads, one store) instead of 4 + 16
 // scalar accesses (transpose4's src4 / dst4 bindings).
+// Input vec4 i (rows of w4 vec4s) covers output vec4s o, o + 1 of output row 2·row and the
+// same two of row 2·row + 1 (rows of 2·w4 vec4s); returns o.
+fn up_block4(i: u32, w4: u32) -> u32 {
+    let row = i / w4;
+    return 2u * row * (2u * w4) + 2u * (i - row * w4);
+}
+
 @compute @workgroup_size(256)
 fn upsample_nearest2x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
     let w4 = p.p0 / 4u;
-    let row = i / w4;
-    // Output rows 2·row and 2·row + 1 hold 2·w4 vec4s each; this block starts at 2·(i mod w4).
-    let o = 2u * row * (2u * w4) + 2u * (i - row * w4);
+    let o = up_block4(i, w4);
     let v = src4[i];
     let lo = vec4(v.x, v.x, v.y, v.y);
     let hi = vec4(v.z, v.z, v.w, v.w);
@@ -138,8 +143,7 @@ fn upsample_nearest2x_backward4(@builtin(workgroup_id) wg: vec3<u32>,
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
     let w4 = p.p0 / 4u;
-    let row = i / w4;
-    let o = 2u * row * (2u * w4) + 2u * (i - row * w4);
+    let o = up_block4(i, w4);
     let a = src4[o] + src4[o + 2u * w4];
     let b = src4[o + 1u] + src4[o + 2u * w4 + 1u];
     dst4[i] = vec4(a.x + a.y, a.z + a.w, b.x + b.y, b.z + b.w);

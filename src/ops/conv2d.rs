@@ -1096,6 +1096,10 @@ impl Geometry {
     fn wino_tiles_per_image(&self) -> usize {
         self.h.div_ceil(4) * self.w.div_ceil(4)
     }
+    /// Whether the Winograd transforms move image rows as vec4s (W % 4 == 0).
+    fn wino_vec4(&self) -> bool {
+        self.w.is_multiple_of(4)
+    }
     /// Columns of V, M and dM for `nb` images: one per tile, padded to a multiple of 4.
     fn wino_cols(&self, nb: usize) -> usize {
         (nb * self.wino_tiles_per_image()).next_multiple_of(4)
@@ -1136,7 +1140,7 @@ fn wino_tiles(
     channels: usize,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
-    if g.w.is_multiple_of(4) {
+    if g.wino_vec4() {
         // Image rows as vec4s; the input transform four columns per invocation.
         let (entry, total) = match entry {
             "wino_input" => ("wino_input4", channels * params.cols as usize / 4),
@@ -1149,8 +1153,6 @@ fn wino_tiles(
         };
         return flat_dispatch(ctx, entry, params, total, buffers);
     }
-    // The one-tile wino_input has no binding 6 (x as scalars for wino_input4).
-    let buffers = if entry == "wino_input" { &buffers[..5] } else { buffers };
     let total = channels * params.nb as usize * g.wino_tiles_per_image();
     flat_dispatch(ctx, entry, params, total, buffers)
 }
@@ -1166,7 +1168,6 @@ fn input_transform(
     norm: Option<InputNorm<'_>>,
 ) -> Result<()> {
     let (stats, gamma, beta) = norm.map_or((x, x, x), |nm| (nm.stats, nm.gamma, nm.beta));
-    // wino_input4 reads x at binding 6 too (as scalars).
     let buffers = [
         x.buffer(),
         v.buffer(),
@@ -1175,7 +1176,9 @@ fn input_transform(
         beta.buffer(),
         x.buffer(),
     ];
-    wino_tiles(ctx, "wino_input", params, g, g.cin, &buffers)
+    // wino_input4 reads x at binding 6 too (as scalars); the one-tile kernel has no binding 6.
+    let used = if g.wino_vec4() { 6 } else { 5 };
+    wino_tiles(ctx, "wino_input", params, g, g.cin, &buffers[..used])
 }
 
 /// One GEMM of a pointwise convolution over the whole batch: `batch` products, `a` the weights
