@@ -8,18 +8,24 @@
 // workgroup memory and makes each load count: every load is a vec4, and operands that all lanes
 // need are loaded once per subgroup and shared with subgroupBroadcast.
 //
-// A subgroup owns a 16-row x 32-column output tile: lane l holds columns 4l..4l+3 of the tile
-// for all 16 rows (16 vec4 accumulators). Per step of 4 along K, lane l loads its 4x4 block of
-// op(B) (4 vec4 loads) and 1/8 of the 16x4 block of op(A) (2 vec4 loads); each A value is then
-// broadcast to all lanes. That is 6 loads per 256 FMAs per lane.
+// A subgroup owns a 32-row x 32-column output tile: lane l holds columns 4l..4l+3 of the tile
+// for all 32 rows (32 vec4 accumulators). Per step of 4 along K, lane l loads its 4x4 block of
+// op(B) (4 vec4 loads) and 1/8 of the 32x4 block of op(A) (4 vec4 loads); each A value is then
+// broadcast to all lanes. That is 8 loads per 512 FMAs per lane.
 //
-// Why loads cost so much there (Mesa 22.3's lp_bld_nir_soa.c, emit_load_mem): a storage load
-// whose address is not "always uniform" (built from constants and uniforms only; workgroup_id
-// and loop counters do not count) becomes a loop over the 8 lanes with a bounds-check branch
-// and a scalar load per component. Variants measured against this one and not kept (2026-12-02,
-// back to back, on 2 cores shared with a training run): rows loaded at per-row uniform addresses
-// (one subgroup per workgroup) 0.5-0.9x; 16x32, 32x64 and 64x64 tiles generated fully
-// unrolled, level within the noise; B read through an rgba32float texture (textureLoad), level;
+// Why loads cost so much there (lp_bld_nir_soa.c, emit_load_mem, Mesa 22.3 and 25.0 alike): a
+// storage load whose address is not "always uniform" (built from constants and push constants
+// only; workgroup_id and loop counters do not count) becomes a loop over the 8 lanes with a
+// bounds-check branch and a scalar load per component. Read from the JIT's code with gdb
+// (2026-12-03, Mesa 25.0.7, LLVM 15, a Xeon with AVX-512): about 8 instructions per lane and
+// component, against 2 per 8-lane FMA (llvmpipe lowers fma to a multiply and an add), so the
+// loads are most of the loop. Hence the tile: 16 x 32 (6 loads per 256 FMAs, the layout until
+// then) spent about 3 load instructions per arithmetic one, and 32 x 32 ran 1.2-1.3x faster
+// there, back to back; 32 x 64 (a lane holds 8 columns, 64 accumulators) was slower again,
+// and so was any loop over the rows instead of the written-out updates (4x: NIR does not
+// unroll it and acc leaves the registers). Measured on an earlier machine (2026-12-02) and not
+// kept: rows loaded at per-row uniform addresses (one subgroup per workgroup) 0.5-0.9x; B read
+// through an rgba32float texture (textureLoad), level (texel fetches are per-lane loads too);
 // llvmpipe at 512 bits (LP_NATIVE_VECTOR_WIDTH=512, subgroups of 16) with a 16-lane variant,
 // 0.6-0.9x.
 //
@@ -66,7 +72,7 @@ override TA: bool = false;
 // B is stored [N,K].
 override TB: bool = false;
 
-const ROWS: u32 = 16u;
+const ROWS: u32 = 32u;
 
 // Lane l's vec4 `v` seen by every lane, for l = 0..7.
 fn bcast8(v: vec4<f32>) -> array<vec4<f32>, 8> {
@@ -109,20 +115,21 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let a_base = p.a_off + select(bat * p.m * k4, 0u, p.a_shared != 0u);
     let b_base = p.b_off + bat * p.k * n4;
     let cl = min(col, p.n - 4u);
-
-    // A rows this lane loads: !TA: rows r0 + l and r0 + 8 + l (all of K's 4 values);
-    // TA: A stored [K,M], lane l loads rows r0 + 4(l / 4) .. +3 (and + 8) at k + l % 4.
-    var ra0: u32;
-    var ra1: u32;
-    if (TA) {
-        ra0 = min(r0 + (lane / 4u) * 4u, p.m - 4u) / 4u;
-        ra1 = min(r0 + 8u + (lane / 4u) * 4u, p.m - 4u) / 4u;
-    } else {
-        ra0 = min(r0 + lane, p.m - 1u);
-        ra1 = min(r0 + 8u + lane, p.m - 1u);
+    // A rows this lane loads for row group i (rows r0 + 8i .. r0 + 8i + 7): !TA: row
+    // r0 + 8i + l (all of K's 4 values); TA: A stored [K,M], lane l loads rows
+    // r0 + 8i + 4(l / 4) .. +3 at k + l % 4 (see col_ta).
+    var ra: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        if (TA) {
+            ra[i] = min(r0 + 8u * i + (lane / 4u) * 4u, p.m - 4u) / 4u;
+        } else {
+            ra[i] = min(r0 + 8u * i + lane, p.m - 1u);
+        }
     }
-
-    var acc: array<vec4<f32>, 16>;
+    // Written out in full below: llvmpipe keeps acc in registers only when every index is a
+    // constant, and NIR does not unroll loops over the rows here (a loop over r measured 4x
+    // slower).
+    var acc: array<vec4<f32>, 32>;
     for (var k = 0u; k < p.k; k += 4u) {
         // b_i = op(B)[k + i, col..col+3]
         var b0: vec4<f32>;
@@ -146,8 +153,10 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         if (TA) {
             let kl = k + lane % 4u;
-            let s0 = bcast8(a[a_base + kl * m4 + ra0]);
-            let s1 = bcast8(a[a_base + kl * m4 + ra1]);
+            let s0 = bcast8(a[a_base + kl * m4 + ra[0]]);
+            let s1 = bcast8(a[a_base + kl * m4 + ra[1]]);
+            let s2 = bcast8(a[a_base + kl * m4 + ra[2]]);
+            let s3 = bcast8(a[a_base + kl * m4 + ra[3]]);
             acc[0] = step4(acc[0], col_ta(s0, 0u, 0u), b0, b1, b2, b3);
             acc[1] = step4(acc[1], col_ta(s0, 0u, 1u), b0, b1, b2, b3);
             acc[2] = step4(acc[2], col_ta(s0, 0u, 2u), b0, b1, b2, b3);
@@ -164,9 +173,27 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc[13] = step4(acc[13], col_ta(s1, 1u, 1u), b0, b1, b2, b3);
             acc[14] = step4(acc[14], col_ta(s1, 1u, 2u), b0, b1, b2, b3);
             acc[15] = step4(acc[15], col_ta(s1, 1u, 3u), b0, b1, b2, b3);
+            acc[16] = step4(acc[16], col_ta(s2, 0u, 0u), b0, b1, b2, b3);
+            acc[17] = step4(acc[17], col_ta(s2, 0u, 1u), b0, b1, b2, b3);
+            acc[18] = step4(acc[18], col_ta(s2, 0u, 2u), b0, b1, b2, b3);
+            acc[19] = step4(acc[19], col_ta(s2, 0u, 3u), b0, b1, b2, b3);
+            acc[20] = step4(acc[20], col_ta(s2, 1u, 0u), b0, b1, b2, b3);
+            acc[21] = step4(acc[21], col_ta(s2, 1u, 1u), b0, b1, b2, b3);
+            acc[22] = step4(acc[22], col_ta(s2, 1u, 2u), b0, b1, b2, b3);
+            acc[23] = step4(acc[23], col_ta(s2, 1u, 3u), b0, b1, b2, b3);
+            acc[24] = step4(acc[24], col_ta(s3, 0u, 0u), b0, b1, b2, b3);
+            acc[25] = step4(acc[25], col_ta(s3, 0u, 1u), b0, b1, b2, b3);
+            acc[26] = step4(acc[26], col_ta(s3, 0u, 2u), b0, b1, b2, b3);
+            acc[27] = step4(acc[27], col_ta(s3, 0u, 3u), b0, b1, b2, b3);
+            acc[28] = step4(acc[28], col_ta(s3, 1u, 0u), b0, b1, b2, b3);
+            acc[29] = step4(acc[29], col_ta(s3, 1u, 1u), b0, b1, b2, b3);
+            acc[30] = step4(acc[30], col_ta(s3, 1u, 2u), b0, b1, b2, b3);
+            acc[31] = step4(acc[31], col_ta(s3, 1u, 3u), b0, b1, b2, b3);
         } else {
-            let s0 = bcast8(a[a_base + ra0 * k4 + k / 4u]);
-            let s1 = bcast8(a[a_base + ra1 * k4 + k / 4u]);
+            let s0 = bcast8(a[a_base + ra[0] * k4 + k / 4u]);
+            let s1 = bcast8(a[a_base + ra[1] * k4 + k / 4u]);
+            let s2 = bcast8(a[a_base + ra[2] * k4 + k / 4u]);
+            let s3 = bcast8(a[a_base + ra[3] * k4 + k / 4u]);
             acc[0] = step4(acc[0], s0[0], b0, b1, b2, b3);
             acc[1] = step4(acc[1], s0[1], b0, b1, b2, b3);
             acc[2] = step4(acc[2], s0[2], b0, b1, b2, b3);
@@ -183,6 +210,22 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc[13] = step4(acc[13], s1[5], b0, b1, b2, b3);
             acc[14] = step4(acc[14], s1[6], b0, b1, b2, b3);
             acc[15] = step4(acc[15], s1[7], b0, b1, b2, b3);
+            acc[16] = step4(acc[16], s2[0], b0, b1, b2, b3);
+            acc[17] = step4(acc[17], s2[1], b0, b1, b2, b3);
+            acc[18] = step4(acc[18], s2[2], b0, b1, b2, b3);
+            acc[19] = step4(acc[19], s2[3], b0, b1, b2, b3);
+            acc[20] = step4(acc[20], s2[4], b0, b1, b2, b3);
+            acc[21] = step4(acc[21], s2[5], b0, b1, b2, b3);
+            acc[22] = step4(acc[22], s2[6], b0, b1, b2, b3);
+            acc[23] = step4(acc[23], s2[7], b0, b1, b2, b3);
+            acc[24] = step4(acc[24], s3[0], b0, b1, b2, b3);
+            acc[25] = step4(acc[25], s3[1], b0, b1, b2, b3);
+            acc[26] = step4(acc[26], s3[2], b0, b1, b2, b3);
+            acc[27] = step4(acc[27], s3[3], b0, b1, b2, b3);
+            acc[28] = step4(acc[28], s3[4], b0, b1, b2, b3);
+            acc[29] = step4(acc[29], s3[5], b0, b1, b2, b3);
+            acc[30] = step4(acc[30], s3[6], b0, b1, b2, b3);
+            acc[31] = step4(acc[31], s3[7], b0, b1, b2, b3);
         }
     }
 

@@ -30,7 +30,7 @@ static SHADER_SG: Shader = crate::shader!("matmul_subgroup");
 /// Output tile edge of `gemm_tiled`.
 const TILED_TILE: u32 = 64;
 /// Output tile of one subgroup in `gemm_sg`: rows x columns.
-const SG_ROWS: u32 = 16;
+const SG_ROWS: u32 = 32;
 const SG_COLS: u32 = 32;
 
 /// A matmul kernel.
@@ -41,7 +41,7 @@ pub enum Kernel {
     /// Subgroup-broadcast kernel for 8-wide SIMD CPU adapters, `wg` invocations per workgroup
     /// (a multiple of 8). Needs subgroups of size 8 and the vec4 alignment described above.
     Subgroup {
-        /// Workgroup size: `wg / 8` subgroups of 16 rows each are stacked along M.
+        /// Workgroup size: `wg / 8` subgroups of 32 rows each are stacked along M.
         wg: u32,
     },
 }
@@ -482,7 +482,7 @@ impl SgGemm {
 /// Largest workgroup size of the subgroup kernel when ops call it directly.
 pub(crate) const SG_WG: u32 = 32;
 
-/// Workgroup size for M rows: WG / 8 subgroups of 16 rows each, no more than M needs (a
+/// Workgroup size for M rows: WG / 8 subgroups of 32 rows each, no more than M needs (a
 /// workgroup taller than M computes clamped rows it never stores), at most [`SG_WG`].
 pub(crate) fn sg_wg_for(m: usize) -> u32 {
     8 * (m.div_ceil(SG_ROWS as usize) as u32).clamp(1, SG_WG / 8)

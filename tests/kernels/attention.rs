@@ -22,7 +22,7 @@ fn gemm_expected(ctx: &Context) -> bool {
 /// (64 rows) and key tiles, d not divisible by 4, one and several heads, batch 1 and 3. The
 /// larger scale gives peaked softmaxes (scores up to ~±20) that exercise the running max.
 /// The one-head shapes with T and d multiples of 4 also run the GEMM kernel (lavapipe): one
-/// and several GEMM tiles (16 rows, 32 columns) and a partial one.
+/// and several GEMM tiles (32 rows, 32 columns) and a partial one.
 const SHAPES: &[(usize, usize, usize, usize, f32)] = &[
     (3, 12, 1, 8, 3.0),
     (2, 36, 1, 20, 1.0),
