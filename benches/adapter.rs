@@ -5,7 +5,11 @@
 //! - a 256-byte buffer-to-buffer copy, 2000 in one submission;
 //! - an 8-lane storage load, scalar against vec4, in a loop of 4096 workgroups × 1024
 //!   iterations × 4 independent loads (on llvmpipe every non-uniform load is a loop over the
-//!   lanes, so a vec4 costs far less than four scalars).
+//!   lanes, so a vec4 costs far less than four scalars);
+//! - the same 36 strided values per item (a Winograd output transform's gather) fetched as 36
+//!   scalar loads per item, or as 36 vec4 loads per 4 items (a quarter of the load
+//!   instructions, the same values): equal times mean the adapter charges per value moved, not
+//!   per load.
 mod common;
 
 use std::time::Duration;
@@ -44,6 +48,47 @@ fn loads1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         s += (a1[q] + a1[q + 4u]) + (a1[q + 8u] + a1[q + 12u]);
     }
     out[wg.x * 8u + li] = vec4(s);
+}
+
+struct Gather { n: u32, plane: u32 }
+@group(0) @binding(0) var<uniform> gp: Gather;
+@group(0) @binding(1) var<storage, read> g1: array<f32>;
+@group(0) @binding(1) var<storage, read> g4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> go: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn gather1(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= gp.n) { return; }
+    var s = vec4(0.0);
+    for (var e = 0u; e < 36u; e += 4u) {
+        s += vec4(g1[e * gp.plane + i], g1[(e + 1u) * gp.plane + i],
+                  g1[(e + 2u) * gp.plane + i], g1[(e + 3u) * gp.plane + i]);
+    }
+    go[i] = s;
+}
+@compute @workgroup_size(64)
+fn gather4(@builtin(global_invocation_id) id: vec3<u32>) {
+    let g = id.x;
+    if (4u * g >= gp.n) { return; }
+    let pl = gp.plane / 4u;
+    var s0 = vec4(0.0);
+    var s1 = vec4(0.0);
+    var s2 = vec4(0.0);
+    var s3 = vec4(0.0);
+    for (var e = 0u; e < 36u; e += 4u) {
+        let v0 = g4[e * pl + g];
+        let v1 = g4[(e + 1u) * pl + g];
+        let v2 = g4[(e + 2u) * pl + g];
+        let v3 = g4[(e + 3u) * pl + g];
+        s0 += vec4(v0.x, v1.x, v2.x, v3.x);
+        s1 += vec4(v0.y, v1.y, v2.y, v3.y);
+        s2 += vec4(v0.z, v1.z, v2.z, v3.z);
+        s3 += vec4(v0.w, v1.w, v2.w, v3.w);
+    }
+    go[4u * g] = s0;
+    go[4u * g + 1u] = s1;
+    go[4u * g + 2u] = s2;
+    go[4u * g + 3u] = s3;
 }
 "#;
 
@@ -97,6 +142,26 @@ fn bench(c: &mut Criterion) {
         println!(
             "adapter 8-lane {what} load: {:.2} ns per load (all threads)  [{}]",
             per.as_secs_f64() * 1e9 / loads,
+            common::adapter(&ctx)
+        );
+    }
+
+    // 36 strided values for each of `items` items: plane = items, values [36, items].
+    let items = 64 * 2048u32;
+    let src = ctx.zeros(&[36 * items as usize], "gather.src").unwrap();
+    let dst = ctx.zeros(&[4 * items as usize], "gather.dst").unwrap();
+    for (entry, what, wgs) in [
+        ("gather1", "36 scalar loads per item", items / 64),
+        ("gather4", "36 vec4 loads per 4 items", items / 256),
+    ] {
+        let per = common::timed(&ctx, 3, || {
+            ctx.run_wgsl(&kernel(entry), &params(items, items), &[&src, &dst], [wgs, 1, 1])
+                .unwrap();
+        }) / 3;
+        println!(
+            "adapter 36 strided values x {items} items, {what}: {:.2} ms, {:.2} ns per value  [{}]",
+            per.as_secs_f64() * 1e3,
+            per.as_secs_f64() * 1e9 / (36.0 * items as f64),
             common::adapter(&ctx)
         );
     }
