@@ -73,6 +73,10 @@ override TA: bool = false;
 override TB: bool = false;
 
 const ROWS: u32 = 32u;
+// 8-row tiles, for M <= 8 (a convolution with 1 or 3 output channels): one A row group instead
+// of four, so no loads or multiply-adds for rows that are never stored. Folded at pipeline
+// creation, so the 32-row kernel is the code it was.
+override SHORT: bool = false;
 
 // Lane l's vec4 `v` seen by every lane, for l = 0..7.
 fn bcast8(v: vec4<f32>) -> array<vec4<f32>, 8> {
@@ -106,7 +110,8 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let bat = tile / per_batch;
     let t = tile % per_batch;
-    let r0 = (t / p.tiles_n) * (WG / 8u) * ROWS + (lid / 8u) * ROWS;
+    let rows = select(ROWS, 8u, SHORT);
+    let r0 = (t / p.tiles_n) * (WG / 8u) * rows + (lid / 8u) * rows;
     let col = (t % p.tiles_n) * 32u + lane * 4u;
     let k4 = p.k / 4u;
     let m4 = p.m / 4u;
@@ -154,9 +159,14 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         if (TA) {
             let kl = k + lane % 4u;
             let s0 = bcast8(a[a_base + kl * m4 + ra[0]]);
-            let s1 = bcast8(a[a_base + kl * m4 + ra[1]]);
-            let s2 = bcast8(a[a_base + kl * m4 + ra[2]]);
-            let s3 = bcast8(a[a_base + kl * m4 + ra[3]]);
+            var s1: array<vec4<f32>, 8>;
+            var s2: array<vec4<f32>, 8>;
+            var s3: array<vec4<f32>, 8>;
+            if (!SHORT) {
+                s1 = bcast8(a[a_base + kl * m4 + ra[1]]);
+                s2 = bcast8(a[a_base + kl * m4 + ra[2]]);
+                s3 = bcast8(a[a_base + kl * m4 + ra[3]]);
+            }
             acc[0] = step4(acc[0], col_ta(s0, 0u, 0u), b0, b1, b2, b3);
             acc[1] = step4(acc[1], col_ta(s0, 0u, 1u), b0, b1, b2, b3);
             acc[2] = step4(acc[2], col_ta(s0, 0u, 2u), b0, b1, b2, b3);
@@ -165,35 +175,42 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc[5] = step4(acc[5], col_ta(s0, 1u, 1u), b0, b1, b2, b3);
             acc[6] = step4(acc[6], col_ta(s0, 1u, 2u), b0, b1, b2, b3);
             acc[7] = step4(acc[7], col_ta(s0, 1u, 3u), b0, b1, b2, b3);
-            acc[8] = step4(acc[8], col_ta(s1, 0u, 0u), b0, b1, b2, b3);
-            acc[9] = step4(acc[9], col_ta(s1, 0u, 1u), b0, b1, b2, b3);
-            acc[10] = step4(acc[10], col_ta(s1, 0u, 2u), b0, b1, b2, b3);
-            acc[11] = step4(acc[11], col_ta(s1, 0u, 3u), b0, b1, b2, b3);
-            acc[12] = step4(acc[12], col_ta(s1, 1u, 0u), b0, b1, b2, b3);
-            acc[13] = step4(acc[13], col_ta(s1, 1u, 1u), b0, b1, b2, b3);
-            acc[14] = step4(acc[14], col_ta(s1, 1u, 2u), b0, b1, b2, b3);
-            acc[15] = step4(acc[15], col_ta(s1, 1u, 3u), b0, b1, b2, b3);
-            acc[16] = step4(acc[16], col_ta(s2, 0u, 0u), b0, b1, b2, b3);
-            acc[17] = step4(acc[17], col_ta(s2, 0u, 1u), b0, b1, b2, b3);
-            acc[18] = step4(acc[18], col_ta(s2, 0u, 2u), b0, b1, b2, b3);
-            acc[19] = step4(acc[19], col_ta(s2, 0u, 3u), b0, b1, b2, b3);
-            acc[20] = step4(acc[20], col_ta(s2, 1u, 0u), b0, b1, b2, b3);
-            acc[21] = step4(acc[21], col_ta(s2, 1u, 1u), b0, b1, b2, b3);
-            acc[22] = step4(acc[22], col_ta(s2, 1u, 2u), b0, b1, b2, b3);
-            acc[23] = step4(acc[23], col_ta(s2, 1u, 3u), b0, b1, b2, b3);
-            acc[24] = step4(acc[24], col_ta(s3, 0u, 0u), b0, b1, b2, b3);
-            acc[25] = step4(acc[25], col_ta(s3, 0u, 1u), b0, b1, b2, b3);
-            acc[26] = step4(acc[26], col_ta(s3, 0u, 2u), b0, b1, b2, b3);
-            acc[27] = step4(acc[27], col_ta(s3, 0u, 3u), b0, b1, b2, b3);
-            acc[28] = step4(acc[28], col_ta(s3, 1u, 0u), b0, b1, b2, b3);
-            acc[29] = step4(acc[29], col_ta(s3, 1u, 1u), b0, b1, b2, b3);
-            acc[30] = step4(acc[30], col_ta(s3, 1u, 2u), b0, b1, b2, b3);
-            acc[31] = step4(acc[31], col_ta(s3, 1u, 3u), b0, b1, b2, b3);
+            if (!SHORT) {
+                acc[8] = step4(acc[8], col_ta(s1, 0u, 0u), b0, b1, b2, b3);
+                acc[9] = step4(acc[9], col_ta(s1, 0u, 1u), b0, b1, b2, b3);
+                acc[10] = step4(acc[10], col_ta(s1, 0u, 2u), b0, b1, b2, b3);
+                acc[11] = step4(acc[11], col_ta(s1, 0u, 3u), b0, b1, b2, b3);
+                acc[12] = step4(acc[12], col_ta(s1, 1u, 0u), b0, b1, b2, b3);
+                acc[13] = step4(acc[13], col_ta(s1, 1u, 1u), b0, b1, b2, b3);
+                acc[14] = step4(acc[14], col_ta(s1, 1u, 2u), b0, b1, b2, b3);
+                acc[15] = step4(acc[15], col_ta(s1, 1u, 3u), b0, b1, b2, b3);
+                acc[16] = step4(acc[16], col_ta(s2, 0u, 0u), b0, b1, b2, b3);
+                acc[17] = step4(acc[17], col_ta(s2, 0u, 1u), b0, b1, b2, b3);
+                acc[18] = step4(acc[18], col_ta(s2, 0u, 2u), b0, b1, b2, b3);
+                acc[19] = step4(acc[19], col_ta(s2, 0u, 3u), b0, b1, b2, b3);
+                acc[20] = step4(acc[20], col_ta(s2, 1u, 0u), b0, b1, b2, b3);
+                acc[21] = step4(acc[21], col_ta(s2, 1u, 1u), b0, b1, b2, b3);
+                acc[22] = step4(acc[22], col_ta(s2, 1u, 2u), b0, b1, b2, b3);
+                acc[23] = step4(acc[23], col_ta(s2, 1u, 3u), b0, b1, b2, b3);
+                acc[24] = step4(acc[24], col_ta(s3, 0u, 0u), b0, b1, b2, b3);
+                acc[25] = step4(acc[25], col_ta(s3, 0u, 1u), b0, b1, b2, b3);
+                acc[26] = step4(acc[26], col_ta(s3, 0u, 2u), b0, b1, b2, b3);
+                acc[27] = step4(acc[27], col_ta(s3, 0u, 3u), b0, b1, b2, b3);
+                acc[28] = step4(acc[28], col_ta(s3, 1u, 0u), b0, b1, b2, b3);
+                acc[29] = step4(acc[29], col_ta(s3, 1u, 1u), b0, b1, b2, b3);
+                acc[30] = step4(acc[30], col_ta(s3, 1u, 2u), b0, b1, b2, b3);
+                acc[31] = step4(acc[31], col_ta(s3, 1u, 3u), b0, b1, b2, b3);
+            }
         } else {
             let s0 = bcast8(a[a_base + ra[0] * k4 + k / 4u]);
-            let s1 = bcast8(a[a_base + ra[1] * k4 + k / 4u]);
-            let s2 = bcast8(a[a_base + ra[2] * k4 + k / 4u]);
-            let s3 = bcast8(a[a_base + ra[3] * k4 + k / 4u]);
+            var s1: array<vec4<f32>, 8>;
+            var s2: array<vec4<f32>, 8>;
+            var s3: array<vec4<f32>, 8>;
+            if (!SHORT) {
+                s1 = bcast8(a[a_base + ra[1] * k4 + k / 4u]);
+                s2 = bcast8(a[a_base + ra[2] * k4 + k / 4u]);
+                s3 = bcast8(a[a_base + ra[3] * k4 + k / 4u]);
+            }
             acc[0] = step4(acc[0], s0[0], b0, b1, b2, b3);
             acc[1] = step4(acc[1], s0[1], b0, b1, b2, b3);
             acc[2] = step4(acc[2], s0[2], b0, b1, b2, b3);
@@ -202,30 +219,32 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc[5] = step4(acc[5], s0[5], b0, b1, b2, b3);
             acc[6] = step4(acc[6], s0[6], b0, b1, b2, b3);
             acc[7] = step4(acc[7], s0[7], b0, b1, b2, b3);
-            acc[8] = step4(acc[8], s1[0], b0, b1, b2, b3);
-            acc[9] = step4(acc[9], s1[1], b0, b1, b2, b3);
-            acc[10] = step4(acc[10], s1[2], b0, b1, b2, b3);
-            acc[11] = step4(acc[11], s1[3], b0, b1, b2, b3);
-            acc[12] = step4(acc[12], s1[4], b0, b1, b2, b3);
-            acc[13] = step4(acc[13], s1[5], b0, b1, b2, b3);
-            acc[14] = step4(acc[14], s1[6], b0, b1, b2, b3);
-            acc[15] = step4(acc[15], s1[7], b0, b1, b2, b3);
-            acc[16] = step4(acc[16], s2[0], b0, b1, b2, b3);
-            acc[17] = step4(acc[17], s2[1], b0, b1, b2, b3);
-            acc[18] = step4(acc[18], s2[2], b0, b1, b2, b3);
-            acc[19] = step4(acc[19], s2[3], b0, b1, b2, b3);
-            acc[20] = step4(acc[20], s2[4], b0, b1, b2, b3);
-            acc[21] = step4(acc[21], s2[5], b0, b1, b2, b3);
-            acc[22] = step4(acc[22], s2[6], b0, b1, b2, b3);
-            acc[23] = step4(acc[23], s2[7], b0, b1, b2, b3);
-            acc[24] = step4(acc[24], s3[0], b0, b1, b2, b3);
-            acc[25] = step4(acc[25], s3[1], b0, b1, b2, b3);
-            acc[26] = step4(acc[26], s3[2], b0, b1, b2, b3);
-            acc[27] = step4(acc[27], s3[3], b0, b1, b2, b3);
-            acc[28] = step4(acc[28], s3[4], b0, b1, b2, b3);
-            acc[29] = step4(acc[29], s3[5], b0, b1, b2, b3);
-            acc[30] = step4(acc[30], s3[6], b0, b1, b2, b3);
-            acc[31] = step4(acc[31], s3[7], b0, b1, b2, b3);
+            if (!SHORT) {
+                acc[8] = step4(acc[8], s1[0], b0, b1, b2, b3);
+                acc[9] = step4(acc[9], s1[1], b0, b1, b2, b3);
+                acc[10] = step4(acc[10], s1[2], b0, b1, b2, b3);
+                acc[11] = step4(acc[11], s1[3], b0, b1, b2, b3);
+                acc[12] = step4(acc[12], s1[4], b0, b1, b2, b3);
+                acc[13] = step4(acc[13], s1[5], b0, b1, b2, b3);
+                acc[14] = step4(acc[14], s1[6], b0, b1, b2, b3);
+                acc[15] = step4(acc[15], s1[7], b0, b1, b2, b3);
+                acc[16] = step4(acc[16], s2[0], b0, b1, b2, b3);
+                acc[17] = step4(acc[17], s2[1], b0, b1, b2, b3);
+                acc[18] = step4(acc[18], s2[2], b0, b1, b2, b3);
+                acc[19] = step4(acc[19], s2[3], b0, b1, b2, b3);
+                acc[20] = step4(acc[20], s2[4], b0, b1, b2, b3);
+                acc[21] = step4(acc[21], s2[5], b0, b1, b2, b3);
+                acc[22] = step4(acc[22], s2[6], b0, b1, b2, b3);
+                acc[23] = step4(acc[23], s2[7], b0, b1, b2, b3);
+                acc[24] = step4(acc[24], s3[0], b0, b1, b2, b3);
+                acc[25] = step4(acc[25], s3[1], b0, b1, b2, b3);
+                acc[26] = step4(acc[26], s3[2], b0, b1, b2, b3);
+                acc[27] = step4(acc[27], s3[3], b0, b1, b2, b3);
+                acc[28] = step4(acc[28], s3[4], b0, b1, b2, b3);
+                acc[29] = step4(acc[29], s3[5], b0, b1, b2, b3);
+                acc[30] = step4(acc[30], s3[6], b0, b1, b2, b3);
+                acc[31] = step4(acc[31], s3[7], b0, b1, b2, b3);
+            }
         }
     }
 
@@ -233,7 +252,7 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         return;
     }
     let o_base = p.out_off + bat * p.m * n4 + col / 4u;
-    for (var r = 0u; r < ROWS; r++) {
+    for (var r = 0u; r < rows; r++) {
         let row = r0 + r;
         if (row >= p.m) {
             break;

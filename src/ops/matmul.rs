@@ -31,6 +31,8 @@ static SHADER_SG: Shader = crate::shader!("matmul_subgroup");
 const TILED_TILE: u32 = 64;
 /// Output tile of one subgroup in `gemm_sg`: rows x columns.
 const SG_ROWS: u32 = 32;
+/// Rows of a subgroup's tile when M is at most this (the shader's `SHORT`).
+const SG_SHORT_ROWS: u32 = 8;
 const SG_COLS: u32 = 32;
 
 /// A matmul kernel.
@@ -41,7 +43,8 @@ pub enum Kernel {
     /// Subgroup-broadcast kernel for 8-wide SIMD CPU adapters, `wg` invocations per workgroup
     /// (a multiple of 8). Needs subgroups of size 8 and the vec4 alignment described above.
     Subgroup {
-        /// Workgroup size: `wg / 8` subgroups of 32 rows each are stacked along M.
+        /// Workgroup size: `wg / 8` subgroups of 32 rows each (8 when M <= 8) are stacked
+        /// along M.
         wg: u32,
     },
 }
@@ -225,17 +228,22 @@ fn launch(
             );
             (TILED_TILE, TILED_TILE, "gemm_tiled", &SHADER, vec![])
         }
-        Kernel::Subgroup { wg } => (
-            SG_ROWS * (wg / 8),
-            SG_COLS,
-            "gemm_sg",
-            &SHADER_SG,
-            vec![
-                ("WG", wg as f64),
-                ("TA", g.trans_a as u8 as f64),
-                ("TB", g.trans_b as u8 as f64),
-            ],
-        ),
+        Kernel::Subgroup { wg } => {
+            // 8-row subgroup tiles where M fits one (SG_SHORT_ROWS): no work for rows never stored.
+            let short = g.m <= SG_SHORT_ROWS as usize;
+            (
+                if short { SG_SHORT_ROWS } else { SG_ROWS } * (wg / 8),
+                SG_COLS,
+                "gemm_sg",
+                &SHADER_SG,
+                vec![
+                    ("WG", wg as f64),
+                    ("TA", g.trans_a as u8 as f64),
+                    ("TB", g.trans_b as u8 as f64),
+                    ("SHORT", short as u8 as f64),
+                ],
+            )
+        }
     };
     let tiles_m = (g.m as u32).div_ceil(rows);
     let tiles_n = (g.n as u32).div_ceil(cols);

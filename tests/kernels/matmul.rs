@@ -81,7 +81,14 @@ fn matmul_each_kernel_on_tile_edges() {
     let kernels = [Kernel::Tiled, Kernel::Subgroup { wg: 8 }, Kernel::Subgroup { wg: 32 }];
     for kernel in kernels {
         for (ta, tb) in TRANS {
-            for (batch, m, k, n) in [(None, 36, 20, 44), (None, 4, 4, 4), (Some(2), 68, 132, 36)] {
+            // M <= 8 runs the subgroup kernel's 8-row tiles (SHORT): M = 4, 5 and 8.
+            for (batch, m, k, n) in [
+                (None, 36, 20, 44),
+                (None, 4, 4, 4),
+                (Some(2), 68, 132, 36),
+                (None, 8, 12, 40),
+                (Some(3), 5, 8, 68),
+            ] {
                 if mm::supports(ctx, kernel, m, k, n, ta) {
                     check(Some(kernel), batch, m, k, n, ta, tb);
                 }
