@@ -1063,10 +1063,10 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 // wino_output_v, wino_dy_v). Same arithmetic as the entry points above, which serve images with
 // W % 4 != 0.
 
-@group(0) @binding(1) var<storage, read> g_a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> g_o2v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> g_o3v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> g_r4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> g_a4: array<W4>;
+@group(0) @binding(2) var<storage, read_write> g_o2v: array<W4>;
+@group(0) @binding(3) var<storage, read_write> g_o3v: array<W4>;
+@group(0) @binding(4) var<storage, read> g_r4: array<W4>;
 // wino_input4: x again, as scalars, for the columns either side of a row's vec4s (a scalar
 // load costs 2/5 of a vec4 one on llvmpipe).
 @group(0) @binding(6) var<storage, read> g_x1: array<f32>;
@@ -1121,7 +1121,7 @@ fn wino_row1(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 6> {
     let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
     let okl = ok && t.tx > 0u;
     let okr = ok && t.tx + 1u < wq.tw;
-    let m = wino_in4(g_a4[q], ok, n);
+    let m = wino_in4(ld4(g_a4[q]), ok, n);
     let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
     let rr = wino_in(g_x1[select(4u * q, 4u * q + 4u, okr)], okr, n.x, n.y);
     return wino_bt(array<f32, 6>(l, m.x, m.y, m.z, m.w, rr));
@@ -1148,10 +1148,10 @@ fn wino_row_strip(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 24> {
     let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
     let okl = ok && t.tx > 0u;
     let okr = ok && t.tx + 4u < wq.tw;
-    let m0 = wino_in4(g_a4[q], ok, n);
-    let m1 = wino_in4(g_a4[q + 1u], ok, n);
-    let m2 = wino_in4(g_a4[q + 2u], ok, n);
-    let m3 = wino_in4(g_a4[q + 3u], ok, n);
+    let m0 = wino_in4(ld4(g_a4[q]), ok, n);
+    let m1 = wino_in4(ld4(g_a4[q + 1u]), ok, n);
+    let m2 = wino_in4(ld4(g_a4[q + 2u]), ok, n);
+    let m3 = wino_in4(ld4(g_a4[q + 3u]), ok, n);
     let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
     let rr = wino_in(g_x1[select(4u * q, 4u * q + 16u, okr)], okr, n.x, n.y);
     let h0 = wino_bt(array<f32, 6>(l, m0.x, m0.y, m0.z, m0.w, m1.x));
@@ -1173,12 +1173,12 @@ fn wino_vcol(h0: array<f32, 24>, h1: array<f32, 24>, h2: array<f32, 24>, h3: arr
 // V[a·6 + c] for a = 0..5 of the 4 tiles (v_j = column c of tile j's Bᵀ d B).
 fn wino_store_v(o: u32, plane: u32, c: u32, v0: array<f32, 6>, v1: array<f32, 6>,
                 v2: array<f32, 6>, v3: array<f32, 6>) {
-    g_o2v[(0u + c) * plane + o] = vec4(v0[0], v1[0], v2[0], v3[0]);
-    g_o2v[(6u + c) * plane + o] = vec4(v0[1], v1[1], v2[1], v3[1]);
-    g_o2v[(12u + c) * plane + o] = vec4(v0[2], v1[2], v2[2], v3[2]);
-    g_o2v[(18u + c) * plane + o] = vec4(v0[3], v1[3], v2[3], v3[3]);
-    g_o2v[(24u + c) * plane + o] = vec4(v0[4], v1[4], v2[4], v3[4]);
-    g_o2v[(30u + c) * plane + o] = vec4(v0[5], v1[5], v2[5], v3[5]);
+    g_o2v[(0u + c) * plane + o] = st4(vec4(v0[0], v1[0], v2[0], v3[0]));
+    g_o2v[(6u + c) * plane + o] = st4(vec4(v0[1], v1[1], v2[1], v3[1]));
+    g_o2v[(12u + c) * plane + o] = st4(vec4(v0[2], v1[2], v2[2], v3[2]));
+    g_o2v[(18u + c) * plane + o] = st4(vec4(v0[3], v1[3], v2[3], v3[3]));
+    g_o2v[(24u + c) * plane + o] = st4(vec4(v0[4], v1[4], v2[4], v3[4]));
+    g_o2v[(30u + c) * plane + o] = st4(vec4(v0[5], v1[5], v2[5], v3[5]));
 }
 
 // wino_input over 4 columns per invocation (pad columns get zeros); g_a4 = g_x1 = x, g_o2v = V,
@@ -1255,9 +1255,9 @@ fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {
     let w4 = wq.w / 4u;
     let o = t.base4 + (t.ty * 4u + r) * w4 + t.tx;
     if (wq.has_residual != 0u) {
-        g_o3v[o] = wq.res_scale * (y + g_r4[o]);
+        g_o3v[o] = st4(wq.res_scale * (y + ld4(g_r4[o])));
     } else {
-        g_o3v[o] = y;
+        g_o3v[o] = st4(y);
     }
 }
 
@@ -1294,10 +1294,10 @@ fn wino_dy_tile(t: WTile) -> array<f32, 36> {
     let ok1 = t.live && t.ty * 4u + 1u < wq.h;
     let ok2 = t.live && t.ty * 4u + 2u < wq.h;
     let ok3 = t.live && t.ty * 4u + 3u < wq.h;
-    let e0 = select(vec4(0.0), g_a4[select(t.base4, q, ok0)], ok0);
-    let e1 = select(vec4(0.0), g_a4[select(t.base4, q + w4, ok1)], ok1);
-    let e2 = select(vec4(0.0), g_a4[select(t.base4, q + 2u * w4, ok2)], ok2);
-    let e3 = select(vec4(0.0), g_a4[select(t.base4, q + 3u * w4, ok3)], ok3);
+    let e0 = select(vec4(0.0), ld4(g_a4[select(t.base4, q, ok0)]), ok0);
+    let e1 = select(vec4(0.0), ld4(g_a4[select(t.base4, q + w4, ok1)]), ok1);
+    let e2 = select(vec4(0.0), ld4(g_a4[select(t.base4, q + 2u * w4, ok2)]), ok2);
+    let e3 = select(vec4(0.0), ld4(g_a4[select(t.base4, q + 3u * w4, ok3)]), ok3);
     return wino_dm(e0, e1, e2, e3);
 }
 
@@ -1343,7 +1343,7 @@ fn im2col4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (kk >= cp.k) {
         let v = vec4(select(0.0, 1.0, kk == cp.k));
         for (var q = 0u; q < wo4; q++) {
-            g_o2v[dst + q] = v;
+            g_o2v[dst + q] = st4(v);
         }
         return;
     }
@@ -1357,9 +1357,9 @@ fn im2col4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     var iw = s;
     let st = cp.stride;
     for (var q = 0u; q < wo4; q++) {
-        g_o2v[dst + q] = vec4(im2col_at(src_row, iw, row_ok), im2col_at(src_row, iw + st, row_ok),
+        g_o2v[dst + q] = st4(vec4(im2col_at(src_row, iw, row_ok), im2col_at(src_row, iw + st, row_ok),
                               im2col_at(src_row, iw + 2u * st, row_ok),
-                              im2col_at(src_row, iw + 3u * st, row_ok));
+                              im2col_at(src_row, iw + 3u * st, row_ok)));
         iw += 4u * st;
     }
 }

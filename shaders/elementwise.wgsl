@@ -102,18 +102,18 @@ fn add_channel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 // ---- vec4 variants (n % 4 == 0; add_channel_bias4 also hw % 4 == 0) ------------------------
 // One invocation per 4 elements, loads and stores as vec4s: on llvmpipe a vec4 access costs
 // about 2.5 scalar ones (measured 2026-12-02, Mesa 25.0). Same arithmetic per component.
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> acc4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> res4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a4: array<W4>;
+@group(0) @binding(1) var<storage, read_write> acc4: array<W4>;
+@group(0) @binding(2) var<storage, read> b4: array<W4>;
+@group(0) @binding(2) var<storage, read_write> res4: array<W4>;
+@group(0) @binding(3) var<storage, read_write> out4: array<W4>;
 
 @compute @workgroup_size(256)
 fn axpby4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    out4[i] = p.alpha * a4[i] + p.beta * b4[i];
+    out4[i] = st4(p.alpha * ld4(a4[i]) + p.beta * ld4(b4[i]));
 }
 
 @compute @workgroup_size(256)
@@ -121,7 +121,7 @@ fn mul4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    out4[i] = a4[i] * b4[i];
+    out4[i] = st4(ld4(a4[i]) * ld4(b4[i]));
 }
 
 @compute @workgroup_size(256)
@@ -129,8 +129,8 @@ fn silu4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
          @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    let v = a4[i];
-    res4[i] = v * (1.0 / (1.0 + exp(-v)));
+    let v = ld4(a4[i]);
+    res4[i] = st4(v * (1.0 / (1.0 + exp(-v))));
 }
 
 @compute @workgroup_size(256)
@@ -138,9 +138,9 @@ fn silu_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                   @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    let v = a4[i];
+    let v = ld4(a4[i]);
     let s = 1.0 / (1.0 + exp(-v));
-    out4[i] = b4[i] * s * (1.0 + v * (1.0 - s));
+    out4[i] = st4(ld4(b4[i]) * s * (1.0 + v * (1.0 - s)));
 }
 
 @compute @workgroup_size(256)
@@ -148,7 +148,7 @@ fn scale4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    res4[i] = p.alpha * a4[i];
+    res4[i] = st4(p.alpha * ld4(a4[i]));
 }
 
 @compute @workgroup_size(256)
@@ -156,7 +156,7 @@ fn add_scaled_inplace4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
                        @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    acc4[i] += p.alpha * b4[i];
+    acc4[i] = st4(ld4(acc4[i]) + (p.alpha * ld4(b4[i])));
 }
 
 @compute @workgroup_size(256)
@@ -164,7 +164,7 @@ fn fill4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
          @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    acc4[i] = vec4(p.alpha);
+    acc4[i] = st4(vec4(p.alpha));
 }
 
 @compute @workgroup_size(256)
@@ -172,7 +172,7 @@ fn add_channel_bias4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
                      @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.n / 4u) { return; }
-    out4[i] = a4[i] + b[(4u * i) / p.hw];
+    out4[i] = st4(ld4(a4[i]) + b[(4u * i) / p.hw]);
 }
 
 // Row sums, one stage: x [rows, len] -> sums [rows, ceil(len / chunk)], each workgroup summing
@@ -240,7 +240,7 @@ fn row_sum4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let len = min(rp.chunk, rp.len - k * rp.chunk) / 4u;
     var s = vec4(0.0);
     for (var i = lid; i < len; i += WG) {
-        s += a4[start + i];
+        s += ld4(a4[start + i]);
     }
     row_sum_store(id, (s.x + s.y) + (s.z + s.w), lid);
 }

@@ -313,11 +313,11 @@ fn gn_bwd_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 // entry points below move x, y, dy and dx as vec4s: on llvmpipe a vec4 load costs about 2.5
 // scalar ones (measured 2026-12-02, Mesa 25.0). Same arithmetic, per component, as above.
 
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> dy4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> dx4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read> dx_addend4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<W4>;
+@group(0) @binding(5) var<storage, read_write> y4: array<W4>;
+@group(0) @binding(5) var<storage, read> dy4: array<W4>;
+@group(0) @binding(7) var<storage, read_write> dx4: array<W4>;
+@group(0) @binding(8) var<storage, read> dx_addend4: array<W4>;
 
 fn welford(acc: vec3<f32>, v: f32) -> vec3<f32> {
     let cnt = acc.x + 1.0;
@@ -348,7 +348,7 @@ fn gn_chunk_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     let len = min(p.chunk, m - k * p.chunk) / 4u;
     var acc = vec3<f32>(0.0);
     for (var i = lid; i < len; i += WG) {
-        let v = x4[start + i];
+        let v = ld4(x4[start + i]);
         acc = welford(welford(welford(welford(acc, v.x), v.y), v.z), v.w);
     }
     let t = wg_merge(acc, lid);
@@ -377,11 +377,11 @@ fn gn_normalize4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let b = beta[rc.c];
     let base = rc.base / 4u;
     for (var j = lid; j < rc.len / 4u; j += WG) {
-        var o = (x4[base + j] - mean) * a + b;
+        var o = (ld4(x4[base + j]) - mean) * a + b;
         if (p.silu != 0u) {
             o = o / (1.0 + exp(-o));
         }
-        y4[base + j] = o;
+        y4[base + j] = st4(o);
     }
 }
 
@@ -401,8 +401,8 @@ fn gn_bwd_partials4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     let base = rc.base / 4u;
     var acc = vec2<f32>(0.0);
     for (var j = lid; j < rc.len / 4u; j += WG) {
-        let xh = (x4[base + j] - mean) * rstd;
-        let g = pre_grad4(dy4[base + j], xh * ga + be);
+        let xh = (ld4(x4[base + j]) - mean) * rstd;
+        let g = pre_grad4(ld4(dy4[base + j]), xh * ga + be);
         acc += vec2<f32>(dot(g, vec4(1.0)), dot(g, xh));
     }
     let t = wg_sum(acc, lid);
@@ -428,12 +428,12 @@ fn gn_bwd_dx4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let cm = vec2<f32>(coef[2u * rc.grp], coef[2u * rc.grp + 1u]);
     let base = rc.base / 4u;
     for (var j = lid; j < rc.len / 4u; j += WG) {
-        let xh = (x4[base + j] - mean) * rstd;
-        let g = pre_grad4(dy4[base + j], xh * ga + be);
+        let xh = (ld4(x4[base + j]) - mean) * rstd;
+        let g = pre_grad4(ld4(dy4[base + j]), xh * ga + be);
         var d = rstd * (ga * g - cm.x - xh * cm.y);
         if (p.dx_add != 0u) {
-            d += dx_addend4[base + j];
+            d += ld4(dx_addend4[base + j]);
         }
-        dx4[base + j] = d;
+        dx4[base + j] = st4(d);
     }
 }

@@ -81,8 +81,8 @@ fn transpose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 // workgroup memory (llvmpipe runs a 16×16 workgroup as 32 SIMD slices that switch at the
 // barrier, and a vec4 access costs about 2.5 scalar ones). p2 = blocks per matrix =
 // (R/4)·(K/4), numbered row-major.
-@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> src4: array<W4>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<W4>;
 
 @compute @workgroup_size(64)
 fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -99,15 +99,15 @@ fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let kb = t - rb * cols4;
     // In vec4s: src row r holds cols4 of them, dst row k holds rows4.
     let s0 = bt * p.p0 * cols4 + 4u * rb * cols4 + kb;
-    let a0 = src4[s0];
-    let a1 = src4[s0 + cols4];
-    let a2 = src4[s0 + 2u * cols4];
-    let a3 = src4[s0 + 3u * cols4];
+    let a0 = ld4(src4[s0]);
+    let a1 = ld4(src4[s0 + cols4]);
+    let a2 = ld4(src4[s0 + 2u * cols4]);
+    let a3 = ld4(src4[s0 + 3u * cols4]);
     let d0 = bt * p.p1 * rows4 + 4u * kb * rows4 + rb;
-    dst4[d0] = vec4(a0.x, a1.x, a2.x, a3.x);
-    dst4[d0 + rows4] = vec4(a0.y, a1.y, a2.y, a3.y);
-    dst4[d0 + 2u * rows4] = vec4(a0.z, a1.z, a2.z, a3.z);
-    dst4[d0 + 3u * rows4] = vec4(a0.w, a1.w, a2.w, a3.w);
+    dst4[d0] = st4(vec4(a0.x, a1.x, a2.x, a3.x));
+    dst4[d0 + rows4] = st4(vec4(a0.y, a1.y, a2.y, a3.y));
+    dst4[d0 + 2u * rows4] = st4(vec4(a0.z, a1.z, a2.z, a3.z));
+    dst4[d0 + 3u * rows4] = st4(vec4(a0.w, a1.w, a2.w, a3.w));
 }
 
 // upsample_nearest2x and its adjoint for W % 4 == 0, one invocation per 4 input elements of a
@@ -127,13 +127,13 @@ fn upsample_nearest2x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     if (i >= p.n / 4u) { return; }
     let w4 = p.p0 / 4u;
     let o = up_block4(i, w4);
-    let v = src4[i];
+    let v = ld4(src4[i]);
     let lo = vec4(v.x, v.x, v.y, v.y);
     let hi = vec4(v.z, v.z, v.w, v.w);
-    dst4[o] = lo;
-    dst4[o + 1u] = hi;
-    dst4[o + 2u * w4] = lo;
-    dst4[o + 2u * w4 + 1u] = hi;
+    dst4[o] = st4(lo);
+    dst4[o + 1u] = st4(hi);
+    dst4[o + 2u * w4] = st4(lo);
+    dst4[o + 2u * w4 + 1u] = st4(hi);
 }
 
 @compute @workgroup_size(256)
@@ -144,7 +144,7 @@ fn upsample_nearest2x_backward4(@builtin(workgroup_id) wg: vec3<u32>,
     if (i >= p.n / 4u) { return; }
     let w4 = p.p0 / 4u;
     let o = up_block4(i, w4);
-    let a = src4[o] + src4[o + 2u * w4];
-    let b = src4[o + 1u] + src4[o + 2u * w4 + 1u];
-    dst4[i] = vec4(a.x + a.y, a.z + a.w, b.x + b.y, b.z + b.w);
+    let a = ld4(src4[o]) + ld4(src4[o + 2u * w4]);
+    let b = ld4(src4[o + 1u]) + ld4(src4[o + 2u * w4 + 1u]);
+    dst4[i] = st4(vec4(a.x + a.y, a.z + a.w, b.x + b.y, b.z + b.w));
 }

@@ -159,8 +159,8 @@ fn broadcast_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // sum_rows for CPU adapters and cols % 4 == 0: one invocation per 4 columns summing every row
 // with vec4 loads, no workgroup memory (llvmpipe runs a 256-invocation workgroup as 32 SIMD
 // slices that switch at the barrier).
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<W4>;
+@group(0) @binding(2) var<storage, read_write> y4: array<W4>;
 
 @compute @workgroup_size(64)
 fn sum_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -172,9 +172,9 @@ fn sum_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     var s = vec4(0.0);
     for (var r = 0u; r < q.rows; r++) {
-        s += x4[r * cols4 + c];
+        s += ld4(x4[r * cols4 + c]);
     }
-    y4[c] = s;
+    y4[c] = st4(s);
 }
 
 var<workgroup> partial: array<f32, 256>;

@@ -60,9 +60,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+// W4 / ld4 / st4: shaders/wide/ (vec4<f32>, or two u64s where that moves fewer components).
+@group(0) @binding(1) var<storage, read> a: array<W4>;
+@group(0) @binding(2) var<storage, read> b: array<W4>;
+@group(0) @binding(3) var<storage, read_write> out: array<W4>;
 @group(0) @binding(4) var<storage, read> row_bias: array<f32>;  // [M] or [N], per has_bias
 
 // Invocations per workgroup (a multiple of the subgroup size 8).
@@ -142,30 +143,30 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         var b2: vec4<f32>;
         var b3: vec4<f32>;
         if (TB) {
-            let t0 = b[b_base + cl * k4 + k / 4u];
-            let t1 = b[b_base + (cl + 1u) * k4 + k / 4u];
-            let t2 = b[b_base + (cl + 2u) * k4 + k / 4u];
-            let t3 = b[b_base + (cl + 3u) * k4 + k / 4u];
+            let t0 = ld4(b[b_base + cl * k4 + k / 4u]);
+            let t1 = ld4(b[b_base + (cl + 1u) * k4 + k / 4u]);
+            let t2 = ld4(b[b_base + (cl + 2u) * k4 + k / 4u]);
+            let t3 = ld4(b[b_base + (cl + 3u) * k4 + k / 4u]);
             b0 = vec4(t0.x, t1.x, t2.x, t3.x);
             b1 = vec4(t0.y, t1.y, t2.y, t3.y);
             b2 = vec4(t0.z, t1.z, t2.z, t3.z);
             b3 = vec4(t0.w, t1.w, t2.w, t3.w);
         } else {
-            b0 = b[b_base + k * n4 + cl / 4u];
-            b1 = b[b_base + (k + 1u) * n4 + cl / 4u];
-            b2 = b[b_base + (k + 2u) * n4 + cl / 4u];
-            b3 = b[b_base + (k + 3u) * n4 + cl / 4u];
+            b0 = ld4(b[b_base + k * n4 + cl / 4u]);
+            b1 = ld4(b[b_base + (k + 1u) * n4 + cl / 4u]);
+            b2 = ld4(b[b_base + (k + 2u) * n4 + cl / 4u]);
+            b3 = ld4(b[b_base + (k + 3u) * n4 + cl / 4u]);
         }
         if (TA) {
             let kl = k + lane % 4u;
-            let s0 = bcast8(a[a_base + kl * m4 + ra[0]]);
+            let s0 = bcast8(ld4(a[a_base + kl * m4 + ra[0]]));
             var s1: array<vec4<f32>, 8>;
             var s2: array<vec4<f32>, 8>;
             var s3: array<vec4<f32>, 8>;
             if (!SHORT) {
-                s1 = bcast8(a[a_base + kl * m4 + ra[1]]);
-                s2 = bcast8(a[a_base + kl * m4 + ra[2]]);
-                s3 = bcast8(a[a_base + kl * m4 + ra[3]]);
+                s1 = bcast8(ld4(a[a_base + kl * m4 + ra[1]]));
+                s2 = bcast8(ld4(a[a_base + kl * m4 + ra[2]]));
+                s3 = bcast8(ld4(a[a_base + kl * m4 + ra[3]]));
             }
             acc[0] = step4(acc[0], col_ta(s0, 0u, 0u), b0, b1, b2, b3);
             acc[1] = step4(acc[1], col_ta(s0, 0u, 1u), b0, b1, b2, b3);
@@ -202,14 +203,14 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
                 acc[31] = step4(acc[31], col_ta(s3, 1u, 3u), b0, b1, b2, b3);
             }
         } else {
-            let s0 = bcast8(a[a_base + ra[0] * k4 + k / 4u]);
+            let s0 = bcast8(ld4(a[a_base + ra[0] * k4 + k / 4u]));
             var s1: array<vec4<f32>, 8>;
             var s2: array<vec4<f32>, 8>;
             var s3: array<vec4<f32>, 8>;
             if (!SHORT) {
-                s1 = bcast8(a[a_base + ra[1] * k4 + k / 4u]);
-                s2 = bcast8(a[a_base + ra[2] * k4 + k / 4u]);
-                s3 = bcast8(a[a_base + ra[3] * k4 + k / 4u]);
+                s1 = bcast8(ld4(a[a_base + ra[1] * k4 + k / 4u]));
+                s2 = bcast8(ld4(a[a_base + ra[2] * k4 + k / 4u]));
+                s3 = bcast8(ld4(a[a_base + ra[3] * k4 + k / 4u]));
             }
             acc[0] = step4(acc[0], s0[0], b0, b1, b2, b3);
             acc[1] = step4(acc[1], s0[1], b0, b1, b2, b3);
@@ -261,13 +262,13 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         var v = p.alpha * acc[r];
         // beta == 0 must not read out: its old contents may be NaN.
         if (p.beta != 0.0) {
-            v += p.beta * out[o];
+            v += p.beta * ld4(out[o]);
         }
         if (p.has_bias == 1u) {
             v += vec4(row_bias[row]);
         } else if (p.has_bias == 2u) {
             v += vec4(row_bias[col], row_bias[col + 1u], row_bias[col + 2u], row_bias[col + 3u]);
         }
-        out[o] = v;
+        out[o] = st4(v);
     }
 }

@@ -90,20 +90,20 @@ fn adam_scaled_ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 // ---- Adam over vec4s (n % 4 == 0) -----------------------------------------------------------
 // The same update per component, every array moved as vec4s (on llvmpipe a vec4 access costs
 // about 2.5 scalar ones; measured 2026-12-02, Mesa 25.0).
-@group(0) @binding(1) var<storage, read_write> adam_p4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> adam_g4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> adam_m4: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> adam_v4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> adam_ema_avg5_4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> adam_ema_avg4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> adam_p4: array<W4>;
+@group(0) @binding(2) var<storage, read> adam_g4: array<W4>;
+@group(0) @binding(3) var<storage, read_write> adam_m4: array<W4>;
+@group(0) @binding(4) var<storage, read_write> adam_v4: array<W4>;
+@group(0) @binding(5) var<storage, read_write> adam_ema_avg5_4: array<W4>;
+@group(0) @binding(6) var<storage, read_write> adam_ema_avg4: array<W4>;
 
 fn adam_update4(i: u32, g: vec4<f32>) -> vec4<f32> {
-    let m = ap.beta1 * adam_m4[i] + (1.0 - ap.beta1) * g;
-    let v = ap.beta2 * adam_v4[i] + (1.0 - ap.beta2) * g * g;
-    adam_m4[i] = m;
-    adam_v4[i] = v;
-    let p = adam_p4[i] * ap.decay - ap.step_size * m / (sqrt(v) * ap.inv_sqrt_bc2 + ap.eps);
-    adam_p4[i] = p;
+    let m = ap.beta1 * ld4(adam_m4[i]) + (1.0 - ap.beta1) * g;
+    let v = ap.beta2 * ld4(adam_v4[i]) + (1.0 - ap.beta2) * g * g;
+    adam_m4[i] = st4(m);
+    adam_v4[i] = st4(v);
+    let p = ld4(adam_p4[i]) * ap.decay - ap.step_size * m / (sqrt(v) * ap.inv_sqrt_bc2 + ap.eps);
+    adam_p4[i] = st4(p);
     return p;
 }
 
@@ -112,7 +112,7 @@ fn adam4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
          @builtin(local_invocation_index) lid: u32) {
     let i = linear_wg(wg, nwg) * 256u + lid;
     if (i >= ap.n / 4u) { return; }
-    adam_update4(i, adam_g4[i]);
+    adam_update4(i, ld4(adam_g4[i]));
 }
 
 @compute @workgroup_size(256)
@@ -120,7 +120,7 @@ fn adam_scaled4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
                 @builtin(local_invocation_index) lid: u32) {
     let i = linear_wg(wg, nwg) * 256u + lid;
     if (i >= ap.n / 4u) { return; }
-    adam_update4(i, adam_g4[i] * adam_scale[0]);
+    adam_update4(i, ld4(adam_g4[i]) * adam_scale[0]);
 }
 
 @compute @workgroup_size(256)
@@ -128,8 +128,8 @@ fn adam_ema4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
              @builtin(local_invocation_index) lid: u32) {
     let i = linear_wg(wg, nwg) * 256u + lid;
     if (i >= ap.n / 4u) { return; }
-    let p = adam_update4(i, adam_g4[i]);
-    adam_ema_avg5_4[i] = ap.ema_decay * adam_ema_avg5_4[i] + ap.ema_rest * p;
+    let p = adam_update4(i, ld4(adam_g4[i]));
+    adam_ema_avg5_4[i] = st4(ap.ema_decay * ld4(adam_ema_avg5_4[i]) + ap.ema_rest * p);
 }
 
 @compute @workgroup_size(256)
@@ -137,8 +137,8 @@ fn adam_scaled_ema4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let i = linear_wg(wg, nwg) * 256u + lid;
     if (i >= ap.n / 4u) { return; }
-    let p = adam_update4(i, adam_g4[i] * adam_scale[0]);
-    adam_ema_avg4[i] = ap.ema_decay * adam_ema_avg4[i] + ap.ema_rest * p;
+    let p = adam_update4(i, ld4(adam_g4[i]) * adam_scale[0]);
+    adam_ema_avg4[i] = st4(ap.ema_decay * ld4(adam_ema_avg4[i]) + ap.ema_rest * p);
 }
 
 // ---- sum of squares -------------------------------------------------------------------------
@@ -191,7 +191,7 @@ fn sum_chunks(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 
 // sum_chunks for CPU adapters, n % 4 == 0: the same 2048-element chunks, one 8-lane workgroup
 // (a single SIMD slice on llvmpipe, which switches slices at every barrier) each, vec4 loads.
-@group(0) @binding(1) var<storage, read> red_in4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> red_in4: array<W4>;
 var<workgroup> red_tile8: array<f32, 8>;
 
 @compute @workgroup_size(8)
@@ -204,7 +204,7 @@ fn sum_chunks8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     for (var k = 0u; k < 64u; k++) {
         let i = base + k * 8u + lid;
         if (i < n4) {
-            let x = red_in4[i];
+            let x = ld4(red_in4[i]);
             acc += select(x, x * x, rp.square == 1u);
         }
     }

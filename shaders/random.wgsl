@@ -218,8 +218,8 @@ fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-@group(0) @binding(1) var<storage, read> drop_x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> drop_out4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> drop_x4: array<W4>;
+@group(0) @binding(2) var<storage, read_write> drop_out4: array<W4>;
 
 // dropout for n % 4 == 0: block j's four words mask elements 4j..4j+3, read and written as one
 // vec4 (on llvmpipe a vec4 access costs 2.5 scalar ones, not 4).
@@ -229,7 +229,7 @@ fn dropout4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let j = linear_index(wg, nwg, lid);
     if (j * 4u >= p.n) { return; }
     let keep = (block(j) >> vec4<u32>(8u)) >= vec4<u32>(p.thresh);
-    drop_out4[j] = select(vec4(0.0), drop_x4[j] * p.a, keep);
+    drop_out4[j] = st4(select(vec4(0.0), ld4(drop_x4[j]) * p.a, keep));
 }
 
 // ---- DDPM forward process -------------------------------------------------------------------

@@ -881,3 +881,73 @@ fn step_draws_are_what_train_step_trains_on() {
     let err = fed.train_step_with(ctx, &bad).unwrap_err().to_string();
     assert!(err.contains("3 is not a class in 0..3"), "{err}");
 }
+
+/// Wide loads (`Context::wide_loads`: vec4 buffers moved as pairs of u64) change how kernels
+/// move data, never a bit of what they compute: three training steps of the small preset at
+/// 16×16 (Winograd convolutions, subgroup GEMMs, group norm, attention, dropout, Adam, EMA) and
+/// a DDPM sampling run from the saved checkpoint give the same losses, weights and images bit
+/// for bit on a context with them and one without. Where the adapter lacks SHADER_INT64,
+/// asking for them must be refused with a message that names it.
+#[test]
+fn wide_loads_change_no_bit() {
+    let plain = ddpm_wgpu::Context::new().unwrap().with_wide_loads(false).unwrap();
+    let wide = match ddpm_wgpu::Context::new().unwrap().with_wide_loads(true) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(!ctx().features().contains(wgpu::Features::SHADER_INT64));
+            assert!(e.to_string().contains("SHADER_INT64"), "{e}");
+            return;
+        }
+    };
+    assert!(wide.wide_loads() && !plain.wide_loads());
+    let mut cfg = UNetConfig::preset("small").unwrap();
+    cfg.sample_size = 16;
+    cfg.in_channels = 3;
+    cfg.out_channels = 3;
+    cfg.num_class_embeds = None;
+    cfg.dropout = 0.1;
+    let (n, s) = (8, 16);
+    let data = Dataset {
+        images: rand_vec(n * 3 * s * s, 5),
+        labels: Vec::new(),
+        num_classes: 0,
+        channels: 3,
+        height: s,
+        width: s,
+        class_names: Vec::new(),
+    };
+    let config = TrainConfig {
+        batch_size: 4,
+        warmup_steps: 0,
+        seed: 4,
+        ..TrainConfig::default()
+    };
+    let mut runs = Vec::new();
+    for (name, c) in [("plain", &plain), ("wide", &wide)] {
+        let mut unet = UNet::new(cfg.clone()).unwrap();
+        unet.init_random(c, 2).unwrap();
+        let mut t = Trainer::new(c, unet, config.clone()).unwrap();
+        let losses: Vec<u32> = (0..3).map(|_| t.train_step(c, &data).unwrap().loss.to_bits()).collect();
+        let dir = scratch(&format!("wide-{name}"));
+        t.save(c, &dir).unwrap();
+        let model = ddpm_wgpu::diffusion::generate::load_model(c, &dir.join("model")).unwrap();
+        let req = ddpm_wgpu::diffusion::generate::SampleRequest {
+            sampler: "ddpm".into(),
+            steps: Some(3),
+            n: 4,
+            seed: 9,
+            ..Default::default()
+        };
+        let images = ddpm_wgpu::diffusion::generate::sample_model(c, &model, &req, |_, _| {}).unwrap();
+        runs.push((losses, checkpoint_tensors(&dir), bits(&images.images)));
+    }
+    let ((la, ta, ia), (lb, tb, ib)) = (&runs[0], &runs[1]);
+    assert_eq!(la, lb, "losses differ between plain and wide loads");
+    assert_eq!(ta.len(), tb.len());
+    for ((na, va), (nb, vb)) in ta.iter().zip(tb) {
+        assert_eq!(na, nb);
+        assert!(bits(va) == bits(vb), "{na} differs between plain and wide loads");
+    }
+    assert!(ia == ib, "sampled images differ between plain and wide loads");
+    assert!(ia.iter().any(|&v| v != 0), "no images were sampled");
+}

@@ -455,10 +455,12 @@ fn info(opts: &ContextOptions) -> Result<()> {
     );
     println!("  subgroup size: {}..{}", i.subgroup_min_size, i.subgroup_max_size);
     println!(
-        "  features: f16={} subgroups={} timestamps={}",
+        "  features: f16={} subgroups={} timestamps={} int64={} (wide u64 loads: {})",
         ctx.has_f16(),
         ctx.has_subgroups(),
-        ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+        ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        ctx.features().contains(wgpu::Features::SHADER_INT64),
+        if ctx.wide_loads() { "on" } else { "off" }
     );
     Ok(())
 }

@@ -161,6 +161,8 @@ pub struct Context {
     gpu_error: Arc<Mutex<Option<String>>>,
     readbacks: AtomicU64,
     submits: AtomicU64,
+    /// Kernels move their vec4 buffers as pairs of u64 (see [`Context::wide_loads`]).
+    wide_u64: bool,
     /// Per-kernel wall time when `DDPM_PROFILE` is set: every dispatch is submitted and waited
     /// for on its own (slow, but it works on adapters without timestamp queries).
     profile: Option<Profile>,
@@ -240,6 +242,7 @@ impl Context {
                 | wgpu::Features::SUBGROUP
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::SHADER_INT64
         };
         let features = adapter.features() & wanted;
         // Ask for the adapter's real limits: lavapipe allows 128 MiB storage bindings, far more
@@ -274,6 +277,7 @@ impl Context {
         limits: wgpu::Limits,
         features: wgpu::Features,
     ) -> Self {
+        let wide_u64 = wide_default(&info, features);
         let gpu_error = Arc::new(Mutex::new(None::<String>));
         let sink = gpu_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -298,6 +302,7 @@ impl Context {
             gpu_error,
             readbacks: AtomicU64::new(0),
             submits: AtomicU64::new(0),
+            wide_u64,
             profile: std::env::var_os("DDPM_PROFILE").map(|v| Profile {
                 by_shape: v == "shapes",
                 map: Mutex::new(Default::default()),
@@ -331,6 +336,30 @@ impl Context {
     /// Whether subgroup operations are available to kernels.
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether kernels move their vec4 buffers as pairs of u64 (`shaders/wide/vec4_u64.wgsl`)
+    /// rather than as vec4<f32>. The results are bit-identical either way; what changes is the
+    /// speed. On by default on CPU adapters with SHADER_INT64 (lavapipe), where a kernel's cost
+    /// is the number of components it moves and a u64 carries two floats; off elsewhere. The
+    /// environment variable `DDPM_WIDE_LOADS=0` or `=1` overrides the default.
+    pub fn wide_loads(&self) -> bool {
+        self.wide_u64
+    }
+
+    /// This context with the wide (u64) loads of [`Context::wide_loads`] switched on or off,
+    /// before any kernel has run (pipelines built earlier are dropped). Switching them on needs
+    /// SHADER_INT64.
+    pub fn with_wide_loads(mut self, on: bool) -> Result<Self> {
+        if on && !self.features.contains(wgpu::Features::SHADER_INT64) {
+            return Err(Error::Gpu(format!(
+                "wide (u64) loads need SHADER_INT64, which {} does not offer: leave them off",
+                self.adapter_name()
+            )));
+        }
+        self.wide_u64 = on;
+        self.pipelines = PipelineCache::default();
+        Ok(self)
     }
 
     /// Whether `f16` may be used in shaders.
@@ -414,7 +443,9 @@ impl Context {
 
     /// [`Context::dispatch`] with the problem size and FLOPs that `DDPM_PROFILE` reports.
     pub(crate) fn dispatch_work(&self, d: Dispatch<'_>, work: Option<Work<'_>>) -> Result<()> {
-        let pipeline = self.pipelines.get(&self.device, d.shader, d.entry, d.constants)?;
+        let pipeline = self
+            .pipelines
+            .get(&self.device, self.wide_u64, d.shader, d.entry, d.constants)?;
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries = Vec::with_capacity(d.buffers.len() + 1);
         let uniform = if d.params.is_empty() {
@@ -755,5 +786,16 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("adapter", &self.adapter_name())
             .finish()
+    }
+}
+
+/// The default of [`Context::wide_loads`]: on for CPU adapters with SHADER_INT64, unless
+/// `DDPM_WIDE_LOADS` says otherwise (`0` off, `1` on where SHADER_INT64 allows).
+fn wide_default(info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
+    let int64 = features.contains(wgpu::Features::SHADER_INT64);
+    match std::env::var("DDPM_WIDE_LOADS").as_deref().map(str::trim) {
+        Ok("0") => false,
+        Ok("1") => int64,
+        _ => int64 && info.device_type == wgpu::DeviceType::Cpu,
     }
 }

@@ -12,9 +12,28 @@ pub(crate) struct Shader {
     pub name: &'static str,
     /// WGSL text.
     pub source: &'static str,
+    /// The shader declares its vec4 buffers as `array<W4>` and moves them with `ld4` / `st4`,
+    /// which one of the `shaders/wide/` files defines (appended, so that error line numbers
+    /// stay those of the shader's own file).
+    pub wide: bool,
 }
 
-/// Embed `shaders/<name>.wgsl` as a [`Shader`].
+/// `W4`, `ld4` and `st4` as vec4<f32> (every adapter).
+const WIDE_F32: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_f32.wgsl"));
+/// `W4`, `ld4` and `st4` as vec2<u64> (adapters with SHADER_INT64; pays on llvmpipe).
+const WIDE_U64: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_u64.wgsl"));
+
+/// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude it asks for.
+pub(crate) fn module_source(shader: &Shader, wide_u64: bool) -> std::borrow::Cow<'static, str> {
+    if !shader.wide {
+        return shader.source.into();
+    }
+    let prelude = if wide_u64 { WIDE_U64 } else { WIDE_F32 };
+    format!("{}\n{prelude}", shader.source).into()
+}
+
+/// Embed `shaders/<name>.wgsl` as a [`Shader`]; `shader!("name", wide)` for one written with
+/// `W4` / `ld4` / `st4`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! shader {
@@ -22,6 +41,14 @@ macro_rules! shader {
         $crate::gpu::Shader {
             name: $name,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            wide: false,
+        }
+    };
+    ($name:literal, wide) => {
+        $crate::gpu::Shader {
+            name: $name,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            wide: true,
         }
     };
 }
@@ -146,6 +173,7 @@ impl PipelineCache {
     pub fn get(
         &self,
         device: &wgpu::Device,
+        wide_u64: bool,
         shader: &'static Shader,
         entry: &'static str,
         constants: &[(&'static str, f64)],
@@ -166,7 +194,7 @@ impl PipelineCache {
                 let (m, error) = scoped(device, wgpu::ErrorFilter::Validation, || {
                     device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        source: wgpu::ShaderSource::Wgsl(module_source(shader, wide_u64)),
                     })
                 });
                 if let Some(e) = error {
