@@ -9,7 +9,9 @@
 //! - the same 36 strided values per item (a Winograd output transform's gather) fetched as 36
 //!   scalar loads per item, or as 36 vec4 loads per 4 items (a quarter of the load
 //!   instructions, the same values): equal times mean the adapter charges per value moved, not
-//!   per load.
+//!   per load;
+//! - vec4 buffers loaded and stored as vec4<f32> against pairs of u64 (the two preludes of
+//!   shaders/wide/, `Context::wide_loads`): the same floats in half the components.
 mod common;
 
 use std::time::Duration;
@@ -92,6 +94,39 @@ fn gather4(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 "#;
 
+// Loads and stores of W4 elements (shaders/wide/ appended): 4 workgroups of 8 lanes x k
+// iterations x 4 W4 elements each.
+const WIDE_SRC: &str = r#"
+struct Params { n: u32, k: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> wa: array<W4>;
+@group(0) @binding(2) var<storage, read_write> wout: array<W4>;
+@group(0) @binding(1) var<storage, read_write> wst: array<W4>;
+@compute @workgroup_size(8)
+fn wide_loads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = vec4(0.0);
+    let base = wg.x * 64u + li * 8u;
+    for (var k = 0u; k < p.k; k++) {
+        let q = base + (k & 1u) * 4u;
+        s += (ld4(wa[q]) + ld4(wa[q + 1u])) + (ld4(wa[q + 2u]) + ld4(wa[q + 3u]));
+    }
+    wout[wg.x * 8u + li] = st4(s);
+}
+@compute @workgroup_size(8)
+fn wide_stores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = vec4(f32(li), 1.0, 2.0, 3.0);
+    let base = wg.x * 64u + li * 8u;
+    for (var k = 0u; k < p.k; k++) {
+        let q = base + (k & 1u) * 4u;
+        wst[q] = st4(s);
+        wst[q + 1u] = st4(s + 1.0);
+        wst[q + 2u] = st4(s + 2.0);
+        wst[q + 3u] = st4(s + 3.0);
+        s += 0.5;
+    }
+}
+"#;
+
 fn kernel(entry: &'static str) -> WgslKernel<'static> {
     WgslKernel {
         name: "adapter_bench",
@@ -164,6 +199,34 @@ fn bench(c: &mut Criterion) {
             per.as_secs_f64() * 1e9 / (36.0 * items as f64),
             common::adapter(&ctx)
         );
+    }
+
+    // The same loads and stores with W4 as vec4<f32> and as two u64s.
+    let preludes = [
+        ("vec4<f32>", "adapter_wide_f32", include_str!("../shaders/wide/vec4_f32.wgsl")),
+        ("2 x u64", "adapter_wide_u64", include_str!("../shaders/wide/vec4_u64.wgsl")),
+    ];
+    let wa = ctx.zeros(&[wgs as usize * 256], "wide.a").unwrap();
+    let wout = ctx.zeros(&[wgs as usize * 256], "wide.out").unwrap();
+    let floats = (wgs * 8 * k * 16) as f64;
+    for (what, name, prelude) in preludes {
+        if name.ends_with("u64") && !ctx.features().contains(wgpu::Features::SHADER_INT64) {
+            println!("adapter W4 as {what}: no SHADER_INT64 on {}", common::adapter(&ctx));
+            continue;
+        }
+        let source = format!("{WIDE_SRC}\n{prelude}");
+        for (entry, op) in [("wide_loads", "load"), ("wide_stores", "store")] {
+            let k_ = WgslKernel { name, source: &source, entry };
+            let bufs: Vec<&ddpm_wgpu::Tensor> = if op == "load" { vec![&wa, &wout] } else { vec![&wout] };
+            let per = common::timed(&ctx, 3, || {
+                ctx.run_wgsl(&k_, &params(0, k), &bufs, [wgs, 1, 1]).unwrap();
+            }) / 3;
+            println!(
+                "adapter W4 {op} as {what}: {:.3} ns per float (all threads)  [{}]",
+                per.as_secs_f64() * 1e9 / floats,
+                common::adapter(&ctx)
+            );
+        }
     }
 
     let mut g = c.benchmark_group("adapter");
