@@ -203,8 +203,16 @@ fn bench(c: &mut Criterion) {
 
     // The same loads and stores with W4 as vec4<f32> and as two u64s.
     let preludes = [
-        ("vec4<f32>", "adapter_wide_f32", include_str!("../shaders/wide/vec4_f32.wgsl")),
-        ("2 x u64", "adapter_wide_u64", include_str!("../shaders/wide/vec4_u64.wgsl")),
+        (
+            "vec4<f32>",
+            "adapter_wide_f32",
+            include_str!("../shaders/wide/vec4_f32.wgsl"),
+        ),
+        (
+            "2 x u64",
+            "adapter_wide_u64",
+            include_str!("../shaders/wide/vec4_u64.wgsl"),
+        ),
     ];
     let wa = ctx.zeros(&[wgs as usize * 256], "wide.a").unwrap();
     let wout = ctx.zeros(&[wgs as usize * 256], "wide.out").unwrap();
@@ -216,7 +224,11 @@ fn bench(c: &mut Criterion) {
         }
         let source = format!("{WIDE_SRC}\n{prelude}");
         for (entry, op) in [("wide_loads", "load"), ("wide_stores", "store")] {
-            let k_ = WgslKernel { name, source: &source, entry };
+            let k_ = WgslKernel {
+                name,
+                source: &source,
+                entry,
+            };
             let bufs: Vec<&ddpm_wgpu::Tensor> = if op == "load" { vec![&wa, &wout] } else { vec![&wout] };
             let per = common::timed(&ctx, 3, || {
                 ctx.run_wgsl(&k_, &params(0, k), &bufs, [wgs, 1, 1]).unwrap();

@@ -1,7 +1,7 @@
 //! Plain against wide loads (`Context::wide_loads`), alternated in one process so that both see
 //! the same machine: training steps of the small preset at batch 32 on synthetic data, then
-//! 4-step DDIM runs of the shipped model (16 images). Prints the minimum and median of each;
-//! on a shared machine compare those, never a single step.
+//! 4-step DDIM runs of the shipped model (one image per class, 10). Prints the minimum and
+//! median of each; on a shared machine compare those, never a single step.
 //! `cargo run --release --example wide_ab -- 16` (16 rounds of each).
 use std::path::Path;
 use std::time::Instant;
@@ -13,7 +13,10 @@ use ddpm_wgpu::{Context, UNet, UNetConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map_or(Ok(8), |s| s.parse())?;
-    let ctxs = [Context::new()?.with_wide_loads(false)?, Context::new()?.with_wide_loads(true)?];
+    let ctxs = [
+        Context::new()?.with_wide_loads(false)?,
+        Context::new()?.with_wide_loads(true)?,
+    ];
     println!("adapter: {}", ctxs[0].adapter_name());
 
     let mut cfg = UNetConfig::preset("small")?;
@@ -58,7 +61,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(trainers);
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/default-model");
-    let models = ctxs.iter().map(|c| load_model(c, &dir)).collect::<Result<Vec<_>, _>>()?;
+    let models = ctxs
+        .iter()
+        .map(|c| load_model(c, &dir))
+        .collect::<Result<Vec<_>, _>>()?;
     let req = SampleRequest {
         sampler: "ddim".into(),
         steps: Some(4),
@@ -69,7 +75,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (ctx, model) in ctxs.iter().zip(&models) {
         images.push(sample_model(ctx, model, &req, |_, _| {})?.images);
     }
-    let same = images[0].iter().zip(&images[1]).all(|(a, b)| a.to_bits() == b.to_bits());
+    let same = images[0]
+        .iter()
+        .zip(&images[1])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
     let mut sample = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, ctx) in ctxs.iter().enumerate() {
@@ -78,7 +87,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sample[i].push(start.elapsed().as_secs_f64() / 4.0);
         }
     }
-    for (what, runs) in [("train step small b32", &mut train), ("DDIM step, shipped model, 16 images", &mut sample)] {
+    for (what, runs) in [
+        ("train step small b32", &mut train),
+        ("DDIM step, shipped model, 10 images", &mut sample),
+    ] {
         for (i, t) in runs.iter_mut().enumerate() {
             t.sort_by(|a, b| a.total_cmp(b));
             println!(

@@ -1286,6 +1286,70 @@ fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     wino_out_row(t, 3u, y[3]);
 }
 
+// M read two tiles at a time: a W2 holds the products of tiles t and t + 1 at one point.
+@group(0) @binding(1) var<storage, read> g_m2: array<W2>;
+
+// Column k of Aᵀ m for the tile pair at column 2·src2 of M (see wino_mcol), tile t then t + 1.
+fn wino_mcol2(src2: u32, plane2: u32, k: u32) -> array<vec4<f32>, 2> {
+    let z0 = ld2(g_m2[k * plane2 + src2]);
+    let z1 = ld2(g_m2[(6u + k) * plane2 + src2]);
+    let z2 = ld2(g_m2[(12u + k) * plane2 + src2]);
+    let z3 = ld2(g_m2[(18u + k) * plane2 + src2]);
+    let z4 = ld2(g_m2[(24u + k) * plane2 + src2]);
+    let z5 = ld2(g_m2[(30u + k) * plane2 + src2]);
+    return array<vec4<f32>, 2>(wino_at(array<f32, 6>(z0.x, z1.x, z2.x, z3.x, z4.x, z5.x)),
+                               wino_at(array<f32, 6>(z0.y, z1.y, z2.y, z3.y, z4.y, z5.y)));
+}
+
+// Output row r of a tile from its 6 columns of Aᵀ m, plus the bias.
+fn wino_row_of(t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>, t4: vec4<f32>,
+               t5: vec4<f32>, r: u32, bv: vec4<f32>) -> vec4<f32> {
+    return wino_at(array<f32, 6>(t0[r], t1[r], t2[r], t3[r], t4[r], t5[r])) + bv;
+}
+
+// wino_output_v for two horizontally adjacent tiles per invocation (tw even), M read as W2:
+// with wide loads (a W2 is one u64) that is half the load components of wino_output_v for
+// 2·24 intermediates instead of 24. Used only with wide loads: as vec2<f32> loads (the same
+// components as two scalar ones) two tiles per invocation measured 1.1-1.3x slower.
+@compute @workgroup_size(256)
+fn wino_output_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    let pairs = tiles / 2u;
+    if (i >= wq.cout * wq.nb * pairs) {
+        return;
+    }
+    let per_channel = wq.nb * pairs;
+    let co = i / per_channel;
+    let col = i - co * per_channel;
+    let b = col / pairs;
+    let t = 2u * (col - b * pairs);
+    let ty = t / wq.tw;
+    let tx = t - ty * wq.tw;
+    // Even: cols (a multiple of 4), tiles and t are.
+    let src = co * wq.cols + b * tiles + t;
+    let plane = wq.cout * wq.cols;
+    let m0 = wino_mcol2(src / 2u, plane / 2u, 0u);
+    let m1 = wino_mcol2(src / 2u, plane / 2u, 1u);
+    let m2 = wino_mcol2(src / 2u, plane / 2u, 2u);
+    let m3 = wino_mcol2(src / 2u, plane / 2u, 3u);
+    let m4 = wino_mcol2(src / 2u, plane / 2u, 4u);
+    let m5 = wino_mcol2(src / 2u, plane / 2u, 5u);
+    let bv = vec4(wino_bias(co, b));
+    let base4 = ((wq.n0 + b) * wq.cout + co) * (wq.h * wq.w / 4u);
+    let ta = WTile(base4, ty, tx, b, true);
+    wino_out_row(ta, 0u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 0u, bv));
+    wino_out_row(ta, 1u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 1u, bv));
+    wino_out_row(ta, 2u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 2u, bv));
+    wino_out_row(ta, 3u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 3u, bv));
+    let tb = WTile(base4, ty, tx + 1u, b, true);
+    wino_out_row(tb, 0u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 0u, bv));
+    wino_out_row(tb, 1u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 1u, bv));
+    wino_out_row(tb, 2u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 2u, bv));
+    wino_out_row(tb, 3u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 3u, bv));
+}
+
 // dM = A e Aᵀ of tile t's 4×4 output grad e (0 past the image), row-major 6×6.
 fn wino_dy_tile(t: WTile) -> array<f32, 36> {
     let w4 = wq.w / 4u;

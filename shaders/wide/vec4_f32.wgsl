@@ -10,3 +10,10 @@ fn ld4(v: W4) -> vec4<f32> {
 fn st4(v: vec4<f32>) -> W4 {
     return v;
 }
+
+// Two f32s as they are (wino_output_v2's pairs of tiles).
+alias W2 = vec2<f32>;
+
+fn ld2(v: W2) -> vec2<f32> {
+    return v;
+}
