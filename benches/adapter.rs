@@ -28,19 +28,9 @@ fn tiny(@builtin(local_invocation_index) li: u32) {
     if li < p.n { y[li] = y[li] + 1.0; }
 }
 
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+// (The vec4 counterpart of loads1 is wide_loads below, with W4 = vec4<f32>.)
 @group(0) @binding(1) var<storage, read> a1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
-@compute @workgroup_size(8)
-fn loads4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    var s = vec4(0.0);
-    let base = wg.x * 64u + li * 8u;
-    for (var k = 0u; k < p.k; k++) {
-        let q = base + (k & 1u) * 4u;
-        s += (a4[q] + a4[q + 1u]) + (a4[q + 2u] + a4[q + 3u]);
-    }
-    out[wg.x * 8u + li] = s;
-}
 @compute @workgroup_size(8)
 fn loads1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     var s = 0.0;
@@ -169,17 +159,15 @@ fn bench(c: &mut Criterion) {
     let a = ctx.zeros(&[wgs as usize * 256], "a").unwrap();
     let out = ctx.zeros(&[wgs as usize * 32], "out").unwrap();
     let loads = (wgs * k * 4) as f64;
-    for (entry, what) in [("loads1", "scalar"), ("loads4", "vec4")] {
-        let per = common::timed(&ctx, 3, || {
-            ctx.run_wgsl(&kernel(entry), &params(0, k), &[&a, &out], [wgs, 1, 1])
-                .unwrap();
-        }) / 3;
-        println!(
-            "adapter 8-lane {what} load: {:.2} ns per load (all threads)  [{}]",
-            per.as_secs_f64() * 1e9 / loads,
-            common::adapter(&ctx)
-        );
-    }
+    let per = common::timed(&ctx, 3, || {
+        ctx.run_wgsl(&kernel("loads1"), &params(0, k), &[&a, &out], [wgs, 1, 1])
+            .unwrap();
+    }) / 3;
+    println!(
+        "adapter 8-lane scalar load: {:.2} ns per load (all threads)  [{}]",
+        per.as_secs_f64() * 1e9 / loads,
+        common::adapter(&ctx)
+    );
 
     // 36 strided values for each of `items` items: plane = items, values [36, items].
     let items = 64 * 2048u32;
@@ -233,6 +221,14 @@ fn bench(c: &mut Criterion) {
             let per = common::timed(&ctx, 3, || {
                 ctx.run_wgsl(&k_, &params(0, k), &bufs, [wgs, 1, 1]).unwrap();
             }) / 3;
+            if op == "load" && name.ends_with("f32") {
+                // The same wgs x k x 4 loads per lane as loads1, as vec4s.
+                println!(
+                    "adapter 8-lane vec4 load: {:.2} ns per load (all threads)  [{}]",
+                    per.as_secs_f64() * 1e9 / loads,
+                    common::adapter(&ctx)
+                );
+            }
             println!(
                 "adapter W4 {op} as {what}: {:.3} ns per float (all threads)  [{}]",
                 per.as_secs_f64() * 1e9 / floats,
