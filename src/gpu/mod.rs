@@ -339,7 +339,7 @@ impl Context {
     }
 
     /// Whether kernels move their vec4 buffers as pairs of u64 (`shaders/wide/vec4_u64.wgsl`)
-    /// rather than as vec4<f32>. The results are bit-identical either way; what changes is the
+    /// rather than as `vec4<f32>`. The results are bit-identical either way; what changes is the
     /// speed. On by default on CPU adapters with SHADER_INT64 (lavapipe), where a kernel's cost
     /// is the number of components it moves and a u64 carries two floats; off elsewhere. The
     /// environment variable `DDPM_WIDE_LOADS=0` or `=1` overrides the default.

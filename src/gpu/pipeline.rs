@@ -18,9 +18,9 @@ pub(crate) struct Shader {
     pub wide: bool,
 }
 
-/// `W4`, `ld4` and `st4` as vec4<f32> (every adapter).
+/// `W4`, `ld4` and `st4` as `vec4<f32>` (every adapter).
 const WIDE_F32: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_f32.wgsl"));
-/// `W4`, `ld4` and `st4` as vec2<u64> (adapters with SHADER_INT64; pays on llvmpipe).
+/// `W4`, `ld4` and `st4` as `vec2<u64>` (adapters with SHADER_INT64; pays on llvmpipe).
 const WIDE_U64: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_u64.wgsl"));
 
 /// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude it asks for.
