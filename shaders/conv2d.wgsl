@@ -1389,6 +1389,51 @@ fn wino_dy_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     wino_store_dm(o, plane, 30u, d);
 }
 
+// dM written two tiles at a time: a W2 holds the points of tiles t and t + 1.
+@group(0) @binding(2) var<storage, read_write> g_o2w: array<W2>;
+
+// dM[ξ] for the 6 points ξ = k..k+5 of two tiles (da: tile t, db: tile t + 1).
+fn wino_store_dm2(o2: u32, plane2: u32, k: u32, da: array<f32, 36>, db: array<f32, 36>) {
+    g_o2w[(k + 0u) * plane2 + o2] = st2(vec2(da[k + 0u], db[k + 0u]));
+    g_o2w[(k + 1u) * plane2 + o2] = st2(vec2(da[k + 1u], db[k + 1u]));
+    g_o2w[(k + 2u) * plane2 + o2] = st2(vec2(da[k + 2u], db[k + 2u]));
+    g_o2w[(k + 3u) * plane2 + o2] = st2(vec2(da[k + 3u], db[k + 3u]));
+    g_o2w[(k + 4u) * plane2 + o2] = st2(vec2(da[k + 4u], db[k + 4u]));
+    g_o2w[(k + 5u) * plane2 + o2] = st2(vec2(da[k + 5u], db[k + 5u]));
+}
+
+// wino_dy_v for two horizontally adjacent tiles per invocation (tw even), dM stored as W2 (one
+// u64 per point and tile pair where wide loads are on, half the store components). Same
+// indexing as wino_output_v2.
+@compute @workgroup_size(256)
+fn wino_dy_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let tiles = wq.th * wq.tw;
+    let pairs = tiles / 2u;
+    if (i >= wq.cout * wq.nb * pairs) {
+        return;
+    }
+    let per_channel = wq.nb * pairs;
+    let co = i / per_channel;
+    let col = i - co * per_channel;
+    let b = col / pairs;
+    let t = 2u * (col - b * pairs);
+    let ty = t / wq.tw;
+    let tx = t - ty * wq.tw;
+    let base4 = ((wq.n0 + b) * wq.cout + co) * (wq.h * wq.w / 4u);
+    let da = wino_dy_tile(WTile(base4, ty, tx, b, true));
+    let db = wino_dy_tile(WTile(base4, ty, tx + 1u, b, true));
+    let plane2 = wq.cout * wq.cols / 2u;
+    let o2 = (co * wq.cols + b * tiles + t) / 2u;
+    wino_store_dm2(o2, plane2, 0u, da, db);
+    wino_store_dm2(o2, plane2, 6u, da, db);
+    wino_store_dm2(o2, plane2, 12u, da, db);
+    wino_store_dm2(o2, plane2, 18u, da, db);
+    wino_store_dm2(o2, plane2, 24u, da, db);
+    wino_store_dm2(o2, plane2, 30u, da, db);
+}
+
 // im2col for Wo % 4 == 0: the same rows, each written as vec4s (g_o2v), 4 gathered loads per
 // store.
 @compute @workgroup_size(256)

@@ -11,9 +11,13 @@ fn st4(v: vec4<f32>) -> W4 {
     return v;
 }
 
-// Two f32s as they are (wino_output_v2's pairs of tiles).
+// Two f32s as they are (wino_output_v2 and wino_dy_v2: pairs of tiles).
 alias W2 = vec2<f32>;
 
 fn ld2(v: W2) -> vec2<f32> {
+    return v;
+}
+
+fn st2(v: vec2<f32>) -> W2 {
     return v;
 }

@@ -19,9 +19,14 @@ fn st4(v: vec4<f32>) -> W4 {
     return vec2(u64(u.x) | (u64(u.y) << 32u), u64(u.z) | (u64(u.w) << 32u));
 }
 
-// Two f32s as one u64 (wino_output_v2's pairs of tiles).
+// Two f32s as one u64 (wino_output_v2 and wino_dy_v2: pairs of tiles).
 alias W2 = u64;
 
 fn ld2(v: W2) -> vec2<f32> {
     return bitcast<vec2<f32>>(vec2(u32(v), u32(v >> 32u)));
+}
+
+fn st2(v: vec2<f32>) -> W2 {
+    let u = bitcast<vec2<u32>>(v);
+    return u64(u.x) | (u64(u.y) << 32u);
 }

@@ -1144,6 +1144,10 @@ fn wino_tiles(
         // Image rows as vec4s; the input transform four columns per invocation.
         let (entry, total) = match entry {
             "wino_input" => ("wino_input4", channels * params.cols as usize / 4),
+            "wino_dy" if ctx.wide_loads() && params.tw.is_multiple_of(2) => (
+                "wino_dy_v2",
+                channels * params.nb as usize * g.wino_tiles_per_image() / 2,
+            ),
             "wino_dy" => ("wino_dy_v", channels * params.nb as usize * g.wino_tiles_per_image()),
             // Two tiles per invocation where M's loads are u64 pairs (see wino_output_v2).
             "wino_output" if ctx.wide_loads() && params.tw.is_multiple_of(2) => (
