@@ -1286,6 +1286,30 @@ fn wino_output_v(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     wino_out_row(t, 3u, y[3]);
 }
 
+// Tile pair i of the two-tile transforms (tw even): its channel (Cout or more past the last
+// pair), image, tile row and column of its first tile, the image plane's base in vec4s, and
+// the first tile's column in M (even: cols, a multiple of 4, tiles and tx are).
+struct WPair {
+    co: u32,
+    b: u32,
+    ty: u32,
+    tx: u32,
+    base4: u32,
+    col: u32,
+}
+
+fn wino_pair(i: u32) -> WPair {
+    let tiles = wq.th * wq.tw;
+    let per_channel = wq.nb * tiles / 2u;
+    let co = i / per_channel;
+    let rest = i - co * per_channel;
+    let b = rest / (tiles / 2u);
+    let t = 2u * (rest - b * (tiles / 2u));
+    let ty = t / wq.tw;
+    return WPair(co, b, ty, t - ty * wq.tw, ((wq.n0 + b) * wq.cout + co) * (wq.h * wq.w / 4u),
+                 co * wq.cols + b * tiles + t);
+}
+
 // M read two tiles at a time: a W2 holds the products of tiles t and t + 1 at one point.
 @group(0) @binding(1) var<storage, read> g_m2: array<W2>;
 
@@ -1314,36 +1338,24 @@ fn wino_row_of(t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>, t4: v
 @compute @workgroup_size(256)
 fn wino_output_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let tiles = wq.th * wq.tw;
-    let pairs = tiles / 2u;
-    if (i >= wq.cout * wq.nb * pairs) {
+    let c = wino_pair(col_index(wg, nwg, lid));
+    if (c.co >= wq.cout) {
         return;
     }
-    let per_channel = wq.nb * pairs;
-    let co = i / per_channel;
-    let col = i - co * per_channel;
-    let b = col / pairs;
-    let t = 2u * (col - b * pairs);
-    let ty = t / wq.tw;
-    let tx = t - ty * wq.tw;
-    // Even: cols (a multiple of 4), tiles and t are.
-    let src = co * wq.cols + b * tiles + t;
     let plane = wq.cout * wq.cols;
-    let m0 = wino_mcol2(src / 2u, plane / 2u, 0u);
-    let m1 = wino_mcol2(src / 2u, plane / 2u, 1u);
-    let m2 = wino_mcol2(src / 2u, plane / 2u, 2u);
-    let m3 = wino_mcol2(src / 2u, plane / 2u, 3u);
-    let m4 = wino_mcol2(src / 2u, plane / 2u, 4u);
-    let m5 = wino_mcol2(src / 2u, plane / 2u, 5u);
-    let bv = vec4(wino_bias(co, b));
-    let base4 = ((wq.n0 + b) * wq.cout + co) * (wq.h * wq.w / 4u);
-    let ta = WTile(base4, ty, tx, b, true);
+    let m0 = wino_mcol2(c.col / 2u, plane / 2u, 0u);
+    let m1 = wino_mcol2(c.col / 2u, plane / 2u, 1u);
+    let m2 = wino_mcol2(c.col / 2u, plane / 2u, 2u);
+    let m3 = wino_mcol2(c.col / 2u, plane / 2u, 3u);
+    let m4 = wino_mcol2(c.col / 2u, plane / 2u, 4u);
+    let m5 = wino_mcol2(c.col / 2u, plane / 2u, 5u);
+    let bv = vec4(wino_bias(c.co, c.b));
+    let ta = WTile(c.base4, c.ty, c.tx, c.b, true);
     wino_out_row(ta, 0u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 0u, bv));
     wino_out_row(ta, 1u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 1u, bv));
     wino_out_row(ta, 2u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 2u, bv));
     wino_out_row(ta, 3u, wino_row_of(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0], 3u, bv));
-    let tb = WTile(base4, ty, tx + 1u, b, true);
+    let tb = WTile(c.base4, c.ty, c.tx + 1u, c.b, true);
     wino_out_row(tb, 0u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 0u, bv));
     wino_out_row(tb, 1u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 1u, bv));
     wino_out_row(tb, 2u, wino_row_of(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1], 2u, bv));
@@ -1404,28 +1416,18 @@ fn wino_store_dm2(o2: u32, plane2: u32, k: u32, da: array<f32, 36>, db: array<f3
 
 // wino_dy_v for two horizontally adjacent tiles per invocation (tw even), dM stored as W2 (one
 // u64 per point and tile pair where wide loads are on, half the store components). Same
-// indexing as wino_output_v2.
+// tile pairs as wino_output_v2 (wino_pair).
 @compute @workgroup_size(256)
 fn wino_dy_v2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    let tiles = wq.th * wq.tw;
-    let pairs = tiles / 2u;
-    if (i >= wq.cout * wq.nb * pairs) {
+    let c = wino_pair(col_index(wg, nwg, lid));
+    if (c.co >= wq.cout) {
         return;
     }
-    let per_channel = wq.nb * pairs;
-    let co = i / per_channel;
-    let col = i - co * per_channel;
-    let b = col / pairs;
-    let t = 2u * (col - b * pairs);
-    let ty = t / wq.tw;
-    let tx = t - ty * wq.tw;
-    let base4 = ((wq.n0 + b) * wq.cout + co) * (wq.h * wq.w / 4u);
-    let da = wino_dy_tile(WTile(base4, ty, tx, b, true));
-    let db = wino_dy_tile(WTile(base4, ty, tx + 1u, b, true));
+    let da = wino_dy_tile(WTile(c.base4, c.ty, c.tx, c.b, true));
+    let db = wino_dy_tile(WTile(c.base4, c.ty, c.tx + 1u, c.b, true));
     let plane2 = wq.cout * wq.cols / 2u;
-    let o2 = (co * wq.cols + b * tiles + t) / 2u;
+    let o2 = c.col / 2u;
     wino_store_dm2(o2, plane2, 0u, da, db);
     wino_store_dm2(o2, plane2, 6u, da, db);
     wino_store_dm2(o2, plane2, 12u, da, db);
