@@ -12,10 +12,6 @@ pub(crate) struct Shader {
     pub name: &'static str,
     /// WGSL text.
     pub source: &'static str,
-    /// The shader declares its vec4 buffers as `array<W4>` and moves them with `ld4` / `st4`,
-    /// which one of the `shaders/wide/` files defines (appended, so that error line numbers
-    /// stay those of the shader's own file).
-    pub wide: bool,
 }
 
 /// `W4`, `ld4` and `st4` as `vec4<f32>` (every adapter).
@@ -23,17 +19,18 @@ const WIDE_F32: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shader
 /// `W4`, `ld4` and `st4` as `vec2<u64>` (adapters with SHADER_INT64; pays on llvmpipe).
 const WIDE_U64: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_u64.wgsl"));
 
-/// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude it asks for.
+/// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude when it
+/// declares buffers of `W4` or `W2` (moved with `ld4` / `st4`, `ld2` / `st2`). The prelude is
+/// appended, so that error line numbers stay those of the shader's own file.
 pub(crate) fn module_source(shader: &Shader, wide_u64: bool) -> std::borrow::Cow<'static, str> {
-    if !shader.wide {
+    if !shader.source.contains("array<W4>") && !shader.source.contains("array<W2>") {
         return shader.source.into();
     }
     let prelude = if wide_u64 { WIDE_U64 } else { WIDE_F32 };
     format!("{}\n{prelude}", shader.source).into()
 }
 
-/// Embed `shaders/<name>.wgsl` as a [`Shader`]; `shader!("name", wide)` for one written with
-/// `W4` / `ld4` / `st4`.
+/// Embed `shaders/<name>.wgsl` as a [`Shader`].
 #[macro_export]
 #[doc(hidden)]
 macro_rules! shader {
@@ -41,14 +38,6 @@ macro_rules! shader {
         $crate::gpu::Shader {
             name: $name,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
-            wide: false,
-        }
-    };
-    ($name:literal, wide) => {
-        $crate::gpu::Shader {
-            name: $name,
-            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
-            wide: true,
         }
     };
 }

@@ -22,7 +22,7 @@ use crate::gpu::{Context, Dispatch, Shader};
 use crate::ops::matmul;
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("conv2d", wide);
+static SHADER: Shader = crate::shader!("conv2d");
 /// Invocations per workgroup (override `WG` in the shader).
 const WG: u32 = 64;
 /// Channels per workgroup (4·V in the shader).

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("elementwise", wide);
+static SHADER: Shader = crate::shader!("elementwise");
 const WG: u32 = 256;
 
 #[repr(C)]

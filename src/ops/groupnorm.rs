@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("groupnorm", wide);
+static SHADER: Shader = crate::shader!("groupnorm");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

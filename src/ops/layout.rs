@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("layout", wide);
+static SHADER: Shader = crate::shader!("layout");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader, Work};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("matmul", wide);
-static SHADER_SG: Shader = crate::shader!("matmul_subgroup", wide);
+static SHADER: Shader = crate::shader!("matmul");
+static SHADER_SG: Shader = crate::shader!("matmul_subgroup");
 
 /// Output tile edge of `gemm_tiled`.
 const TILED_TILE: u32 = 64;

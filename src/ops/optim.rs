@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = crate::shader!("optim", wide);
+static SHADER: Shader = crate::shader!("optim");
 const WG: u32 = 256;
 /// Elements one `sum_chunks` workgroup reduces (256 invocations × ITEMS in the shader).
 const CHUNK: usize = 256 * 8;

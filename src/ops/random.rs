@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
 use crate::tensor::Tensor;
 
-pub(crate) static SHADER: Shader = crate::shader!("random", wide);
+pub(crate) static SHADER: Shader = crate::shader!("random");
 const WG: u32 = 256;
 
 /// Uniform block shared by every entry point of `shaders/random.wgsl` (field meanings there).
