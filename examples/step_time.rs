@@ -55,10 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_min = cpu.iter().cloned().fold(f64::INFINITY, f64::min);
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let shown: Vec<String> = times.iter().map(|s| format!("{s:.3}")).collect();
+    let shown_cpu: Vec<String> = cpu.iter().map(|s| format!("{s:.2}")).collect();
     println!(
-        "{preset} b{batch}: min {min:.3} s/step ({:.2} images/s); steps {}; CPU time min {cpu_min:.3} s/step",
+        "{preset} b{batch}: min {min:.3} s/step ({:.2} images/s); steps {}; CPU time min {cpu_min:.3} s/step ({})",
         batch as f64 / min,
-        shown.join(" ")
+        shown.join(" "),
+        shown_cpu.join(" ")
     );
     Ok(())
 }

@@ -650,14 +650,16 @@ fn print_profile(ctx: &Context, what: &str) {
         return;
     }
     let total: f64 = prof.iter().map(|p| p.secs).sum();
-    eprintln!("{what}: kernel wall time {total:.3} s (DDPM_PROFILE)");
+    let cpu: f64 = prof.iter().map(|p| p.cpu_secs).sum();
+    eprintln!("{what}: kernel wall time {total:.3} s, CPU time {cpu:.3} s (DDPM_PROFILE; cores = CPU / wall)");
     for p in prof.iter().take(25) {
         let rate = p.gflops().map_or(String::new(), |g| format!("{g:>6.2} GFLOP/s "));
         eprintln!(
-            "  {:>7.1} ms {:>5.1}% {:>5}x {rate}{}",
+            "  {:>7.1} ms {:>5.1}% {:>5}x {:>4.2} cores {rate}{}",
             p.secs * 1e3,
             100.0 * p.secs / total,
             p.calls,
+            p.cpu_secs / p.secs.max(1e-12),
             p.name
         );
     }

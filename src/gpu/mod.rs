@@ -172,7 +172,24 @@ pub struct Context {
 /// size when `DDPM_PROFILE=shapes`.
 struct Profile {
     by_shape: bool,
-    map: Mutex<std::collections::HashMap<String, (u64, f64, f64)>>,
+    map: Mutex<std::collections::HashMap<String, (u64, f64, f64, f64)>>,
+}
+
+/// CPU time this process has used, all threads, in seconds (None where the platform has no
+/// cheap per-process clock). On a software adapter the kernels run on this process's threads, so
+/// CPU time over wall time is how many cores a dispatch kept busy.
+fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(all(unix, not(target_arch = "wasm32")))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid timespec for the call to fill.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+    #[cfg(not(all(unix, not(target_arch = "wasm32"))))]
+    {
+        None
+    }
 }
 
 /// One line of [`Context::take_profile`]: a kernel (with its problem size under
@@ -188,6 +205,9 @@ pub struct KernelProfile {
     pub secs: f64,
     /// Floating-point operations they did (0 where the op does not count them).
     pub flops: f64,
+    /// CPU time the process used meanwhile, all threads (0 where it cannot be read). On a
+    /// software adapter, `cpu_secs / secs` is the number of cores the kernel kept busy.
+    pub cpu_secs: f64,
 }
 
 impl KernelProfile {
@@ -405,11 +425,12 @@ impl Context {
         let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<KernelProfile> = map
             .drain()
-            .map(|(name, (calls, secs, flops))| KernelProfile {
+            .map(|(name, (calls, secs, flops, cpu_secs))| KernelProfile {
                 name,
                 calls,
                 secs,
                 flops,
+                cpu_secs,
             })
             .collect();
         v.sort_by(|a, b| b.secs.total_cmp(&a.secs));
@@ -637,17 +658,23 @@ impl Context {
         let Some(prof) = &self.profile else { return };
         let encoder = pending.encoder.take();
         let start = std::time::Instant::now();
+        let cpu0 = process_cpu_seconds();
         if let Some(e) = encoder {
             self.queue.submit(Some(e.finish()));
         }
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
         let secs = start.elapsed().as_secs_f64();
+        let cpu = match (cpu0, process_cpu_seconds()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        };
         let mut map = prof.map.lock().unwrap_or_else(|p| p.into_inner());
         let (name, flops) = profile_key();
-        let slot = map.entry(name).or_insert((0, 0.0, 0.0));
+        let slot = map.entry(name).or_insert((0, 0.0, 0.0, 0.0));
         slot.0 += 1;
         slot.1 += secs;
         slot.2 += flops;
+        slot.3 += cpu;
     }
 
     /// Record a buffer-to-buffer copy into the pending encoder.
