@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use ddpm_wgpu::Context;
 
 pub fn ctx() -> Context {
+    ddpm_wgpu::tune_software_threads();
     let ctx = Context::new().expect("benchmarks need an adapter (apt-get install mesa-vulkan-drivers)");
     println!("adapter: {}", adapter(&ctx));
     ctx

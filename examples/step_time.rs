@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let preset = args.get(1).map_or("small", |s| s.as_str());
     let batch: usize = args.get(2).map_or(Ok(32), |s| s.parse())?;
     let steps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
+    ddpm_wgpu::tune_software_threads();
     let ctx = Context::new()?;
     let mut cfg = UNetConfig::preset(preset)?;
     let channels = 1;

@@ -135,6 +135,6 @@ pub use diffusion::generate::{Model, SampleOutput, SampleRequest, SchedulerConfi
 pub use diffusion::train::{Control, FitEnd, FitOptions, Progress, StepStats, TrainConfig, Trainer};
 pub use diffusion::{BetaSchedule, Schedule};
 pub use error::{Error, Result};
-pub use gpu::{AdapterSummary, Context, ContextOptions, KernelProfile, MemoryStats, WgslKernel};
+pub use gpu::{tune_software_threads, AdapterSummary, Context, ContextOptions, KernelProfile, MemoryStats, WgslKernel};
 pub use nn::{UNet, UNetConfig};
 pub use tensor::{DType, Tensor};

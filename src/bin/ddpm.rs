@@ -404,9 +404,11 @@ struct TrainArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Before any adapter is enumerated (the driver reads it once): see tune_software_threads.
+    let lp_threads = ddpm_wgpu::tune_software_threads();
     let opts = ContextOptions::from_env().merged(cli.backend.clone(), cli.adapter.clone());
     let res = match cli.cmd {
-        Cmd::Info => info(&opts),
+        Cmd::Info => info(&opts, lp_threads),
         Cmd::Train(args) => train(&opts, args),
         Cmd::Sample(args) => sample(&opts, args),
         Cmd::Eval(args) => eval(&opts, args),
@@ -419,7 +421,7 @@ fn main() {
     }
 }
 
-fn info(opts: &ContextOptions) -> Result<()> {
+fn info(opts: &ContextOptions, lp_threads: Option<usize>) -> Result<()> {
     let all = adapter::list(opts)?;
     println!("adapters seen ({}):", all.len());
     for a in &all {
@@ -454,6 +456,11 @@ fn info(opts: &ContextOptions) -> Result<()> {
         l.max_storage_buffers_per_shader_stage
     );
     println!("  subgroup size: {}..{}", i.subgroup_min_size, i.subgroup_max_size);
+    if i.device_type == wgpu::DeviceType::Cpu {
+        if let Some(n) = lp_threads {
+            println!("  llvmpipe worker threads (LP_NUM_THREADS): {n}");
+        }
+    }
     println!(
         "  features: f16={} subgroups={} timestamps={} int64={} (wide u64 loads: {})",
         ctx.has_f16(),
