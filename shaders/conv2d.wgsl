@@ -390,49 +390,56 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
-// g_a = dcol [nb, Kp, Ho·Wo], g_o2 = dx (images n0..n0+nb written). A workgroup covers 256
-// consecutive pixels of one (b, ci) plane of dx. Only the taps that reach the pixel are visited:
-// r ≡ ih (mod stride), with oh = (ih − r) / stride falling by one per step of r (likewise s and
-// ow), so a stride-2 3×3 layer reads at most 4 of the 9 columns and divides 4 times, not 24
-// (u32 division runs lane by lane on SIMD CPU adapters, and so do storage loads).
+// g_a = dcol [nb, Kp, Ho·Wo], g_o2 = dx (images n0..n0+nb written). One invocation per row
+// (b, ci, y) of dx, walking the row: only the taps that reach a pixel are visited: r ≡ ih
+// (mod stride), with oh = (ih − r) / stride falling by one per step of r (likewise s and ow), so
+// a stride-2 3×3 layer reads at most 4 of the 9 columns. The row's indices are divided out once
+// and the column's tap phase and ow advance by counting, not dividing: u32 division runs lane by
+// lane on SIMD CPU adapters (a version with one invocation per pixel divided ten times per pixel
+// and spent most of its time there).
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let plane = cp.h * cp.w;
-    let chunks = (plane + 255u) / 256u;
-    let t = wg.x + wg.y * nwg.x;
-    let bc = t / chunks;
-    if (bc >= cp.nb * cp.cin) {
+    let row = col_index(wg, nwg, lid);
+    if (row >= cp.nb * cp.cin * cp.h) {
         return;
     }
-    let q = (t % chunks) * 256u + lid;
-    if (q >= plane) {
-        return;
-    }
+    let bc = row / cp.h;
+    let y = row - bc * cp.h;
     let b = bc / cp.cin;
-    let ci = bc % cp.cin;
-    // Padded coordinates of the pixel.
-    let ih = q / cp.w + cp.pad_top;
-    let iw = q % cp.w + cp.pad_left;
+    let ci = bc - b * cp.cin;
     let pix = cp.ho * cp.wo;
     let base = (b * cp.kp + ci * cp.kh * cp.kw) * pix;
-    let s0 = iw % cp.stride;
-    let ow0 = i32(iw / cp.stride);
-    var acc = 0.0;
-    var oh = i32(ih / cp.stride);
-    for (var r = ih % cp.stride; r < cp.kh && oh >= 0; r += cp.stride) {
-        if (u32(oh) < cp.ho) {
-            var ow = ow0;
-            for (var s = s0; s < cp.kw && ow >= 0; s += cp.stride) {
-                if (u32(ow) < cp.wo) {
-                    acc += g_a[base + (r * cp.kw + s) * pix + u32(oh) * cp.wo + u32(ow)];
+    // Padded row coordinate and its first tap.
+    let ih = y + cp.pad_top;
+    let r0 = ih % cp.stride;
+    let oh0 = i32(ih / cp.stride);
+    let dst = ((cp.n0 + b) * cp.cin + ci) * cp.h * cp.w + y * cp.w;
+    // Padded column coordinate iw = x + pad_left = ow0·stride + s0.
+    var s0 = cp.pad_left % cp.stride;
+    var ow0 = i32(cp.pad_left / cp.stride);
+    for (var x = 0u; x < cp.w; x++) {
+        var acc = 0.0;
+        var oh = oh0;
+        for (var r = r0; r < cp.kh && oh >= 0; r += cp.stride) {
+            if (u32(oh) < cp.ho) {
+                var ow = ow0;
+                for (var s = s0; s < cp.kw && ow >= 0; s += cp.stride) {
+                    if (u32(ow) < cp.wo) {
+                        acc += g_a[base + (r * cp.kw + s) * pix + u32(oh) * cp.wo + u32(ow)];
+                    }
+                    ow -= 1;
                 }
-                ow -= 1;
             }
+            oh -= 1;
         }
-        oh -= 1;
+        g_o2[dst + x] = acc;
+        s0 += 1u;
+        if (s0 == cp.stride) {
+            s0 = 0u;
+            ow0 += 1;
+        }
     }
-    g_o2[(cp.n0 + b) * cp.cin * plane + ci * plane + q] = acc;
 }
 
 // g_a = w [Cout, K], g_b = bias [Cout] (ignored unless has_bias), g_o3 = packed [Cout, Kp].

@@ -1047,8 +1047,8 @@ fn im2col_backward(
                 ctx,
                 "col2im",
                 &params,
-                // One workgroup per 256-pixel chunk of each (b, ci) plane.
-                nb * g.cin * (g.h * g.w).div_ceil(256) * 256,
+                // One invocation per row of dx.
+                nb * g.cin * g.h,
                 &[dcol.buffer(), dx.buffer()],
             )?;
         }
