@@ -249,10 +249,20 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
 
-    if (col >= p.n) {
-        return;
+    // The biases, loaded once per tile rather than once per row (the compiler cannot hoist
+    // them past the stores to out): the column bias of this lane's 4 columns, or 4 of the
+    // tile's 32 row biases per lane (rows r0 + 4l .. r0 + 4l + 3), shared below by shuffle.
+    var bias = vec4(0.0);
+    if (p.has_bias == 1u) {
+        let rb = r0 + 4u * lane;
+        bias = vec4(row_bias[min(rb, p.m - 1u)], row_bias[min(rb + 1u, p.m - 1u)],
+                    row_bias[min(rb + 2u, p.m - 1u)], row_bias[min(rb + 3u, p.m - 1u)]);
+    } else if (p.has_bias == 2u) {
+        bias = vec4(row_bias[cl], row_bias[cl + 1u], row_bias[cl + 2u], row_bias[cl + 3u]);
     }
-    let o_base = p.out_off + bat * p.m * n4 + col / 4u;
+    // Lanes past N store nothing but stay for the shuffles.
+    let live = col < p.n;
+    let o_base = p.out_off + bat * p.m * n4 + cl / 4u;
     for (var r = 0u; r < rows; r++) {
         let row = r0 + r;
         if (row >= p.m) {
@@ -265,10 +275,12 @@ fn gemm_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             v += p.beta * ld4(out[o]);
         }
         if (p.has_bias == 1u) {
-            v += vec4(row_bias[row]);
+            v += vec4(subgroupShuffle(bias, r / 4u)[r % 4u]);
         } else if (p.has_bias == 2u) {
-            v += vec4(row_bias[col], row_bias[col + 1u], row_bias[col + 2u], row_bias[col + 3u]);
+            v += bias;
         }
-        out[o] = st4(v);
+        if (live) {
+            out[o] = st4(v);
+        }
     }
 }

@@ -280,6 +280,10 @@ fn conv2d_1x1() {
     check_case("1x36x2x2 -> 20 k1", d, false, 43);
     let d = dims(2, 96, (8, 8), 64, (1, 1), Conv2dParams::new(1, 0));
     check_case("2x96x8x8 -> 64 k1", d, true, 44);
+    // 4 pixels (one of a subgroup's 8 lanes holds columns) and 40 output channels with a bias:
+    // the GEMM's row biases of rows 4..31 are loaded by lanes past N and shuffled to lane 0.
+    let d = dims(2, 8, (2, 2), 40, (1, 1), Conv2dParams::new(1, 0));
+    check_case("2x8x2x2 -> 40 k1", d, true, 45);
 }
 
 #[test]
