@@ -856,7 +856,7 @@ pub fn tune_software_threads() -> Option<usize> {
             return Some(n);
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // llvmpipe caps its pool at 32 threads (LP_MAX_THREADS in Mesa 22-25).
+        // llvmpipe clamps the count to its own maximum; 32 keeps the request modest on big hosts.
         let n = (2 * cores).min(32);
         std::env::set_var("LP_NUM_THREADS", n.to_string());
         Some(n)
