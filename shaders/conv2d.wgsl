@@ -528,6 +528,17 @@ struct WinoParams {
     // per group; stats [N, G, 2] = (mean, rstd), γ, β [Cin]), then SiLU when norm_silu.
     norm_cpg: u32,
     norm_silu: u32,
+    // Input transform (wino_input4 only): when drop_on, dropout after the norm, as ops::dropout
+    // draws it for x's element i (kept when Philox block ⌊i/4⌋ of (drop_seed, drop_stream) has
+    // word i % 4 ≥ drop_thresh in its top 24 bits, then scaled by drop_scale).
+    drop_on: u32,
+    drop_thresh: u32,
+    drop_scale: f32,
+    drop_seed_lo: u32,
+    drop_seed_hi: u32,
+    drop_stream: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // The input norm of wino_input (bindings 3..5 of that entry point only).
@@ -1120,17 +1131,37 @@ fn wino_in4(x: vec4<f32>, ok: bool, n: vec2<f32>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
-// Row r of tile t's 6×6 input window, normalized, 0 outside the image, transformed along the
-// row (d B): a vec4 load of the 4 inner columns and scalar loads of the outer two.
+// The input dropout (drop_on) of the 4 elements of x's vec4 q: v masked and scaled.
+fn wino_drop4(v: vec4<f32>, q: u32) -> vec4<f32> {
+    if (wq.drop_on == 0u) {
+        return v;
+    }
+    let keep = dropout_keep4(q, vec2(wq.drop_seed_lo, wq.drop_seed_hi), wq.drop_stream, wq.drop_thresh);
+    return select(vec4(0.0), v * wq.drop_scale, keep);
+}
+
+// The input dropout of x's element e (component e % 4 of vec4 e / 4; wrapped indices of
+// elements outside the image give values that are zero already).
+fn wino_drop1(v: f32, e: u32) -> f32 {
+    if (wq.drop_on == 0u) {
+        return v;
+    }
+    let keep = dropout_keep4(e / 4u, vec2(wq.drop_seed_lo, wq.drop_seed_hi), wq.drop_stream, wq.drop_thresh);
+    return select(0.0, v * wq.drop_scale, keep[e % 4u]);
+}
+
+// Row r of tile t's 6×6 input window, normalized (and dropped out), 0 outside the image,
+// transformed along the row (d B): a vec4 load of the 4 inner columns and scalar loads of the
+// outer two.
 fn wino_row1(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 6> {
     let y = i32(t.ty * 4u + r) - 1;
     let ok = t.live && y >= 0 && y < i32(wq.h);
     let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
     let okl = ok && t.tx > 0u;
     let okr = ok && t.tx + 1u < wq.tw;
-    let m = wino_in4(ld4(g_a4[q]), ok, n);
-    let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
-    let rr = wino_in(g_x1[select(4u * q, 4u * q + 4u, okr)], okr, n.x, n.y);
+    let m = wino_drop4(wino_in4(ld4(g_a4[q]), ok, n), q);
+    let l = wino_drop1(wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y), 4u * q - 1u);
+    let rr = wino_drop1(wino_in(g_x1[select(4u * q, 4u * q + 4u, okr)], okr, n.x, n.y), 4u * q + 4u);
     return wino_bt(array<f32, 6>(l, m.x, m.y, m.z, m.w, rr));
 }
 
@@ -1155,12 +1186,12 @@ fn wino_row_strip(t: WTile, n: vec2<f32>, r: u32) -> array<f32, 24> {
     let q = t.base4 + select(0u, u32(y) * (wq.w / 4u), ok) + t.tx;
     let okl = ok && t.tx > 0u;
     let okr = ok && t.tx + 4u < wq.tw;
-    let m0 = wino_in4(ld4(g_a4[q]), ok, n);
-    let m1 = wino_in4(ld4(g_a4[q + 1u]), ok, n);
-    let m2 = wino_in4(ld4(g_a4[q + 2u]), ok, n);
-    let m3 = wino_in4(ld4(g_a4[q + 3u]), ok, n);
-    let l = wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y);
-    let rr = wino_in(g_x1[select(4u * q, 4u * q + 16u, okr)], okr, n.x, n.y);
+    let m0 = wino_drop4(wino_in4(ld4(g_a4[q]), ok, n), q);
+    let m1 = wino_drop4(wino_in4(ld4(g_a4[q + 1u]), ok, n), q + 1u);
+    let m2 = wino_drop4(wino_in4(ld4(g_a4[q + 2u]), ok, n), q + 2u);
+    let m3 = wino_drop4(wino_in4(ld4(g_a4[q + 3u]), ok, n), q + 3u);
+    let l = wino_drop1(wino_in(g_x1[select(4u * q, 4u * q - 1u, okl)], okl, n.x, n.y), 4u * q - 1u);
+    let rr = wino_drop1(wino_in(g_x1[select(4u * q, 4u * q + 16u, okr)], okr, n.x, n.y), 4u * q + 16u);
     let h0 = wino_bt(array<f32, 6>(l, m0.x, m0.y, m0.z, m0.w, m1.x));
     let h1 = wino_bt(array<f32, 6>(m0.w, m1.x, m1.y, m1.z, m1.w, m2.x));
     let h2 = wino_bt(array<f32, 6>(m1.w, m2.x, m2.y, m2.z, m2.w, m3.x));

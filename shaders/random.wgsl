@@ -45,36 +45,10 @@ struct Params {
 
 // ---- Philox-4x32-10 -------------------------------------------------------------------------
 
-// Full 64-bit product of two u32 as (hi, lo), from 16-bit halves (WGSL has no u64).
-fn mul_wide(a: u32, b: u32) -> vec2<u32> {
-    let al = a & 0xffffu;
-    let ah = a >> 16u;
-    let bl = b & 0xffffu;
-    let bh = b >> 16u;
-    let ll = al * bl;
-    let lh = al * bh;
-    let hl = ah * bl;
-    let hh = ah * bh;
-    // carries out of the low word: each term < 2^16, sum < 2^18
-    let mid = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
-    let hi = hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
-    return vec2<u32>(hi, a * b);
-}
+// mul_wide(a, b): the full 64-bit product of two u32 as (hi, lo), from the wide prelude
+// (shaders/wide/): from 16-bit halves in plain WGSL, one u64 multiply where SHADER_INT64 is on.
 
-// Ten rounds; the key is bumped by the Weyl constants before every round but the first.
-fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
-    var c = counter;
-    var k = key;
-    for (var round = 0u; round < 10u; round++) {
-        if (round > 0u) {
-            k = k + vec2<u32>(0x9e3779b9u, 0xbb67ae85u);
-        }
-        let p0 = mul_wide(0xd2511f53u, c.x);
-        let p1 = mul_wide(0xcd9e8d57u, c.z);
-        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
-    }
-    return c;
-}
+// philox(counter, key): Philox-4x32-10, from shaders/lib/philox.wgsl (appended by the engine).
 
 // Philox block of launch element i (64-bit index offset + i, with carry).
 fn block(i: u32) -> vec4<u32> {

@@ -1,6 +1,7 @@
 //! Every file in shaders/ parses and validates with naga (no GPU needed). A shader with buffers
 //! of the wide elements (`array<W4>` / `array<W2>`) is validated with each prelude of
-//! shaders/wide/ appended, as the engine compiles it (`gpu::pipeline::module_source`).
+//! shaders/wide/ appended, and shaders/lib/philox.wgsl after it where it calls its functions, as the
+//! engine compiles it (`gpu::pipeline::module_source`).
 
 use std::path::Path;
 
@@ -23,6 +24,7 @@ fn every_shader_parses_and_validates() {
             )
         })
         .collect();
+    let philox = std::fs::read_to_string(dir.join("lib").join("philox.wgsl")).unwrap();
     let (mut count, mut wide) = (0, 0);
     for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
         let path = entry.unwrap().path();
@@ -31,10 +33,15 @@ fn every_shader_parses_and_validates() {
         }
         let src = std::fs::read_to_string(&path).unwrap();
         if src.contains("array<W4>") || src.contains("array<W2>") {
+            let lib = if src.contains("philox(") || src.contains("dropout_keep4(") {
+                philox.as_str()
+            } else {
+                ""
+            };
             for (name, prelude) in &preludes {
                 validate(
                     &format!("{} + wide/{name}", path.display()),
-                    &format!("{src}\n{prelude}"),
+                    &format!("{src}\n{prelude}\n{lib}"),
                 );
             }
             wide += 1;

@@ -650,7 +650,7 @@ fn train(opts: &ContextOptions, args: TrainArgs) -> Result<()> {
 }
 
 /// Per-kernel wall times of what ran since the last call (a training step, a sampling run),
-/// when `DDPM_PROFILE` is set.
+/// when `DDPM_PROFILE` is set: the 25 largest, or `DDPM_PROFILE_TOP` of them.
 fn print_profile(ctx: &Context, what: &str) {
     let prof = ctx.take_profile();
     if prof.is_empty() {
@@ -659,7 +659,12 @@ fn print_profile(ctx: &Context, what: &str) {
     let total: f64 = prof.iter().map(|p| p.secs).sum();
     let cpu: f64 = prof.iter().map(|p| p.cpu_secs).sum();
     eprintln!("{what}: kernel wall time {total:.3} s, CPU time {cpu:.3} s (DDPM_PROFILE; cores = CPU / wall)");
-    for p in prof.iter().take(25) {
+    for p in prof.iter().take(
+        std::env::var("DDPM_PROFILE_TOP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(25),
+    ) {
         let rate = p.gflops().map_or(String::new(), |g| format!("{g:>6.2} GFLOP/s "));
         eprintln!(
             "  {:>7.1} ms {:>5.1}% {:>5}x {:>4.2} cores {rate}{}",

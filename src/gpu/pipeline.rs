@@ -19,15 +19,26 @@ const WIDE_F32: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shader
 /// `W4`, `ld4` and `st4` as `vec2<u64>` (adapters with SHADER_INT64; pays on llvmpipe).
 const WIDE_U64: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_u64.wgsl"));
 
+/// Philox-4x32-10 and the dropout mask, for the shaders that call `philox(`.
+const PHILOX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/lib/philox.wgsl"));
+
+/// Whether WGSL source calls a function of shaders/lib/philox.wgsl.
+pub(crate) fn uses_philox(source: &str) -> bool {
+    source.contains("philox(") || source.contains("dropout_keep4(")
+}
+
 /// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude when it
-/// declares buffers of `W4` or `W2` (moved with `ld4` / `st4`, `ld2` / `st2`). The prelude is
-/// appended, so that error line numbers stay those of the shader's own file.
+/// declares buffers of `W4` or `W2` (moved with `ld4` / `st4`, `ld2` / `st2`), plus
+/// shaders/lib/philox.wgsl when it calls one of its functions (which needs the prelude's `mul_wide`, so
+/// such a shader declares wide buffers too). Appended, so that error line numbers stay those of
+/// the shader's own file.
 pub(crate) fn module_source(shader: &Shader, wide_u64: bool) -> std::borrow::Cow<'static, str> {
     if !shader.source.contains("array<W4>") && !shader.source.contains("array<W2>") {
         return shader.source.into();
     }
     let prelude = if wide_u64 { WIDE_U64 } else { WIDE_F32 };
-    format!("{}\n{prelude}", shader.source).into()
+    let philox = if uses_philox(shader.source) { PHILOX } else { "" };
+    format!("{}\n{prelude}\n{philox}", shader.source).into()
 }
 
 /// Embed `shaders/<name>.wgsl` as a [`Shader`].

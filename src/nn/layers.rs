@@ -163,14 +163,22 @@ impl GroupNorm {
     pub(crate) fn stats(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
         groupnorm::group_norm_stats(ctx, x, ps.get(self.gamma), ps.get(self.beta), self.groups, self.eps)
     }
-    /// This norm (then SiLU when `silu`) for a convolution to apply to its input as it reads it.
-    pub(crate) fn input<'a>(&self, ps: &'a Params, stats: &'a Tensor, silu: bool) -> conv2d::InputNorm<'a> {
+    /// This norm (then SiLU when `silu`, then `dropout`) for a convolution to apply to its
+    /// input as it reads it.
+    pub(crate) fn input<'a>(
+        &self,
+        ps: &'a Params,
+        stats: &'a Tensor,
+        silu: bool,
+        dropout: Option<conv2d::Dropout>,
+    ) -> conv2d::InputNorm<'a> {
         conv2d::InputNorm {
             stats,
             gamma: ps.get(self.gamma),
             beta: ps.get(self.beta),
             groups: self.groups,
             silu,
+            dropout,
         }
     }
     /// y of [`GroupNorm::forward`] from stats computed before.
@@ -201,6 +209,36 @@ impl GroupNorm {
         silu: bool,
     ) -> Result<Tensor> {
         self.backward_add(ctx, ps, g, x, stats, dy, silu, None)
+    }
+
+    /// [`Self::backward`] of dropout(norm(x)): dy is the dropout output's gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_dropout(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        stats: &Tensor,
+        dy: &Tensor,
+        silu: bool,
+        dropout: Option<conv2d::Dropout>,
+    ) -> Result<Tensor> {
+        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_dropout(
+            ctx,
+            x,
+            ps.get(self.gamma),
+            ps.get(self.beta),
+            stats,
+            dy,
+            self.groups,
+            silu,
+            dropout,
+            None,
+        )?;
+        g.accumulate(ctx, self.gamma, dgamma)?;
+        g.accumulate(ctx, self.beta, dbeta)?;
+        Ok(dx)
     }
 
     /// [`Self::backward`] with `dx_addend` added to dx as it is written.
@@ -252,14 +290,13 @@ pub struct ResnetBlock {
 pub struct ResnetTape {
     x: Tensor,
     stats1: Tensor,
-    // silu(norm1(x)) is never stored (conv1 normalizes its input itself). The (dropped-out)
-    // silu(norm2(h)): None where conv2 normalized its input itself (outside training),
-    // recomputed by the backward.
+    // silu(norm1(x)) and dropout(silu(norm2(h))) are never stored: the convolutions normalize
+    // (and drop out) their inputs themselves, and the backward recomputes them only where a
+    // convolution kept no input transform.
     h: Tensor,
     stats2: Tensor,
-    d2: Option<Tensor>,
-    seed: u64,
-    train: bool,
+    // The dropout between norm2 and conv2 (training with dropout > 0 only).
+    drop: Option<conv2d::Dropout>,
     // The convolutions' Winograd input transforms, kept in training for their weight grads.
     saved1: conv2d::ConvSaved,
     saved2: conv2d::ConvSaved,
@@ -311,48 +348,38 @@ impl ResnetBlock {
         temb_act: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, ResnetTape)> {
-        // The norms (+ SiLU) run inside the next convolution's input transform
-        // (`conv2d::InputNorm`) and their outputs are never stored: norm1 always (while training
-        // conv1 keeps its input transform for the weight grad, so the backward needs no a1; where
-        // it kept none the backward recomputes a1), norm2 outside training only (dropout sits
-        // between norm2 and conv2).
-        let fuse = !mode.train;
+        // The norms (+ SiLU, + dropout) run inside the next convolution's input transform
+        // (`conv2d::InputNorm`) and their outputs are never stored (while training the
+        // convolutions keep their input transforms for the weight grads, so the backward needs
+        // neither a1 nor d2; where one kept none the backward recomputes it).
         let stats1 = self.norm1.stats(ctx, ps, x)?;
         let tproj = self.time_emb_proj.forward(ctx, ps, temb_act)?;
         // h = conv1(a1) + tproj per (image, channel), added by the convolution's output stage.
         let epi1 = conv2d::Fused {
-            input_norm: Some(self.norm1.input(ps, &stats1, true)),
+            input_norm: Some(self.norm1.input(ps, &stats1, true, None)),
             image_bias: Some(&tproj),
             residual: None,
             weight_transform: None,
         };
         let (h, saved1) = self.conv1.forward_fused(ctx, ps, x, epi1, mode.train)?;
-        let train = mode.train && self.dropout > 0.0;
-        let (d2, stats2) = if fuse {
-            (None, self.norm2.stats(ctx, ps, &h)?)
-        } else {
-            let (a2, stats2) = self.norm2.forward(ctx, ps, &h, true)?;
-            let d2 = if train {
-                dropout::dropout(ctx, &a2, self.dropout, mode.seed, self.stream)?
-            } else {
-                a2
-            };
-            (Some(d2), stats2)
-        };
+        let drop = (mode.train && self.dropout > 0.0).then_some(conv2d::Dropout {
+            p: self.dropout,
+            seed: mode.seed,
+            stream: self.stream,
+        });
+        let stats2 = self.norm2.stats(ctx, ps, &h)?;
         let shortcut = match &self.conv_shortcut {
             Some(sc) => sc.forward(ctx, ps, x)?,
             None => x.clone(),
         };
         // out = (shortcut + conv2(d2)) / out_scale, also in the convolution's output stage.
         let epi2 = conv2d::Fused {
-            input_norm: fuse.then(|| self.norm2.input(ps, &stats2, true)),
+            input_norm: Some(self.norm2.input(ps, &stats2, true, drop)),
             image_bias: None,
             residual: Some((&shortcut, 1.0 / self.out_scale)),
             weight_transform: None,
         };
-        let (out, saved2) = self
-            .conv2
-            .forward_fused(ctx, ps, d2.as_ref().unwrap_or(&h), epi2, mode.train)?;
+        let (out, saved2) = self.conv2.forward_fused(ctx, ps, &h, epi2, mode.train)?;
         Ok((
             out,
             ResnetTape {
@@ -360,9 +387,7 @@ impl ResnetBlock {
                 stats1,
                 h,
                 stats2,
-                d2,
-                seed: mode.seed,
-                train,
+                drop,
                 saved1,
                 saved2,
             },
@@ -390,20 +415,25 @@ impl ResnetBlock {
             Some(sc) => sc.backward(ctx, ps, g, &tape.x, &dy, true)?.expect("dx requested"),
             None => dy.clone(),
         };
-        let d2 = match tape.d2 {
-            Some(d2) => d2,
-            None => self.norm2.apply(ctx, ps, &tape.h, &tape.stats2, true)?,
+        // With the input transform kept, conv2's backward reads its input for the shape only
+        // (h has d2's); otherwise d2 is recomputed.
+        let d2 = if tape.saved2.keeps_input_transform() {
+            tape.h.clone()
+        } else {
+            let a2 = self.norm2.apply(ctx, ps, &tape.h, &tape.stats2, true)?;
+            match tape.drop {
+                Some(d) => dropout::dropout(ctx, &a2, d.p, d.seed, d.stream)?,
+                None => a2,
+            }
         };
         let dd2 = self
             .conv2
             .backward_saved(ctx, ps, g, &d2, &dy, true, &tape.saved2)?
             .expect("dx requested");
-        let da2 = if tape.train {
-            dropout::dropout_backward(ctx, &dd2, self.dropout, tape.seed, self.stream)?
-        } else {
-            dd2
-        };
-        let dh = self.norm2.backward(ctx, ps, g, &tape.h, &tape.stats2, &da2, true)?;
+        // The dropout's mask is applied as the norm's backward reads dd2.
+        let dh = self
+            .norm2
+            .backward_dropout(ctx, ps, g, &tape.h, &tape.stats2, &dd2, true, tape.drop)?;
         let dtproj = ew::channel_sum(ctx, &dh)?;
         let dt = self
             .time_emb_proj

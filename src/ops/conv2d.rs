@@ -253,6 +253,23 @@ pub struct InputNorm<'a> {
     pub groups: usize,
     /// SiLU after the norm.
     pub silu: bool,
+    /// Dropout after the norm (and SiLU), as [`crate::ops::dropout::dropout`] draws it for x's
+    /// shape: a ResNet block's dropout between its second norm and convolution, with no
+    /// stored activation. The matching backward is
+    /// [`crate::ops::groupnorm::group_norm_backward_dropout`].
+    pub dropout: Option<Dropout>,
+}
+
+/// The parameters of a dropout mask (see [`crate::ops::dropout`]): probability `p`, `seed`
+/// and `stream`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Probability of zeroing an element, in [0, 1].
+    pub p: f32,
+    /// Seed of the Philox generator.
+    pub seed: u64,
+    /// Stream (one per dropout site, so that sites draw independent masks).
+    pub stream: u32,
 }
 
 /// What [`conv2d_fused`] does around the convolution: a group norm of its input, and additions
@@ -377,7 +394,23 @@ fn fused_impl(
     if let Some(nm) = epi.input_norm {
         check_norm(&g, nm)?;
     }
-    if let Algo::Winograd { window } = resolve_forward(ctx, algo, &g)? {
+    let resolved = resolve_forward(ctx, algo, &g)?;
+    if let Some(nm) = epi.input_norm.filter(|nm| nm.dropout.is_some()) {
+        // Only the vec4 input transform draws the dropout mask; elsewhere the norm and the
+        // dropout run as passes of their own.
+        if !(matches!(resolved, Algo::Winograd { .. }) && g.wino_vec4()) {
+            let d = nm.dropout.expect("filtered");
+            let normed =
+                crate::ops::groupnorm::group_norm_apply(ctx, x, nm.gamma, nm.beta, nm.stats, nm.groups, nm.silu)?;
+            let dropped = crate::ops::dropout::dropout(ctx, &normed, d.p, d.seed, d.stream)?;
+            let rest = Fused {
+                input_norm: None,
+                ..epi
+            };
+            return fused_impl(ctx, algo, &dropped, w, bias, p, rest, save);
+        }
+    }
+    if let Algo::Winograd { window } = resolved {
         return winograd_forward_fused(ctx, &g, x, w, bias, window, false, epi, save);
     }
     let normed = epi
@@ -1086,6 +1119,13 @@ struct WinoParams {
     res_scale: f32,
     norm_cpg: u32,
     norm_silu: u32,
+    drop_on: u32,
+    drop_thresh: u32,
+    drop_scale: f32,
+    drop_seed_lo: u32,
+    drop_seed_hi: u32,
+    drop_stream: u32,
+    _pad: [u32; 2],
 }
 
 /// Points of Winograd F(4×4, 3×3): the 6×6 transformed tile, one GEMM each.
@@ -1126,6 +1166,13 @@ impl Geometry {
             res_scale: 1.0,
             norm_cpg: 0,
             norm_silu: 0,
+            drop_on: 0,
+            drop_thresh: 0,
+            drop_scale: 1.0,
+            drop_seed_lo: 0,
+            drop_seed_hi: 0,
+            drop_stream: 0,
+            _pad: [0; 2],
         }
     }
 }
@@ -1309,6 +1356,21 @@ fn winograd_forward_fused(
             norm_cpg: epi.input_norm.map_or(0, |nm| (g.cin / nm.groups) as u32),
             norm_silu: epi.input_norm.is_some_and(|nm| nm.silu) as u32,
             ..g.wino_params(n0, nb, bias.is_some())
+        };
+        let params = match epi.input_norm.and_then(|nm| nm.dropout) {
+            Some(d) => {
+                let (thresh, scale) = crate::ops::dropout::mask_params(d.p)?;
+                WinoParams {
+                    drop_on: 1,
+                    drop_thresh: thresh,
+                    drop_scale: scale,
+                    drop_seed_lo: d.seed as u32,
+                    drop_seed_hi: (d.seed >> 32) as u32,
+                    drop_stream: d.stream,
+                    ..params
+                }
+            }
+            None => params,
         };
         input_transform(ctx, &params, g, x, &v, epi.input_norm)?;
         // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,

@@ -18,7 +18,7 @@ use crate::ops::random::{RngLaunch, RngParams};
 use crate::tensor::Tensor;
 
 /// (threshold on the top 24 bits of the Philox word, scale of kept elements).
-fn mask_params(p: f32) -> Result<(u32, f32)> {
+pub(crate) fn mask_params(p: f32) -> Result<(u32, f32)> {
     if !(0.0..=1.0).contains(&p) {
         return Err(Error::arg("p", format!("dropout probability {p} is not in [0, 1]")));
     }

@@ -10,6 +10,8 @@
 //!   `[C]`). With `silu` the pre-activation is recomputed from x, stats, gamma and beta.
 //! - `group_norm_backward_add(…, dx_addend)`: the same, with dx (= new) = the gradient above +
 //!   dx_addend (shaped like x).
+//! - `group_norm_backward_dropout(…, dropout, dx_addend)`: the same for dropout(y) (dy is the
+//!   dropout output's gradient; the mask of `ops::dropout` for x's shape is applied to dy).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
@@ -32,6 +34,13 @@ struct Params {
     rchunk: u32,
     rchunks: u32,
     dx_add: u32,
+    drop_on: u32,
+    drop_thresh: u32,
+    drop_scale: f32,
+    drop_seed_lo: u32,
+    drop_seed_hi: u32,
+    drop_stream: u32,
+    _pad: [u32; 2],
 }
 
 /// Largest number of loop iterations per invocation in one pass over a chunk: bounds the work
@@ -111,6 +120,13 @@ fn setup(
         rchunk: rchunk as u32,
         rchunks: hw.div_ceil(rchunk) as u32,
         dx_add: 0,
+        drop_on: 0,
+        drop_thresh: 0,
+        drop_scale: 1.0,
+        drop_seed_lo: 0,
+        drop_seed_hi: 0,
+        drop_stream: 0,
+        _pad: [0; 2],
     };
     Ok((p, [("WG", wg as f64)], [("WG", row_wg as f64)]))
 }
@@ -244,6 +260,27 @@ pub fn group_norm_backward_add(
     silu: bool,
     dx_addend: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    group_norm_backward_dropout(ctx, x, gamma, beta, stats, dy, groups, silu, None, dx_addend)
+}
+
+/// [`group_norm_backward_add`] of dropout(GroupNorm(x)) (after the SiLU when `silu`): `dy` is
+/// the gradient of the dropout's output, and the mask `dropout` (as
+/// [`crate::ops::dropout::dropout`] draws it for x's shape) is applied as dy is read: the
+/// backward of a [`crate::ops::conv2d::InputNorm`] with dropout, with no pass of its own.
+/// `None` is [`group_norm_backward_add`].
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_dropout(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    groups: usize,
+    silu: bool,
+    dropout: Option<crate::ops::conv2d::Dropout>,
+    dx_addend: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm_backward";
     let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
     let (n, c) = (p.n as usize, p.c as usize);
@@ -253,6 +290,25 @@ pub fn group_norm_backward_add(
         a.expect_shape(OP, "dx_addend", x.shape())?;
         p.dx_add = 1;
     }
+    let masked;
+    let dy = match dropout {
+        // The vec4 kernels apply the mask as they read dy; the scalar ones get it applied first.
+        Some(d) if entry(&p, "gn_bwd_dx") == "gn_bwd_dx4" => {
+            let (thresh, scale) = crate::ops::dropout::mask_params(d.p)?;
+            p.drop_on = 1;
+            p.drop_thresh = thresh;
+            p.drop_scale = scale;
+            p.drop_seed_lo = d.seed as u32;
+            p.drop_seed_hi = (d.seed >> 32) as u32;
+            p.drop_stream = d.stream;
+            dy
+        }
+        Some(d) => {
+            masked = crate::ops::dropout::dropout_backward(ctx, dy, d.p, d.seed, d.stream)?;
+            &masked
+        }
+        None => dy,
+    };
     let parts = ctx.empty(&[n * c * p.rchunks as usize, 2], "group_norm_backward.parts")?;
     let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
     let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;

@@ -652,12 +652,14 @@ fn conv2d_saved_input_transform_serves_the_backward() {
 
 /// conv2d_fused with an input norm: y = conv(silu(GroupNorm(x)), w) + bias against the f64
 /// reference (norm, then zero padding), through the Winograd input transform (one window and
-/// windows of one image, with and without SiLU, with a residual; widths that take the
-/// four-column transforms and one that does not) and the separate-pass fallback.
+/// windows of one image, with and without SiLU, with a residual, with and without dropout after
+/// the norm; widths that take the four-column transforms and one that does not) and the
+/// separate-pass fallback.
 #[test]
 fn conv2d_fused_input_norm() {
-    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused, InputNorm};
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Dropout, Fused, InputNorm};
     use ddpm_wgpu::ops::groupnorm::group_norm_stats;
+    use ddpm_wgpu::reference::dropout as dref;
     use ddpm_wgpu::reference::groupnorm as gref;
     let ctx = ctx();
     let cases = [
@@ -731,8 +733,19 @@ fn conv2d_fused_input_norm() {
             eps as f64,
             silu,
         );
-        let conv = cref::conv2d(&normed, &to_f64(&wh), Some(&to_f64(&bh)[..]), &d);
-        for with_r in [false, true] {
+        // Without and with dropout after the norm (the vec4 Winograd input transform draws the
+        // mask itself; the other paths run ops::dropout).
+        let drop = Dropout {
+            p: 0.3,
+            seed: 900 + i as u64,
+            stream: 7,
+        };
+        for (dropout, with_r) in [(None, false), (None, true), (Some(drop), false), (Some(drop), true)] {
+            let input = match dropout {
+                Some(dr) => dref::dropout(&normed, dr.p as f64, dr.seed, dr.stream),
+                None => normed.clone(),
+            };
+            let conv = cref::conv2d(&input, &to_f64(&wh), Some(&to_f64(&bh)[..]), &d);
             let epi = Fused {
                 input_norm: Some(InputNorm {
                     stats: &stats,
@@ -740,6 +753,7 @@ fn conv2d_fused_input_norm() {
                     beta: &beta,
                     groups,
                     silu,
+                    dropout,
                 }),
                 image_bias: None,
                 residual: with_r.then_some((&r, 0.5)),
@@ -751,8 +765,9 @@ fn conv2d_fused_input_norm() {
                 .zip(&rh)
                 .map(|(&c, &rv)| if with_r { 0.5 * (c + rv as f64) } else { c })
                 .collect();
-            // Normalized inputs are O(1) (|γ|, |β| < 1): the same sums as the plain tests.
-            let label = format!("{name} {algo:?} groups={groups} silu={silu} residual={with_r}");
+            // Normalized inputs are O(1) (|γ|, |β| < 1; kept ones scaled by 1/0.7): the same
+            // sums as the plain tests.
+            let label = format!("{name} {algo:?} groups={groups} silu={silu} residual={with_r} dropout={dropout:?}");
             assert_close(&label, &ctx.read(&y).unwrap(), &want, 1e-4, 1e-4);
         }
     }
@@ -768,6 +783,7 @@ fn conv2d_fused_input_norm() {
             beta: &g8,
             groups: 3,
             silu: true,
+            dropout: None,
         }),
         ..Fused::default()
     };

@@ -1,5 +1,7 @@
 // GPU groupnorm kernels vs the CPU reference.
 use crate::common::{assert_close, ctx, rand_vec, to_f64};
+use ddpm_wgpu::ops::conv2d::Dropout;
+use ddpm_wgpu::reference::dropout as dref;
 use ddpm_wgpu::{ops::groupnorm as gn, reference::groupnorm as rf, Error};
 
 /// Central-difference gradient of `f` at `x` (eps 1e-6).
@@ -103,6 +105,46 @@ fn check(shape: &[usize], groups: usize, silu: bool, offset: f32, seed: u64) {
     let tol = 1e-5 * (n * hw) as f64;
     assert_close(&format!("{name} dgamma"), &ctx.read(&dg).unwrap(), &rdg, tol, 1e-4);
     assert_close(&format!("{name} dbeta"), &ctx.read(&db).unwrap(), &rdb, tol, 1e-4);
+    // The backward of dropout(y): dy is masked as ops::dropout masks y (the vec4 kernels draw
+    // the mask as they read dy, the others run the dropout's backward first).
+    let drop = Dropout {
+        p: 0.25,
+        seed: seed + 100,
+        stream: 3,
+    };
+    let (ddx, ddg, ddb) =
+        gn::group_norm_backward_dropout(ctx, &tx, &tg, &tb, &stats, &tdy, groups, silu, Some(drop), Some(&tadd))
+            .unwrap();
+    let masked = dref::dropout_backward(&to_f64(&dy), drop.p as f64, drop.seed, drop.stream);
+    let (mdx, mdg, mdb) = rf::group_norm_backward(&x64, &g64, &b64, &masked, n, c, hw, groups, eps as f64, silu);
+    let mdx_add: Vec<f64> = mdx.iter().zip(&addend).map(|(d, a)| d + *a as f64).collect();
+    let big = mdx.iter().fold(big, |a, v| a.max(v.abs()));
+    assert_close(
+        &format!("{name} dropout dx + addend"),
+        &ctx.read(&ddx).unwrap(),
+        &mdx_add,
+        2e-5 * big + 1e-6,
+        1e-4,
+    );
+    assert_close(
+        &format!("{name} dropout dgamma"),
+        &ctx.read(&ddg).unwrap(),
+        &mdg,
+        2.0 * tol,
+        1e-4,
+    );
+    assert_close(
+        &format!("{name} dropout dbeta"),
+        &ctx.read(&ddb).unwrap(),
+        &mdb,
+        2.0 * tol,
+        1e-4,
+    );
+    // Dropout zeroes about p of dy: the masked gradient differs from the plain one.
+    assert!(
+        mdx.iter().zip(&rdx).any(|(a, b)| (a - b).abs() > 1e-6),
+        "{name}: the mask changed nothing"
+    );
 }
 
 #[test]
