@@ -656,6 +656,8 @@ impl Trainer {
                 seed: key(self.config.seed, self.step, micro, 0, 6),
             };
             let (pred, tape) = self.unet.forward_tape(ctx, &x_t, &t, y.as_ref(), mode)?;
+            // Submit the forward, so that the adapter runs it while the backward is recorded.
+            ctx.flush();
             if self.loss_type.learned_variance() {
                 let ts: Vec<usize> = t_host.iter().map(|&v| v as usize).collect();
                 let l = hybrid::learned_variance_loss(
