@@ -1284,6 +1284,127 @@ fn wino_input4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                  wino_vcol(h0, h1, h2, h3, h4, h5, 23u));
 }
 
+// B u for 6 values u: the adjoint of wino_bt ((B u)[i] = Σ_a Bᵀ[a][i]·u[a]), on 4 tiles at once.
+fn wino_badj4(u: array<vec4<f32>, 6>) -> array<vec4<f32>, 6> {
+    return array<vec4<f32>, 6>(
+        u[0],
+        1.5 * u[0] - u[1] + u[2] - 0.5 * u[3] + 2.0 * u[4] + u[5],
+        -2.0 * u[0] - 2.5 * u[1] + 0.5 * u[2] - u[3] - u[4] + 1.5 * u[5],
+        -1.5 * u[0] - 0.5 * u[1] - 2.5 * u[2] + 0.5 * u[3] - 2.0 * u[4] - 2.0 * u[5],
+        u[0] + u[1] + u[2] + u[3] + u[4] - 1.5 * u[5],
+        u[5]);
+}
+
+// wino_badj4 for one tile.
+fn wino_badj(u: array<f32, 6>) -> array<f32, 6> {
+    let v = wino_badj4(array<vec4<f32>, 6>(vec4(u[0]), vec4(u[1]), vec4(u[2]), vec4(u[3]),
+                                            vec4(u[4]), vec4(u[5])));
+    return array<f32, 6>(v[0].x, v[1].x, v[2].x, v[3].x, v[4].x, v[5].x);
+}
+
+// Column b (points 6a + b, a = 0..5) of the 4 tiles' dV at vec4 o, transformed (B ·).
+fn wino_adj_col(o: u32, plane4: u32, b: u32) -> array<vec4<f32>, 6> {
+    return wino_badj4(array<vec4<f32>, 6>(
+        ld4(g_a4[b * plane4 + o]), ld4(g_a4[(6u + b) * plane4 + o]),
+        ld4(g_a4[(12u + b) * plane4 + o]), ld4(g_a4[(18u + b) * plane4 + o]),
+        ld4(g_a4[(24u + b) * plane4 + o]), ld4(g_a4[(30u + b) * plane4 + o])));
+}
+
+// Points k..k+5 (one row of the 6×6) of the 4 tiles at vec4 o; zeros when !ok.
+fn wino_adj_row(o: u32, plane4: u32, k: u32, ok: bool) -> array<vec4<f32>, 6> {
+    if (!ok) {
+        return array<vec4<f32>, 6>();
+    }
+    return array<vec4<f32>, 6>(
+        ld4(g_a4[k * plane4 + o]), ld4(g_a4[(k + 1u) * plane4 + o]),
+        ld4(g_a4[(k + 2u) * plane4 + o]), ld4(g_a4[(k + 3u) * plane4 + o]),
+        ld4(g_a4[(k + 4u) * plane4 + o]), ld4(g_a4[(k + 5u) * plane4 + o]));
+}
+
+// One point of dV for tile column c (scalar), 0 when !ok.
+fn wino_adj_at(xi: u32, plane: u32, c: u32, ok: bool) -> f32 {
+    return select(0.0, g_b[select(0u, xi * plane + c, ok)], ok);
+}
+
+// What a horizontal neighbour (tile column c, its column `b` of dV: 5 for the tile on the left, 0
+// for the one on the right) adds to block row r, r = 0..3: (B dV_c Bᵀ)[r + 1][5 − b... ] plus the
+// corner points of the tiles above and below it (rows 0 and 3 of the block).
+fn wino_adj_side(plane: u32, c: u32, b: u32, ok: bool, up: bool, down: bool, tw: u32) -> vec4<f32> {
+    let t = wino_badj(array<f32, 6>(
+        wino_adj_at(b, plane, c, ok), wino_adj_at(6u + b, plane, c, ok),
+        wino_adj_at(12u + b, plane, c, ok), wino_adj_at(18u + b, plane, c, ok),
+        wino_adj_at(24u + b, plane, c, ok), wino_adj_at(30u + b, plane, c, ok)));
+    // The tile above contributes its point (5, b), the one below its point (0, b).
+    let above = wino_adj_at(30u + b, plane, c - tw, ok && up);
+    let below = wino_adj_at(b, plane, c + tw, ok && down);
+    return vec4(t[1] + above, t[2], t[3], t[4] + below);
+}
+
+// One output row of the 4 tiles: z = B applied along the row to the row's 6 values (per tile),
+// plus the horizontal neighbours' columns (left: column 0 of each tile; right: column 3).
+fn wino_adj_store(q: u32, r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f32>) {
+    let z = wino_badj4(r);
+    g_o3v[q] = st4(vec4(z[1].x + left.x, z[2].x, z[3].x, z[4].x + right.x));
+    g_o3v[q + 1u] = st4(vec4(z[1].y + left.y, z[2].y, z[3].y, z[4].y + right.y));
+    g_o3v[q + 2u] = st4(vec4(z[1].z + left.z, z[2].z, z[3].z, z[4].z + right.z));
+    g_o3v[q + 3u] = st4(vec4(z[1].w + left.w, z[2].w, z[3].w, z[4].w + right.w));
+}
+
+// The adjoint of the input transform, for the input grad of a convolution: dx = Σ over the
+// tiles whose 6×6 windows cover a pixel of B dV Bᵀ at its place in the window (the windows
+// overlap by two rows and columns; positions outside the image are dropped), where dV [36, Cin,
+// cols] = Uᵀ dM is the grad of V. Four tiles of one tile row per invocation (tw % 4 == 0, h % 4
+// == 0): their dV as vec4s (g_a4), the neighbours' boundary points as scalars (g_b = the same
+// dV); B dV Bᵀ's boundary rows and columns need only dV's (Bᵀ's first and last columns are unit
+// vectors). g_o3v = dx [N, Cin, H, W].
+@compute @workgroup_size(256)
+fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let groups = wq.cols / 4u;
+    if (i >= wq.cin * groups) {
+        return;
+    }
+    let ci = i / groups;
+    let g = i - ci * groups;
+    let t = wino_tile4(ci, 4u * g, wq.cin);
+    let plane4 = wq.cin * groups;
+    let plane = plane4 * 4u;
+    let o = ci * groups + g;
+    let c0 = ci * wq.cols + 4u * g;
+    let up = t.ty > 0u;
+    let down = t.ty + 1u < wq.th;
+    // B applied down each column of the 4 tiles' dV: rows 1..4 are this block's.
+    let k0 = wino_adj_col(o, plane4, 0u);
+    let k1 = wino_adj_col(o, plane4, 1u);
+    let k2 = wino_adj_col(o, plane4, 2u);
+    let k3 = wino_adj_col(o, plane4, 3u);
+    let k4 = wino_adj_col(o, plane4, 4u);
+    let k5 = wino_adj_col(o, plane4, 5u);
+    // The tiles above give their window's last row (their dV row 5), those below their first
+    // (dV row 0): Bᵀ's first and last columns are unit vectors.
+    let ua = wino_adj_row(o - select(0u, wq.tw / 4u, up), plane4, 30u, up);
+    let db = wino_adj_row(o + select(0u, wq.tw / 4u, down), plane4, 0u, down);
+    let r0 = array<vec4<f32>, 6>(k0[1] + ua[0], k1[1] + ua[1], k2[1] + ua[2], k3[1] + ua[3],
+                                 k4[1] + ua[4], k5[1] + ua[5]);
+    let r1 = array<vec4<f32>, 6>(k0[2], k1[2], k2[2], k3[2], k4[2], k5[2]);
+    let r2 = array<vec4<f32>, 6>(k0[3], k1[3], k2[3], k3[3], k4[3], k5[3]);
+    let r3 = array<vec4<f32>, 6>(k0[4] + db[0], k1[4] + db[1], k2[4] + db[2], k3[4] + db[3],
+                                 k4[4] + db[4], k5[4] + db[5]);
+    // Column 5 of each tile's rows goes to the first pixel of the tile on its right, column 0
+    // to the last pixel of the tile on its left; the group's outer neighbours are loaded.
+    let lx = wino_adj_side(plane, c0 - 1u, 5u, t.tx > 0u, up, down, wq.tw);
+    let rx = wino_adj_side(plane, c0 + 4u, 0u, t.tx + 4u < wq.tw, up, down, wq.tw);
+    let w4 = wq.w / 4u;
+    let q = t.base4 + t.ty * 4u * w4 + t.tx;
+    wino_adj_store(q, r0, vec4(lx.x, r0[5].x, r0[5].y, r0[5].z), vec4(r0[0].y, r0[0].z, r0[0].w, rx.x));
+    wino_adj_store(q + w4, r1, vec4(lx.y, r1[5].x, r1[5].y, r1[5].z), vec4(r1[0].y, r1[0].z, r1[0].w, rx.y));
+    wino_adj_store(q + 2u * w4, r2, vec4(lx.z, r2[5].x, r2[5].y, r2[5].z),
+                   vec4(r2[0].y, r2[0].z, r2[0].w, rx.z));
+    wino_adj_store(q + 3u * w4, r3, vec4(lx.w, r3[5].x, r3[5].y, r3[5].z),
+                   vec4(r3[0].y, r3[0].z, r3[0].w, rx.w));
+}
+
 // Output row r of tile t (y: Aᵀ M A's row plus the biases): the residual added, stored as a
 // vec4 unless the row lies past the image.
 fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {

@@ -607,11 +607,12 @@ fn backward_impl(
             Algo::Winograd { window } => window,
             _ => 0,
         };
-        let (dw, db) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
-        let dx = match (need_dx, dx_winograd) {
-            (false, _) => None,
-            (true, true) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
-            (true, false) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
+        let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
+        let dx = match (need_dx, dx_winograd, dm) {
+            (false, _, _) => None,
+            (true, true, Some(dm)) if adjoint_input_grad_ok(&g) => Some(winograd_input_grad_adjoint(ctx, &g, w, &dm)?),
+            (true, true, _) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
+            (true, false, _) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
                 Some(dx) => dx,
                 None => direct_backward_input(ctx, &g, w, dy)?,
             }),
@@ -1410,7 +1411,7 @@ fn winograd_backward_weight(
     dy: &Tensor,
     window: usize,
     saved_v: Option<&Tensor>,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let window = wino_window(ctx, g, window);
     // The forward's V serves when it covers this window layout: one window, same columns.
     let saved_v = saved_v.filter(|v| window >= g.n && v.shape() == [WINO_POINTS, g.cin, g.wino_cols(g.n)]);
@@ -1472,5 +1473,53 @@ fn winograd_backward_weight(
     } else {
         matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?
     };
-    Ok((dw, db))
+    // dM of the whole batch, for the input grad (winograd_input_grad_adjoint).
+    let dm = (window >= g.n).then_some(dm);
+    Ok((dw, db, dm))
+}
+
+/// Whether [`winograd_input_grad_adjoint`] can run `g`'s input grad: the batch in one window
+/// (dM of the whole batch), four tiles per tile row group (W % 16 == 0), whole tiles (H % 4 ==
+/// 0), and channel counts the transposed GEMM takes (multiples of 4). `DDPM_WINO_ADJOINT=0`
+/// turns it off (the input grad then runs as a Winograd convolution of dy, as before).
+fn adjoint_input_grad_ok(g: &Geometry) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("DDPM_WINO_ADJOINT").is_ok_and(|v| v == "0"));
+    !off && g.w.is_multiple_of(16) && g.h.is_multiple_of(4) && g.cin.is_multiple_of(4) && g.cout.is_multiple_of(4)
+}
+
+/// The input grad of a 3×3 / stride 1 / padding 1 convolution as the adjoint of its Winograd
+/// forward, from the weight grad's dM = A·dy·Aᵀ: dV[ξ] = U[ξ]ᵀ·dM[ξ] (36 GEMMs with the forward's
+/// weight transform U), then dx = the input transform's adjoint of dV (`wino_input_adjoint4`:
+/// B·dV·Bᵀ per tile, overlapping windows summed). The same arithmetic as a Winograd convolution
+/// of dy with the rotated weights, without transforming dy a second time.
+fn winograd_input_grad_adjoint(ctx: &Context, g: &Geometry, w: &Tensor, dm: &Tensor) -> Result<Tensor> {
+    let cols = dm.shape()[2];
+    let u = weight_transform(ctx, w, g.cout, g.cin, false)?;
+    let dv = ctx.empty(&[WINO_POINTS, g.cin, cols], "conv2d.wino_dv")?;
+    let gemm = matmul::SgGemm {
+        m: g.cin,
+        k: g.cout,
+        n: cols,
+        batch: WINO_POINTS,
+        trans_a: true,
+        trans_b: false,
+        alpha: 1.0,
+        beta: 0.0,
+        a_shared: false,
+        a_off: 0,
+        b_off: 0,
+        out_off: 0,
+    };
+    matmul::gemm_sg_raw(ctx, gemm, u.buffer(), dm.buffer(), dv.buffer())?;
+    let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
+    let params = g.wino_params(0, g.n, false);
+    flat_dispatch(
+        ctx,
+        "wino_input_adjoint4",
+        &params,
+        g.cin * cols / 4,
+        &[dv.buffer(), dv.buffer(), dx.buffer()],
+    )?;
+    Ok(dx)
 }

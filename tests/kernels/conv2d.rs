@@ -195,8 +195,8 @@ fn conv2d_im2col_shapes() {
 
 /// Winograd F(4×4, 3×3) (3×3, stride 1, padding 1, Cin % 4 == 0): images with
 /// odd sides (partial tiles at the right and bottom edges), one tile row, Cout not a multiple of
-/// 4, more output channels than one GEMM tile, input grads through Winograd (Cout % 4 == 0);
-/// and the typed error where it cannot run.
+/// 4, more output channels than one GEMM tile, input grads through Winograd (Cout % 4 == 0) and
+/// through the forward's adjoint; and the typed error where it cannot run.
 #[test]
 fn conv2d_winograd_shapes() {
     let p = Conv2dParams::new(1, 1);
@@ -255,6 +255,35 @@ fn conv2d_winograd_shapes() {
         dims(2, 8, (6, 6), 12, (3, 3), p),
         false,
         95,
+    );
+    // W % 16 == 0, H % 4 == 0, Cin and Cout multiples of 4: with the batch in one window the
+    // input grad is the adjoint of the forward (dV = Uᵀ·dM, then B·dV·Bᵀ per tile with the
+    // overlapping windows summed; windows of one image take the path above). One group of four
+    // tiles per tile row (no neighbours left or right), two and three groups (neighbours on
+    // one and both sides), one tile row (no neighbours above or below), one image.
+    check_case(
+        "2x8x16x16 -> 12 k3 winograd adjoint",
+        dims(2, 8, (16, 16), 12, (3, 3), p),
+        true,
+        103,
+    );
+    check_case(
+        "1x4x8x32 -> 8 k3 winograd adjoint",
+        dims(1, 4, (8, 32), 8, (3, 3), p),
+        true,
+        104,
+    );
+    check_case(
+        "2x4x12x48 -> 36 k3 winograd adjoint",
+        dims(2, 4, (12, 48), 36, (3, 3), p),
+        false,
+        105,
+    );
+    check_case(
+        "3x12x4x16 -> 4 k3 winograd adjoint",
+        dims(3, 12, (4, 16), 4, (3, 3), p),
+        true,
+        106,
     );
     let ctx = ctx();
     let x = ctx.zeros(&[1, 6, 8, 8], "x").unwrap();
