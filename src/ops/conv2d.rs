@@ -379,7 +379,7 @@ fn fused_impl(
     p: Conv2dParams,
     epi: Fused<'_>,
     save: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(Tensor, ConvSaved)> {
     const OP: &str = "conv2d_fused";
     let g = Geometry::new(OP, x, w, p)?;
     if let Some(b) = bias {
@@ -424,15 +424,18 @@ fn fused_impl(
     if let Some((r, scale)) = epi.residual {
         y = crate::ops::elementwise::axpby(ctx, r, &y, scale, scale)?;
     }
-    Ok((y, None))
+    Ok((y, ConvSaved::default()))
 }
 
 /// What a convolution's forward keeps for its backward ([`conv2d_fused_saving`],
-/// [`conv2d_backward_saved`]): the Winograd input transform of x, when the forward ran
-/// Winograd over the whole batch in one window. Empty otherwise; the backward then recomputes.
+/// [`conv2d_backward_saved`]): the Winograd input transform of x and the weight transform, when
+/// the forward ran Winograd over the whole batch in one window. Empty otherwise; the backward
+/// then recomputes.
 #[derive(Clone, Default)]
 pub struct ConvSaved {
     v: Option<Tensor>,
+    // The forward's weight transform U, for the input grad as the forward's adjoint.
+    u: Option<Tensor>,
 }
 
 impl ConvSaved {
@@ -445,7 +448,7 @@ impl ConvSaved {
 
     /// Bytes held (0 when nothing was kept).
     pub fn bytes(&self) -> u64 {
-        self.v.as_ref().map_or(0, |v| v.bytes())
+        self.v.as_ref().map_or(0, |v| v.bytes()) + self.u.as_ref().map_or(0, |u| u.bytes())
     }
 }
 
@@ -460,8 +463,7 @@ pub fn conv2d_fused_saving(
     p: Conv2dParams,
     epi: Fused<'_>,
 ) -> Result<(Tensor, ConvSaved)> {
-    let (y, v) = fused_impl(ctx, Algo::Auto, x, w, bias, p, epi, true)?;
-    Ok((y, ConvSaved { v }))
+    fused_impl(ctx, Algo::Auto, x, w, bias, p, epi, true)
 }
 
 /// [`conv2d_backward`] using what [`conv2d_fused_saving`] kept from the forward on the same x
@@ -475,7 +477,7 @@ pub fn conv2d_backward_saved(
     need_dx: bool,
     saved: &ConvSaved,
 ) -> Result<Conv2dGrads> {
-    backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, saved.v.as_ref())
+    backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, Some(saved))
 }
 
 /// [`conv2d`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
@@ -578,8 +580,10 @@ fn backward_impl(
     dy: &Tensor,
     p: Conv2dParams,
     need_dx: bool,
-    saved_v: Option<&Tensor>,
+    saved: Option<&ConvSaved>,
 ) -> Result<Conv2dGrads> {
+    let saved_v = saved.and_then(|s| s.v.as_ref());
+    let saved_u = saved.and_then(|s| s.u.as_ref());
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
@@ -610,7 +614,9 @@ fn backward_impl(
         let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
         let dx = match (need_dx, dx_winograd, dm) {
             (false, _, _) => None,
-            (true, true, Some(dm)) if adjoint_input_grad_ok(&g) => Some(winograd_input_grad_adjoint(ctx, &g, w, &dm)?),
+            (true, true, Some(dm)) if adjoint_input_grad_ok(&g) => {
+                Some(winograd_input_grad_adjoint(ctx, &g, w, &dm, saved_u)?)
+            }
             (true, true, _) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
             (true, false, _) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
                 Some(dx) => dx,
@@ -1332,7 +1338,7 @@ fn winograd_forward_fused(
     flip: bool,
     epi: Fused<'_>,
     save: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<(Tensor, ConvSaved)> {
     let window = wino_window(ctx, g, window);
     let u = match epi.weight_transform {
         Some(u) if !flip => {
@@ -1399,7 +1405,11 @@ fn winograd_forward_fused(
         let buffers = [m.buffer(), b, y.buffer(), r, ib];
         wino_tiles(ctx, "wino_output", &params, g, g.cout, &buffers)?;
     }
-    Ok((y, save.then_some(v)))
+    let saved = match save {
+        true => ConvSaved { v: Some(v), u: Some(u) },
+        false => ConvSaved::default(),
+    };
+    Ok((y, saved))
 }
 
 /// Weight and bias grads of the Winograd forward: dM = A dy Aᵀ per tile, 36 GEMMs
@@ -1490,12 +1500,21 @@ fn adjoint_input_grad_ok(g: &Geometry) -> bool {
 
 /// The input grad of a 3×3 / stride 1 / padding 1 convolution as the adjoint of its Winograd
 /// forward, from the weight grad's dM = A·dy·Aᵀ: dV[ξ] = U[ξ]ᵀ·dM[ξ] (36 GEMMs with the forward's
-/// weight transform U), then dx = the input transform's adjoint of dV (`wino_input_adjoint4`:
+/// weight transform U, the one the forward kept when given), then dx = the input transform's adjoint of dV (`wino_input_adjoint4`:
 /// B·dV·Bᵀ per tile, overlapping windows summed). The same arithmetic as a Winograd convolution
 /// of dy with the rotated weights, without transforming dy a second time.
-fn winograd_input_grad_adjoint(ctx: &Context, g: &Geometry, w: &Tensor, dm: &Tensor) -> Result<Tensor> {
+fn winograd_input_grad_adjoint(
+    ctx: &Context,
+    g: &Geometry,
+    w: &Tensor,
+    dm: &Tensor,
+    saved_u: Option<&Tensor>,
+) -> Result<Tensor> {
     let cols = dm.shape()[2];
-    let u = weight_transform(ctx, w, g.cout, g.cin, false)?;
+    let u = match saved_u.filter(|u| u.shape() == [WINO_POINTS, g.cout, g.cin]) {
+        Some(u) => u.clone(),
+        None => weight_transform(ctx, w, g.cout, g.cin, false)?,
+    };
     let dv = ctx.empty(&[WINO_POINTS, g.cin, cols], "conv2d.wino_dv")?;
     let gemm = matmul::SgGemm {
         m: g.cin,

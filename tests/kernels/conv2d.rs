@@ -619,8 +619,9 @@ fn conv2d_fused_epilogue() {
 }
 
 /// conv2d_fused_saving keeps the Winograd input transform and conv2d_backward_saved uses it for
-/// the weight grad: the grads equal the reference's, with padded columns (2×3 tiles per image)
-/// and without, and where nothing is kept (not Winograd) the backward recomputes.
+/// the weight grad (and the weight transform for the input grad as the forward's adjoint): the
+/// grads equal the reference's, with padded columns (2×3 tiles per image) and without, and where
+/// nothing is kept (not Winograd) the backward recomputes.
 #[test]
 fn conv2d_saved_input_transform_serves_the_backward() {
     use ddpm_wgpu::ops::conv2d::{conv2d_backward_saved, conv2d_fused_saving, Fused};
@@ -635,6 +636,12 @@ fn conv2d_saved_input_transform_serves_the_backward() {
         (
             "2x8x8x8 -> 12 k3",
             dims(2, 8, (8, 8), 12, (3, 3), Conv2dParams::new(1, 1)),
+            true,
+        ),
+        (
+            // W % 16 == 0: the input grad is the adjoint, with the kept weight transform.
+            "2x8x8x32 -> 12 k3",
+            dims(2, 8, (8, 32), 12, (3, 3), Conv2dParams::new(1, 1)),
             true,
         ),
         (
