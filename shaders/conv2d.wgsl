@@ -528,17 +528,9 @@ struct WinoParams {
     // per group; stats [N, G, 2] = (mean, rstd), γ, β [Cin]), then SiLU when norm_silu.
     norm_cpg: u32,
     norm_silu: u32,
-    // Input transform (wino_input4 only): when drop_on, dropout after the norm, as ops::dropout
-    // draws it for x's element i (kept when Philox block ⌊i/4⌋ of (drop_seed, drop_stream) has
-    // word i % 4 ≥ drop_thresh in its top 24 bits, then scaled by drop_scale).
-    drop_on: u32,
-    drop_thresh: u32,
-    drop_scale: f32,
-    drop_seed_lo: u32,
-    drop_seed_hi: u32,
-    drop_stream: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Input transform (wino_input4 only): dropout after the norm, as ops::dropout draws it for
+    // x's shape (shaders/lib/philox.wgsl).
+    drop: DropParams,
 }
 
 // The input norm of wino_input (bindings 3..5 of that entry point only).
@@ -1131,23 +1123,18 @@ fn wino_in4(x: vec4<f32>, ok: bool, n: vec2<f32>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
-// The input dropout (drop_on) of the 4 elements of x's vec4 q: v masked and scaled.
+// The input dropout of the 4 elements of x's vec4 q.
 fn wino_drop4(v: vec4<f32>, q: u32) -> vec4<f32> {
-    if (wq.drop_on == 0u) {
-        return v;
-    }
-    let keep = dropout_keep4(q, vec2(wq.drop_seed_lo, wq.drop_seed_hi), wq.drop_stream, wq.drop_thresh);
-    return select(vec4(0.0), v * wq.drop_scale, keep);
+    return dropout_apply4(v, q, wq.drop);
 }
 
 // The input dropout of x's element e (component e % 4 of vec4 e / 4; wrapped indices of
 // elements outside the image give values that are zero already).
 fn wino_drop1(v: f32, e: u32) -> f32 {
-    if (wq.drop_on == 0u) {
+    if (wq.drop.on == 0u) {
         return v;
     }
-    let keep = dropout_keep4(e / 4u, vec2(wq.drop_seed_lo, wq.drop_seed_hi), wq.drop_stream, wq.drop_thresh);
-    return select(0.0, v * wq.drop_scale, keep[e % 4u]);
+    return dropout_apply4(vec4(v), e / 4u, wq.drop)[e % 4u];
 }
 
 // Row r of tile t's 6×6 input window, normalized (and dropped out), 0 outside the image,

@@ -33,18 +33,9 @@ struct Params {
     rchunk: u32,   // elements per workgroup in the per-row kernels
     rchunks: u32,  // chunks per row: ceil(hw / rchunk)
     dx_add: u32,   // gn_bwd_dx: 1 adds dx_addend (a residual branch's gradient) to dx
-    // gn_bwd_partials4 / gn_bwd_dx4: when drop_on, dy is the gradient of dropout(y) and is
-    // masked and scaled as it is read (ops::dropout's mask for y's shape: element i kept when
-    // word i % 4 of Philox block ⌊i/4⌋ of (drop_seed, drop_stream) is ≥ drop_thresh in its top
-    // 24 bits, then scaled by drop_scale).
-    drop_on: u32,
-    drop_thresh: u32,
-    drop_scale: f32,
-    drop_seed_lo: u32,
-    drop_seed_hi: u32,
-    drop_stream: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // gn_bwd_partials4 / gn_bwd_dx4: dy is the gradient of dropout(y) and goes through its mask
+    // (ops::dropout's for y's shape, shaders/lib/philox.wgsl) as it is read, when drop.on.
+    drop: DropParams,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -397,15 +388,6 @@ fn gn_normalize4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// dy's vec4 q as the norm's gradient: through the dropout's mask when drop_on.
-fn gn_drop4(v: vec4<f32>, q: u32) -> vec4<f32> {
-    if (p.drop_on == 0u) {
-        return v;
-    }
-    let keep = dropout_keep4(q, vec2(p.drop_seed_lo, p.drop_seed_hi), p.drop_stream, p.drop_thresh);
-    return select(vec4(0.0), v * p.drop_scale, keep);
-}
-
 // gn_bwd_partials over vec4s.
 @compute @workgroup_size(WG)
 fn gn_bwd_partials4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -423,7 +405,7 @@ fn gn_bwd_partials4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     var acc = vec2<f32>(0.0);
     for (var j = lid; j < rc.len / 4u; j += WG) {
         let xh = (ld4(x4[base + j]) - mean) * rstd;
-        let g = pre_grad4(gn_drop4(ld4(dy4[base + j]), base + j), xh * ga + be);
+        let g = pre_grad4(dropout_apply4(ld4(dy4[base + j]), base + j, p.drop), xh * ga + be);
         acc += vec2<f32>(dot(g, vec4(1.0)), dot(g, xh));
     }
     let t = wg_sum(acc, lid);
@@ -450,7 +432,7 @@ fn gn_bwd_dx4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let base = rc.base / 4u;
     for (var j = lid; j < rc.len / 4u; j += WG) {
         let xh = (ld4(x4[base + j]) - mean) * rstd;
-        let g = pre_grad4(gn_drop4(ld4(dy4[base + j]), base + j), xh * ga + be);
+        let g = pre_grad4(dropout_apply4(ld4(dy4[base + j]), base + j, p.drop), xh * ga + be);
         var d = rstd * (ga * g - cm.x - xh * cm.y);
         if (p.dx_add != 0u) {
             d += ld4(dx_addend4[base + j]);

@@ -33,7 +33,10 @@ fn every_shader_parses_and_validates() {
         }
         let src = std::fs::read_to_string(&path).unwrap();
         if src.contains("array<W4>") || src.contains("array<W2>") {
-            let lib = if src.contains("philox(") || src.contains("dropout_keep4(") {
+            let lib = if ["philox(", "dropout_keep4(", "dropout_apply4(", "DropParams"]
+                .iter()
+                .any(|f| src.contains(f))
+            {
                 philox.as_str()
             } else {
                 ""

@@ -24,3 +24,26 @@ fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 fn dropout_keep4(q: u32, seed: vec2<u32>, stream: u32, thresh: u32) -> vec4<bool> {
     return (philox(vec4<u32>(q, 0u, stream, 0u), seed) >> vec4<u32>(8u)) >= vec4<u32>(thresh);
 }
+
+// A dropout drawn in-line by a kernel, as a member of its uniform params (Rust twin:
+// ops::dropout::DropParams): off when on == 0; thresh = ⌈p·2²⁴⌉, scale = 1/(1 − p).
+struct DropParams {
+    on: u32,
+    thresh: u32,
+    scale: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// The 4 elements of a tensor's vec4 q (elements 4q..4q+3) through the dropout d: masked and
+// scaled when it is on.
+fn dropout_apply4(v: vec4<f32>, q: u32, d: DropParams) -> vec4<f32> {
+    if (d.on == 0u) {
+        return v;
+    }
+    let keep = dropout_keep4(q, vec2(d.seed_lo, d.seed_hi), d.stream, d.thresh);
+    return select(vec4(0.0), v * d.scale, keep);
+}

@@ -24,7 +24,9 @@ const PHILOX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/
 
 /// Whether WGSL source calls a function of shaders/lib/philox.wgsl.
 pub(crate) fn uses_philox(source: &str) -> bool {
-    source.contains("philox(") || source.contains("dropout_keep4(")
+    ["philox(", "dropout_keep4(", "dropout_apply4(", "DropParams"]
+        .iter()
+        .any(|f| source.contains(f))
 }
 
 /// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude when it

@@ -211,36 +211,6 @@ impl GroupNorm {
         self.backward_add(ctx, ps, g, x, stats, dy, silu, None)
     }
 
-    /// [`Self::backward`] of dropout(norm(x)): dy is the dropout output's gradient.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn backward_dropout(
-        &self,
-        ctx: &Context,
-        ps: &Params,
-        g: &mut Grads,
-        x: &Tensor,
-        stats: &Tensor,
-        dy: &Tensor,
-        silu: bool,
-        dropout: Option<conv2d::Dropout>,
-    ) -> Result<Tensor> {
-        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_dropout(
-            ctx,
-            x,
-            ps.get(self.gamma),
-            ps.get(self.beta),
-            stats,
-            dy,
-            self.groups,
-            silu,
-            dropout,
-            None,
-        )?;
-        g.accumulate(ctx, self.gamma, dgamma)?;
-        g.accumulate(ctx, self.beta, dbeta)?;
-        Ok(dx)
-    }
-
     /// [`Self::backward`] with `dx_addend` added to dx as it is written.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_add(
@@ -254,7 +224,25 @@ impl GroupNorm {
         silu: bool,
         dx_addend: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_add(
+        self.backward_dropout(ctx, ps, g, x, stats, dy, silu, None, dx_addend)
+    }
+
+    /// [`Self::backward_add`] of dropout(norm(x)) (`dropout` given): dy is the dropout
+    /// output's gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_dropout(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        stats: &Tensor,
+        dy: &Tensor,
+        silu: bool,
+        dropout: Option<conv2d::Dropout>,
+        dx_addend: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_dropout(
             ctx,
             x,
             ps.get(self.gamma),
@@ -263,6 +251,7 @@ impl GroupNorm {
             dy,
             self.groups,
             silu,
+            dropout,
             dx_addend,
         )?;
         g.accumulate(ctx, self.gamma, dgamma)?;
@@ -433,7 +422,7 @@ impl ResnetBlock {
         // The dropout's mask is applied as the norm's backward reads dd2.
         let dh = self
             .norm2
-            .backward_dropout(ctx, ps, g, &tape.h, &tape.stats2, &dd2, true, tape.drop)?;
+            .backward_dropout(ctx, ps, g, &tape.h, &tape.stats2, &dd2, true, tape.drop, None)?;
         let dtproj = ew::channel_sum(ctx, &dh)?;
         let dt = self
             .time_emb_proj

@@ -260,17 +260,7 @@ pub struct InputNorm<'a> {
     pub dropout: Option<Dropout>,
 }
 
-/// The parameters of a dropout mask (see [`crate::ops::dropout`]): probability `p`, `seed`
-/// and `stream`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Dropout {
-    /// Probability of zeroing an element, in [0, 1].
-    pub p: f32,
-    /// Seed of the Philox generator.
-    pub seed: u64,
-    /// Stream (one per dropout site, so that sites draw independent masks).
-    pub stream: u32,
-}
+pub use crate::ops::dropout::Dropout;
 
 /// What [`conv2d_fused`] does around the convolution: a group norm of its input, and additions
 /// to its output before it is stored.
@@ -1126,13 +1116,7 @@ struct WinoParams {
     res_scale: f32,
     norm_cpg: u32,
     norm_silu: u32,
-    drop_on: u32,
-    drop_thresh: u32,
-    drop_scale: f32,
-    drop_seed_lo: u32,
-    drop_seed_hi: u32,
-    drop_stream: u32,
-    _pad: [u32; 2],
+    drop: crate::ops::dropout::DropParams,
 }
 
 /// Points of Winograd F(4×4, 3×3): the 6×6 transformed tile, one GEMM each.
@@ -1173,13 +1157,7 @@ impl Geometry {
             res_scale: 1.0,
             norm_cpg: 0,
             norm_silu: 0,
-            drop_on: 0,
-            drop_thresh: 0,
-            drop_scale: 1.0,
-            drop_seed_lo: 0,
-            drop_seed_hi: 0,
-            drop_stream: 0,
-            _pad: [0; 2],
+            drop: crate::ops::dropout::DropParams::OFF,
         }
     }
 }
@@ -1365,18 +1343,10 @@ fn winograd_forward_fused(
             ..g.wino_params(n0, nb, bias.is_some())
         };
         let params = match epi.input_norm.and_then(|nm| nm.dropout) {
-            Some(d) => {
-                let (thresh, scale) = crate::ops::dropout::mask_params(d.p)?;
-                WinoParams {
-                    drop_on: 1,
-                    drop_thresh: thresh,
-                    drop_scale: scale,
-                    drop_seed_lo: d.seed as u32,
-                    drop_seed_hi: (d.seed >> 32) as u32,
-                    drop_stream: d.stream,
-                    ..params
-                }
-            }
+            Some(d) => WinoParams {
+                drop: crate::ops::dropout::DropParams::new(d)?,
+                ..params
+            },
             None => params,
         };
         input_transform(ctx, &params, g, x, &v, epi.input_norm)?;

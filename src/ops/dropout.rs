@@ -17,8 +17,62 @@ use crate::gpu::Context;
 use crate::ops::random::{RngLaunch, RngParams};
 use crate::tensor::Tensor;
 
+/// The parameters of a dropout mask: probability `p`, `seed` and `stream` (what [`dropout`]
+/// takes), for kernels that draw it in-line (`ops::conv2d::InputNorm::dropout`,
+/// `ops::groupnorm::group_norm_backward_dropout`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Probability of zeroing an element, in [0, 1].
+    pub p: f32,
+    /// Seed of the Philox generator.
+    pub seed: u64,
+    /// Stream (one per dropout site, so that sites draw independent masks).
+    pub stream: u32,
+}
+
+/// A [`Dropout`] as a member of a kernel's uniform params (`DropParams` of
+/// shaders/lib/philox.wgsl; 16-byte aligned there, so it follows a multiple of 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct DropParams {
+    on: u32,
+    thresh: u32,
+    scale: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    _pad: [u32; 2],
+}
+
+impl DropParams {
+    /// No dropout.
+    pub(crate) const OFF: DropParams = DropParams {
+        on: 0,
+        thresh: 0,
+        scale: 1.0,
+        seed_lo: 0,
+        seed_hi: 0,
+        stream: 0,
+        _pad: [0; 2],
+    };
+
+    /// `d` as the kernels read it (an argument error for p outside [0, 1]).
+    pub(crate) fn new(d: Dropout) -> Result<Self> {
+        let (thresh, scale) = mask_params(d.p)?;
+        Ok(DropParams {
+            on: 1,
+            thresh,
+            scale,
+            seed_lo: d.seed as u32,
+            seed_hi: (d.seed >> 32) as u32,
+            stream: d.stream,
+            _pad: [0; 2],
+        })
+    }
+}
+
 /// (threshold on the top 24 bits of the Philox word, scale of kept elements).
-pub(crate) fn mask_params(p: f32) -> Result<(u32, f32)> {
+fn mask_params(p: f32) -> Result<(u32, f32)> {
     if !(0.0..=1.0).contains(&p) {
         return Err(Error::arg("p", format!("dropout probability {p} is not in [0, 1]")));
     }

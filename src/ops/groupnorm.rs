@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
+use crate::ops::dropout::{DropParams, Dropout};
 use crate::tensor::Tensor;
 
 static SHADER: Shader = crate::shader!("groupnorm");
@@ -34,13 +35,7 @@ struct Params {
     rchunk: u32,
     rchunks: u32,
     dx_add: u32,
-    drop_on: u32,
-    drop_thresh: u32,
-    drop_scale: f32,
-    drop_seed_lo: u32,
-    drop_seed_hi: u32,
-    drop_stream: u32,
-    _pad: [u32; 2],
+    drop: DropParams,
 }
 
 /// Largest number of loop iterations per invocation in one pass over a chunk: bounds the work
@@ -120,13 +115,7 @@ fn setup(
         rchunk: rchunk as u32,
         rchunks: hw.div_ceil(rchunk) as u32,
         dx_add: 0,
-        drop_on: 0,
-        drop_thresh: 0,
-        drop_scale: 1.0,
-        drop_seed_lo: 0,
-        drop_seed_hi: 0,
-        drop_stream: 0,
-        _pad: [0; 2],
+        drop: DropParams::OFF,
     };
     Ok((p, [("WG", wg as f64)], [("WG", row_wg as f64)]))
 }
@@ -278,7 +267,7 @@ pub fn group_norm_backward_dropout(
     dy: &Tensor,
     groups: usize,
     silu: bool,
-    dropout: Option<crate::ops::conv2d::Dropout>,
+    dropout: Option<Dropout>,
     dx_addend: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm_backward";
@@ -294,13 +283,7 @@ pub fn group_norm_backward_dropout(
     let dy = match dropout {
         // The vec4 kernels apply the mask as they read dy; the scalar ones get it applied first.
         Some(d) if entry(&p, "gn_bwd_dx") == "gn_bwd_dx4" => {
-            let (thresh, scale) = crate::ops::dropout::mask_params(d.p)?;
-            p.drop_on = 1;
-            p.drop_thresh = thresh;
-            p.drop_scale = scale;
-            p.drop_seed_lo = d.seed as u32;
-            p.drop_seed_hi = (d.seed >> 32) as u32;
-            p.drop_stream = d.stream;
+            p.drop = DropParams::new(d)?;
             dy
         }
         Some(d) => {
