@@ -1392,6 +1392,69 @@ fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
                    vec4(r3[0].y, r3[0].z, r3[0].w, rx.w));
 }
 
+// wino_input_adjoint4 for images two tiles wide (tw == 2, th even: W = 8): a vec4 of dV holds
+// a 2×2 block of tiles, (ty, 0), (ty, 1), (ty + 1, 0), (ty + 1, 1), so the left and right
+// neighbours are inside it, and the tiles above and below are the last two / first two of the
+// groups before / after it. No scalar loads: g_a4 = dV, g_o2v = dx.
+@compute @workgroup_size(256)
+fn wino_input_adjoint2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let groups = wq.cols / 4u;
+    if (i >= wq.cin * groups) {
+        return;
+    }
+    let ci = i / groups;
+    let g = i - ci * groups;
+    let t = wino_tile4(ci, 4u * g, wq.cin);
+    let plane4 = wq.cin * groups;
+    let o = ci * groups + g;
+    let up = t.ty > 0u;
+    let down = t.ty + 2u < wq.th;
+    let k0 = wino_adj_col(o, plane4, 0u);
+    let k1 = wino_adj_col(o, plane4, 1u);
+    let k2 = wino_adj_col(o, plane4, 2u);
+    let k3 = wino_adj_col(o, plane4, 3u);
+    let k4 = wino_adj_col(o, plane4, 4u);
+    let k5 = wino_adj_col(o, plane4, 5u);
+    // Window row 5 of the tiles above each tile (the previous group's lower pair for the upper
+    // pair, the upper pair's own for the lower pair), window row 0 of the tiles below.
+    let ua = wino_adj_row(o - select(0u, 1u, up), plane4, 30u, up);
+    let db = wino_adj_row(o + select(0u, 1u, down), plane4, 0u, down);
+    let a0 = vec4(ua[0].z, ua[0].w, k0[5].x, k0[5].y);
+    let a1 = vec4(ua[1].z, ua[1].w, k1[5].x, k1[5].y);
+    let a2 = vec4(ua[2].z, ua[2].w, k2[5].x, k2[5].y);
+    let a3 = vec4(ua[3].z, ua[3].w, k3[5].x, k3[5].y);
+    let a4 = vec4(ua[4].z, ua[4].w, k4[5].x, k4[5].y);
+    let a5 = vec4(ua[5].z, ua[5].w, k5[5].x, k5[5].y);
+    let b0 = vec4(k0[0].z, k0[0].w, db[0].x, db[0].y);
+    let b1 = vec4(k1[0].z, k1[0].w, db[1].x, db[1].y);
+    let b2 = vec4(k2[0].z, k2[0].w, db[2].x, db[2].y);
+    let b3 = vec4(k3[0].z, k3[0].w, db[3].x, db[3].y);
+    let b4 = vec4(k4[0].z, k4[0].w, db[4].x, db[4].y);
+    let b5 = vec4(k5[0].z, k5[0].w, db[5].x, db[5].y);
+    let r0 = array<vec4<f32>, 6>(k0[1] + a0, k1[1] + a1, k2[1] + a2, k3[1] + a3, k4[1] + a4, k5[1] + a5);
+    let r1 = array<vec4<f32>, 6>(k0[2], k1[2], k2[2], k3[2], k4[2], k5[2]);
+    let r2 = array<vec4<f32>, 6>(k0[3], k1[3], k2[3], k3[3], k4[3], k5[3]);
+    let r3 = array<vec4<f32>, 6>(k0[4] + b0, k1[4] + b1, k2[4] + b2, k3[4] + b3, k4[4] + b4, k5[4] + b5);
+    // Tiles x = 1 take column 5 of their left neighbour, tiles x = 0 column 0 of their right.
+    let q = t.base4 + t.ty * 4u * 2u;
+    wino_adj_store2(q, r0, vec4(0.0, r0[5].x, 0.0, r0[5].z), vec4(r0[0].y, 0.0, r0[0].w, 0.0));
+    wino_adj_store2(q + 2u, r1, vec4(0.0, r1[5].x, 0.0, r1[5].z), vec4(r1[0].y, 0.0, r1[0].w, 0.0));
+    wino_adj_store2(q + 4u, r2, vec4(0.0, r2[5].x, 0.0, r2[5].z), vec4(r2[0].y, 0.0, r2[0].w, 0.0));
+    wino_adj_store2(q + 6u, r3, vec4(0.0, r3[5].x, 0.0, r3[5].z), vec4(r3[0].y, 0.0, r3[0].w, 0.0));
+}
+
+// wino_adj_store for a 2×2 block of tiles in an image two vec4s wide, into g_o2v: block row r
+// of the upper pair at q, q + 1, of the lower pair four image rows (8 vec4s) further.
+fn wino_adj_store2(q: u32, r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f32>) {
+    let z = wino_badj4(r);
+    g_o2v[q] = st4(vec4(z[1].x + left.x, z[2].x, z[3].x, z[4].x + right.x));
+    g_o2v[q + 1u] = st4(vec4(z[1].y + left.y, z[2].y, z[3].y, z[4].y + right.y));
+    g_o2v[q + 8u] = st4(vec4(z[1].z + left.z, z[2].z, z[3].z, z[4].z + right.z));
+    g_o2v[q + 9u] = st4(vec4(z[1].w + left.w, z[2].w, z[3].w, z[4].w + right.w));
+}
+
 // Output row r of tile t (y: Aᵀ M A's row plus the biases): the residual added, stored as a
 // vec4 unless the row lies past the image.
 fn wino_out_row(t: WTile, r: u32, y: vec4<f32>) {

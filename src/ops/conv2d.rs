@@ -604,7 +604,7 @@ fn backward_impl(
         let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
         let dx = match (need_dx, dx_winograd, dm) {
             (false, _, _) => None,
-            (true, true, Some(dm)) if adjoint_input_grad_ok(&g) => {
+            (true, true, Some(dm)) if adjoint_input_grad_kernel(&g).is_some() => {
                 Some(winograd_input_grad_adjoint(ctx, &g, w, &dm, saved_u)?)
             }
             (true, true, _) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
@@ -1458,19 +1458,30 @@ fn winograd_backward_weight(
     Ok((dw, db, dm))
 }
 
-/// Whether [`winograd_input_grad_adjoint`] can run `g`'s input grad: the batch in one window
-/// (dM of the whole batch), four tiles per tile row group (W % 16 == 0), whole tiles (H % 4 ==
-/// 0), and channel counts the transposed GEMM takes (multiples of 4). `DDPM_WINO_ADJOINT=0`
-/// turns it off (the input grad then runs as a Winograd convolution of dy, as before).
-fn adjoint_input_grad_ok(g: &Geometry) -> bool {
+/// The kernel of [`winograd_input_grad_adjoint`] for `g`, if one can run its input grad (the
+/// caller also needs the batch in one window, for dM of the whole batch): whole tiles, as
+/// vec4 groups of four tiles of a tile row (`wino_input_adjoint4`: W % 16 == 0, H % 4 == 0) or
+/// of a 2×2 block in images two tiles wide (`wino_input_adjoint2`: W = 8, H % 8 == 0), and
+/// channel counts the transposed GEMM takes (multiples of 4). `DDPM_WINO_ADJOINT=0` turns it off
+/// (the input grad then runs as a Winograd convolution of dy, as before).
+fn adjoint_input_grad_kernel(g: &Geometry) -> Option<&'static str> {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("DDPM_WINO_ADJOINT").is_ok_and(|v| v == "0"));
-    !off && g.w.is_multiple_of(16) && g.h.is_multiple_of(4) && g.cin.is_multiple_of(4) && g.cout.is_multiple_of(4)
+    if off || !g.cin.is_multiple_of(4) || !g.cout.is_multiple_of(4) {
+        return None;
+    }
+    if g.w.is_multiple_of(16) && g.h.is_multiple_of(4) {
+        Some("wino_input_adjoint4")
+    } else if g.w == 8 && g.h.is_multiple_of(8) {
+        Some("wino_input_adjoint2")
+    } else {
+        None
+    }
 }
 
 /// The input grad of a 3×3 / stride 1 / padding 1 convolution as the adjoint of its Winograd
 /// forward, from the weight grad's dM = A·dy·Aᵀ: dV[ξ] = U[ξ]ᵀ·dM[ξ] (36 GEMMs with the forward's
-/// weight transform U, the one the forward kept when given), then dx = the input transform's adjoint of dV (`wino_input_adjoint4`:
+/// weight transform U, the one the forward kept when given), then dx = the input transform's adjoint of dV (`wino_input_adjoint4` / `2`:
 /// B·dV·Bᵀ per tile, overlapping windows summed). The same arithmetic as a Winograd convolution
 /// of dy with the rotated weights, without transforming dy a second time.
 fn winograd_input_grad_adjoint(
@@ -1503,12 +1514,16 @@ fn winograd_input_grad_adjoint(
     matmul::gemm_sg_raw(ctx, gemm, u.buffer(), dm.buffer(), dv.buffer())?;
     let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
     let params = g.wino_params(0, g.n, false);
-    flat_dispatch(
-        ctx,
-        "wino_input_adjoint4",
-        &params,
-        g.cin * cols / 4,
-        &[dv.buffer(), dv.buffer(), dx.buffer()],
-    )?;
+    let four = [dv.buffer(), dv.buffer(), dx.buffer()];
+    let two = [dv.buffer(), dx.buffer()];
+    let entry = adjoint_input_grad_kernel(g).ok_or_else(|| {
+        Error::Gpu(format!(
+            "no adjoint input-grad kernel for {}×{} images (engine bug)",
+            g.h, g.w
+        ))
+    })?;
+    // wino_input_adjoint4 reads dV as vec4s and as scalars; wino_input_adjoint2 as vec4s.
+    let buffers: &[&wgpu::Buffer] = if entry == "wino_input_adjoint4" { &four } else { &two };
+    flat_dispatch(ctx, entry, &params, g.cin * cols / 4, buffers)?;
     Ok(dx)
 }

@@ -256,11 +256,12 @@ fn conv2d_winograd_shapes() {
         false,
         95,
     );
-    // W % 16 == 0, H % 4 == 0, Cin and Cout multiples of 4: with the batch in one window the
-    // input grad is the adjoint of the forward (dV = Uᵀ·dM, then B·dV·Bᵀ per tile with the
-    // overlapping windows summed; windows of one image take the path above). One group of four
-    // tiles per tile row (no neighbours left or right), two and three groups (neighbours on
-    // one and both sides), one tile row (no neighbours above or below), one image.
+    // W % 16 == 0 and H % 4 == 0 (or W = 8 and H % 8 == 0, below), Cin and Cout multiples of 4:
+    // with the batch in one window the input grad is the adjoint of the forward (dV = Uᵀ·dM,
+    // then B·dV·Bᵀ per tile with the overlapping windows summed; windows of one image take the
+    // path above). One group of four tiles per tile row (no neighbours left or right), two and
+    // three groups (neighbours on one and both sides), one tile row (no neighbours above or
+    // below), one image.
     check_case(
         "2x8x16x16 -> 12 k3 winograd adjoint",
         dims(2, 8, (16, 16), 12, (3, 3), p),
@@ -284,6 +285,26 @@ fn conv2d_winograd_shapes() {
         dims(3, 12, (4, 16), 4, (3, 3), p),
         true,
         106,
+    );
+    // Images two tiles wide (W = 8, H % 8 == 0): a vec4 of dV is a 2×2 block of tiles; one
+    // block per image, two (neighbours across blocks) and three.
+    check_case(
+        "2x8x8x8 -> 12 k3 winograd adjoint2",
+        dims(2, 8, (8, 8), 12, (3, 3), p),
+        true,
+        107,
+    );
+    check_case(
+        "2x4x16x8 -> 8 k3 winograd adjoint2",
+        dims(2, 4, (16, 8), 8, (3, 3), p),
+        true,
+        108,
+    );
+    check_case(
+        "1x4x24x8 -> 4 k3 winograd adjoint2",
+        dims(1, 4, (24, 8), 4, (3, 3), p),
+        false,
+        109,
     );
     let ctx = ctx();
     let x = ctx.zeros(&[1, 6, 8, 8], "x").unwrap();
