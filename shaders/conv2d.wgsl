@@ -1337,6 +1337,45 @@ fn wino_adj_store(q: u32, r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f
     g_o3v[q + 3u] = st4(vec4(z[1].w + left.w, z[2].w, z[3].w, z[4].w + right.w));
 }
 
+// The group of four tiles (one vec4 of dV) of invocation i of an adjoint kernel: its channel,
+// first tile, vec4 index o in a point's plane and that plane's size in vec4s.
+struct WAdj {
+    ci: u32,
+    g: u32,
+    t: WTile,
+    o: u32,
+    plane4: u32,
+}
+
+fn wino_adj_group(i: u32) -> WAdj {
+    let groups = wq.cols / 4u;
+    let ci = i / groups;
+    let g = i - ci * groups;
+    return WAdj(ci, g, wino_tile4(ci, 4u * g, wq.cin), ci * groups + g, wq.cin * groups);
+}
+
+// B applied down each of the 6 columns of the group's dV: k[b][i] = (B dV[., b])[i].
+fn wino_adj_cols(a: WAdj) -> array<array<vec4<f32>, 6>, 6> {
+    return array<array<vec4<f32>, 6>, 6>(
+        wino_adj_col(a.o, a.plane4, 0u), wino_adj_col(a.o, a.plane4, 1u),
+        wino_adj_col(a.o, a.plane4, 2u), wino_adj_col(a.o, a.plane4, 3u),
+        wino_adj_col(a.o, a.plane4, 4u), wino_adj_col(a.o, a.plane4, 5u));
+}
+
+// The 4 block rows (window rows 1..4 of each tile) as rows over b, with `top` (what the tiles
+// above give: their window row 5) added to the first and `bottom` (their window row 0, from
+// the tiles below) to the last.
+fn wino_adj_block(k: array<array<vec4<f32>, 6>, 6>, top: array<vec4<f32>, 6>,
+                  bottom: array<vec4<f32>, 6>) -> array<array<vec4<f32>, 6>, 4> {
+    return array<array<vec4<f32>, 6>, 4>(
+        array<vec4<f32>, 6>(k[0][1] + top[0], k[1][1] + top[1], k[2][1] + top[2], k[3][1] + top[3],
+                            k[4][1] + top[4], k[5][1] + top[5]),
+        array<vec4<f32>, 6>(k[0][2], k[1][2], k[2][2], k[3][2], k[4][2], k[5][2]),
+        array<vec4<f32>, 6>(k[0][3], k[1][3], k[2][3], k[3][3], k[4][3], k[5][3]),
+        array<vec4<f32>, 6>(k[0][4] + bottom[0], k[1][4] + bottom[1], k[2][4] + bottom[2],
+                            k[3][4] + bottom[3], k[4][4] + bottom[4], k[5][4] + bottom[5]));
+}
+
 // The adjoint of the input transform, for the input grad of a convolution: dx = Σ over the
 // tiles whose 6×6 windows cover a pixel of B dV Bᵀ at its place in the window (the windows
 // overlap by two rows and columns; positions outside the image are dropped), where dV [36, Cin,
@@ -1348,48 +1387,34 @@ fn wino_adj_store(q: u32, r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f
 fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let i = col_index(wg, nwg, lid);
-    let groups = wq.cols / 4u;
-    if (i >= wq.cin * groups) {
+    if (i >= wq.cin * (wq.cols / 4u)) {
         return;
     }
-    let ci = i / groups;
-    let g = i - ci * groups;
-    let t = wino_tile4(ci, 4u * g, wq.cin);
-    let plane4 = wq.cin * groups;
-    let plane = plane4 * 4u;
-    let o = ci * groups + g;
-    let c0 = ci * wq.cols + 4u * g;
+    let a = wino_adj_group(i);
+    let t = a.t;
+    let plane = a.plane4 * 4u;
+    let c0 = a.ci * wq.cols + 4u * a.g;
     let up = t.ty > 0u;
     let down = t.ty + 1u < wq.th;
-    // B applied down each column of the 4 tiles' dV: rows 1..4 are this block's.
-    let k0 = wino_adj_col(o, plane4, 0u);
-    let k1 = wino_adj_col(o, plane4, 1u);
-    let k2 = wino_adj_col(o, plane4, 2u);
-    let k3 = wino_adj_col(o, plane4, 3u);
-    let k4 = wino_adj_col(o, plane4, 4u);
-    let k5 = wino_adj_col(o, plane4, 5u);
     // The tiles above give their window's last row (their dV row 5), those below their first
     // (dV row 0): Bᵀ's first and last columns are unit vectors.
-    let ua = wino_adj_row(o - select(0u, wq.tw / 4u, up), plane4, 30u, up);
-    let db = wino_adj_row(o + select(0u, wq.tw / 4u, down), plane4, 0u, down);
-    let r0 = array<vec4<f32>, 6>(k0[1] + ua[0], k1[1] + ua[1], k2[1] + ua[2], k3[1] + ua[3],
-                                 k4[1] + ua[4], k5[1] + ua[5]);
-    let r1 = array<vec4<f32>, 6>(k0[2], k1[2], k2[2], k3[2], k4[2], k5[2]);
-    let r2 = array<vec4<f32>, 6>(k0[3], k1[3], k2[3], k3[3], k4[3], k5[3]);
-    let r3 = array<vec4<f32>, 6>(k0[4] + db[0], k1[4] + db[1], k2[4] + db[2], k3[4] + db[3],
-                                 k4[4] + db[4], k5[4] + db[5]);
+    let ua = wino_adj_row(a.o - select(0u, wq.tw / 4u, up), a.plane4, 30u, up);
+    let db = wino_adj_row(a.o + select(0u, wq.tw / 4u, down), a.plane4, 0u, down);
+    let r = wino_adj_block(wino_adj_cols(a), ua, db);
     // Column 5 of each tile's rows goes to the first pixel of the tile on its right, column 0
     // to the last pixel of the tile on its left; the group's outer neighbours are loaded.
     let lx = wino_adj_side(plane, c0 - 1u, 5u, t.tx > 0u, up, down, wq.tw);
     let rx = wino_adj_side(plane, c0 + 4u, 0u, t.tx + 4u < wq.tw, up, down, wq.tw);
     let w4 = wq.w / 4u;
     let q = t.base4 + t.ty * 4u * w4 + t.tx;
-    wino_adj_store(q, r0, vec4(lx.x, r0[5].x, r0[5].y, r0[5].z), vec4(r0[0].y, r0[0].z, r0[0].w, rx.x));
-    wino_adj_store(q + w4, r1, vec4(lx.y, r1[5].x, r1[5].y, r1[5].z), vec4(r1[0].y, r1[0].z, r1[0].w, rx.y));
-    wino_adj_store(q + 2u * w4, r2, vec4(lx.z, r2[5].x, r2[5].y, r2[5].z),
-                   vec4(r2[0].y, r2[0].z, r2[0].w, rx.z));
-    wino_adj_store(q + 3u * w4, r3, vec4(lx.w, r3[5].x, r3[5].y, r3[5].z),
-                   vec4(r3[0].y, r3[0].z, r3[0].w, rx.w));
+    wino_adj_store(q, r[0], vec4(lx.x, r[0][5].x, r[0][5].y, r[0][5].z),
+                   vec4(r[0][0].y, r[0][0].z, r[0][0].w, rx.x));
+    wino_adj_store(q + w4, r[1], vec4(lx.y, r[1][5].x, r[1][5].y, r[1][5].z),
+                   vec4(r[1][0].y, r[1][0].z, r[1][0].w, rx.y));
+    wino_adj_store(q + 2u * w4, r[2], vec4(lx.z, r[2][5].x, r[2][5].y, r[2][5].z),
+                   vec4(r[2][0].y, r[2][0].z, r[2][0].w, rx.z));
+    wino_adj_store(q + 3u * w4, r[3], vec4(lx.w, r[3][5].x, r[3][5].y, r[3][5].z),
+                   vec4(r[3][0].y, r[3][0].z, r[3][0].w, rx.w));
 }
 
 // wino_input_adjoint4 for images two tiles wide (tw == 2, th even: W = 8): a vec4 of dV holds
@@ -1400,49 +1425,33 @@ fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 fn wino_input_adjoint2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let i = col_index(wg, nwg, lid);
-    let groups = wq.cols / 4u;
-    if (i >= wq.cin * groups) {
+    if (i >= wq.cin * (wq.cols / 4u)) {
         return;
     }
-    let ci = i / groups;
-    let g = i - ci * groups;
-    let t = wino_tile4(ci, 4u * g, wq.cin);
-    let plane4 = wq.cin * groups;
-    let o = ci * groups + g;
-    let up = t.ty > 0u;
-    let down = t.ty + 2u < wq.th;
-    let k0 = wino_adj_col(o, plane4, 0u);
-    let k1 = wino_adj_col(o, plane4, 1u);
-    let k2 = wino_adj_col(o, plane4, 2u);
-    let k3 = wino_adj_col(o, plane4, 3u);
-    let k4 = wino_adj_col(o, plane4, 4u);
-    let k5 = wino_adj_col(o, plane4, 5u);
+    let a = wino_adj_group(i);
+    let up = a.t.ty > 0u;
+    let down = a.t.ty + 2u < wq.th;
+    let k = wino_adj_cols(a);
     // Window row 5 of the tiles above each tile (the previous group's lower pair for the upper
     // pair, the upper pair's own for the lower pair), window row 0 of the tiles below.
-    let ua = wino_adj_row(o - select(0u, 1u, up), plane4, 30u, up);
-    let db = wino_adj_row(o + select(0u, 1u, down), plane4, 0u, down);
-    let a0 = vec4(ua[0].z, ua[0].w, k0[5].x, k0[5].y);
-    let a1 = vec4(ua[1].z, ua[1].w, k1[5].x, k1[5].y);
-    let a2 = vec4(ua[2].z, ua[2].w, k2[5].x, k2[5].y);
-    let a3 = vec4(ua[3].z, ua[3].w, k3[5].x, k3[5].y);
-    let a4 = vec4(ua[4].z, ua[4].w, k4[5].x, k4[5].y);
-    let a5 = vec4(ua[5].z, ua[5].w, k5[5].x, k5[5].y);
-    let b0 = vec4(k0[0].z, k0[0].w, db[0].x, db[0].y);
-    let b1 = vec4(k1[0].z, k1[0].w, db[1].x, db[1].y);
-    let b2 = vec4(k2[0].z, k2[0].w, db[2].x, db[2].y);
-    let b3 = vec4(k3[0].z, k3[0].w, db[3].x, db[3].y);
-    let b4 = vec4(k4[0].z, k4[0].w, db[4].x, db[4].y);
-    let b5 = vec4(k5[0].z, k5[0].w, db[5].x, db[5].y);
-    let r0 = array<vec4<f32>, 6>(k0[1] + a0, k1[1] + a1, k2[1] + a2, k3[1] + a3, k4[1] + a4, k5[1] + a5);
-    let r1 = array<vec4<f32>, 6>(k0[2], k1[2], k2[2], k3[2], k4[2], k5[2]);
-    let r2 = array<vec4<f32>, 6>(k0[3], k1[3], k2[3], k3[3], k4[3], k5[3]);
-    let r3 = array<vec4<f32>, 6>(k0[4] + b0, k1[4] + b1, k2[4] + b2, k3[4] + b3, k4[4] + b4, k5[4] + b5);
+    let ua = wino_adj_row(a.o - select(0u, 1u, up), a.plane4, 30u, up);
+    let db = wino_adj_row(a.o + select(0u, 1u, down), a.plane4, 0u, down);
+    // Written out: an array indexed by a loop counter leaves the registers on llvmpipe.
+    let top = array<vec4<f32>, 6>(
+        vec4(ua[0].z, ua[0].w, k[0][5].x, k[0][5].y), vec4(ua[1].z, ua[1].w, k[1][5].x, k[1][5].y),
+        vec4(ua[2].z, ua[2].w, k[2][5].x, k[2][5].y), vec4(ua[3].z, ua[3].w, k[3][5].x, k[3][5].y),
+        vec4(ua[4].z, ua[4].w, k[4][5].x, k[4][5].y), vec4(ua[5].z, ua[5].w, k[5][5].x, k[5][5].y));
+    let bottom = array<vec4<f32>, 6>(
+        vec4(k[0][0].z, k[0][0].w, db[0].x, db[0].y), vec4(k[1][0].z, k[1][0].w, db[1].x, db[1].y),
+        vec4(k[2][0].z, k[2][0].w, db[2].x, db[2].y), vec4(k[3][0].z, k[3][0].w, db[3].x, db[3].y),
+        vec4(k[4][0].z, k[4][0].w, db[4].x, db[4].y), vec4(k[5][0].z, k[5][0].w, db[5].x, db[5].y));
+    let r = wino_adj_block(k, top, bottom);
     // Tiles x = 1 take column 5 of their left neighbour, tiles x = 0 column 0 of their right.
-    let q = t.base4 + t.ty * 4u * 2u;
-    wino_adj_store2(q, r0, vec4(0.0, r0[5].x, 0.0, r0[5].z), vec4(r0[0].y, 0.0, r0[0].w, 0.0));
-    wino_adj_store2(q + 2u, r1, vec4(0.0, r1[5].x, 0.0, r1[5].z), vec4(r1[0].y, 0.0, r1[0].w, 0.0));
-    wino_adj_store2(q + 4u, r2, vec4(0.0, r2[5].x, 0.0, r2[5].z), vec4(r2[0].y, 0.0, r2[0].w, 0.0));
-    wino_adj_store2(q + 6u, r3, vec4(0.0, r3[5].x, 0.0, r3[5].z), vec4(r3[0].y, 0.0, r3[0].w, 0.0));
+    let q = a.t.base4 + a.t.ty * 4u * 2u;
+    wino_adj_store2(q, r[0], vec4(0.0, r[0][5].x, 0.0, r[0][5].z), vec4(r[0][0].y, 0.0, r[0][0].w, 0.0));
+    wino_adj_store2(q + 2u, r[1], vec4(0.0, r[1][5].x, 0.0, r[1][5].z), vec4(r[1][0].y, 0.0, r[1][0].w, 0.0));
+    wino_adj_store2(q + 4u, r[2], vec4(0.0, r[2][5].x, 0.0, r[2][5].z), vec4(r[2][0].y, 0.0, r[2][0].w, 0.0));
+    wino_adj_store2(q + 6u, r[3], vec4(0.0, r[3][5].x, 0.0, r[3][5].z), vec4(r[3][0].y, 0.0, r[3][0].w, 0.0));
 }
 
 // wino_adj_store for a 2×2 block of tiles in an image two vec4s wide, into g_o2v: block row r
