@@ -1,5 +1,5 @@
 // Philox-4x32-10 (Salmon et al. 2011), shared by the kernels that draw random numbers:
-// appended by the engine (`gpu::pipeline::module_source`) to every shader that calls philox(),
+// appended by the engine (`gpu::pipeline::module_source`) to every shader that uses it,
 // after the wide prelude of shaders/wide/, which supplies mul_wide (the full 32×32-bit product).
 // CPU twin: src/reference/random.rs.
 

@@ -23,7 +23,7 @@ fn st2(v: vec2<f32>) -> W2 {
 }
 
 // The full 64-bit product of two u32 as (hi, lo), from 16-bit halves (plain WGSL has no u64):
-// Philox in shaders/random.wgsl.
+// Philox in shaders/lib/philox.wgsl.
 fn mul_wide(a: u32, b: u32) -> vec2<u32> {
     let al = a & 0xffffu;
     let ah = a >> 16u;

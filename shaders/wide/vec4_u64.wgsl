@@ -32,7 +32,7 @@ fn st2(v: vec2<f32>) -> W2 {
 }
 
 // The full 64-bit product of two u32 as (hi, lo): one u64 multiply (Philox in
-// shaders/random.wgsl), where the plain form takes four 16-bit products and their carries.
+// shaders/lib/philox.wgsl), where the plain form takes four 16-bit products and their carries.
 fn mul_wide(a: u32, b: u32) -> vec2<u32> {
     let p = u64(a) * u64(b);
     return vec2<u32>(u32(p >> 32u), u32(p));

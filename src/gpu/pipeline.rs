@@ -19,11 +19,11 @@ const WIDE_F32: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shader
 /// `W4`, `ld4` and `st4` as `vec2<u64>` (adapters with SHADER_INT64; pays on llvmpipe).
 const WIDE_U64: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/wide/vec4_u64.wgsl"));
 
-/// Philox-4x32-10 and the dropout mask, for the shaders that call `philox(`.
+/// Philox-4x32-10 and the in-line dropout mask (see [`uses_philox`]).
 const PHILOX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/lib/philox.wgsl"));
 
-/// Whether WGSL source calls a function of shaders/lib/philox.wgsl.
-pub(crate) fn uses_philox(source: &str) -> bool {
+/// Whether WGSL source uses a function or the struct of shaders/lib/philox.wgsl.
+fn uses_philox(source: &str) -> bool {
     ["philox(", "dropout_keep4(", "dropout_apply4(", "DropParams"]
         .iter()
         .any(|f| source.contains(f))
@@ -31,8 +31,8 @@ pub(crate) fn uses_philox(source: &str) -> bool {
 
 /// The WGSL that is compiled for `shader`: its file, plus the wide-element prelude when it
 /// declares buffers of `W4` or `W2` (moved with `ld4` / `st4`, `ld2` / `st2`), plus
-/// shaders/lib/philox.wgsl when it calls one of its functions (which needs the prelude's `mul_wide`, so
-/// such a shader declares wide buffers too). Appended, so that error line numbers stay those of
+/// shaders/lib/philox.wgsl when it uses what that defines (which needs the prelude's
+/// `mul_wide`, so such a shader declares wide buffers too). Appended, so that error line numbers stay those of
 /// the shader's own file.
 pub(crate) fn module_source(shader: &Shader, wide_u64: bool) -> std::borrow::Cow<'static, str> {
     if !shader.source.contains("array<W4>") && !shader.source.contains("array<W2>") {

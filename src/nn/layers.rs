@@ -170,7 +170,7 @@ impl GroupNorm {
         ps: &'a Params,
         stats: &'a Tensor,
         silu: bool,
-        dropout: Option<conv2d::Dropout>,
+        dropout: Option<dropout::Dropout>,
     ) -> conv2d::InputNorm<'a> {
         conv2d::InputNorm {
             stats,
@@ -239,7 +239,7 @@ impl GroupNorm {
         stats: &Tensor,
         dy: &Tensor,
         silu: bool,
-        dropout: Option<conv2d::Dropout>,
+        dropout: Option<dropout::Dropout>,
         dx_addend: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (dx, dgamma, dbeta) = groupnorm::group_norm_backward_dropout(
@@ -285,7 +285,7 @@ pub struct ResnetTape {
     h: Tensor,
     stats2: Tensor,
     // The dropout between norm2 and conv2 (training with dropout > 0 only).
-    drop: Option<conv2d::Dropout>,
+    drop: Option<dropout::Dropout>,
     // The convolutions' Winograd input transforms, kept in training for their weight grads.
     saved1: conv2d::ConvSaved,
     saved2: conv2d::ConvSaved,
@@ -351,7 +351,7 @@ impl ResnetBlock {
             weight_transform: None,
         };
         let (h, saved1) = self.conv1.forward_fused(ctx, ps, x, epi1, mode.train)?;
-        let drop = (mode.train && self.dropout > 0.0).then_some(conv2d::Dropout {
+        let drop = (mode.train && self.dropout > 0.0).then_some(dropout::Dropout {
             p: self.dropout,
             seed: mode.seed,
             stream: self.stream,

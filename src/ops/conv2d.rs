@@ -257,10 +257,8 @@ pub struct InputNorm<'a> {
     /// shape: a ResNet block's dropout between its second norm and convolution, with no
     /// stored activation. The matching backward is
     /// [`crate::ops::groupnorm::group_norm_backward_dropout`].
-    pub dropout: Option<Dropout>,
+    pub dropout: Option<crate::ops::dropout::Dropout>,
 }
-
-pub use crate::ops::dropout::Dropout;
 
 /// What [`conv2d_fused`] does around the convolution: a group norm of its input, and additions
 /// to its output before it is stored.
@@ -602,13 +600,11 @@ fn backward_impl(
             _ => 0,
         };
         let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
-        let dx = match (need_dx, dx_winograd, dm) {
-            (false, _, _) => None,
-            (true, true, Some(dm)) if adjoint_input_grad_kernel(&g).is_some() => {
-                Some(winograd_input_grad_adjoint(ctx, &g, w, &dm, saved_u)?)
-            }
-            (true, true, _) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
-            (true, false, _) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
+        let dx = match (need_dx, dx_winograd, dm, adjoint_input_grad_kernel(&g)) {
+            (false, ..) => None,
+            (true, true, Some(dm), Some(entry)) => Some(winograd_input_grad_adjoint(ctx, &g, entry, w, &dm, saved_u)?),
+            (true, true, ..) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
+            (true, false, ..) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
                 Some(dx) => dx,
                 None => direct_backward_input(ctx, &g, w, dy)?,
             }),
@@ -1332,6 +1328,10 @@ fn winograd_forward_fused(
     if save && g.wino_cols(g.n) != g.n * g.wino_tiles_per_image() {
         ctx.clear_buffer(v.buffer());
     }
+    let drop = match epi.input_norm.and_then(|nm| nm.dropout) {
+        Some(d) => crate::ops::dropout::DropParams::new(d)?,
+        None => crate::ops::dropout::DropParams::OFF,
+    };
     for n0 in (0..g.n).step_by(window) {
         let nb = window.min(g.n - n0);
         let params = WinoParams {
@@ -1342,13 +1342,7 @@ fn winograd_forward_fused(
             norm_silu: epi.input_norm.is_some_and(|nm| nm.silu) as u32,
             ..g.wino_params(n0, nb, bias.is_some())
         };
-        let params = match epi.input_norm.and_then(|nm| nm.dropout) {
-            Some(d) => WinoParams {
-                drop: crate::ops::dropout::DropParams::new(d)?,
-                ..params
-            },
-            None => params,
-        };
+        let params = WinoParams { drop, ..params };
         input_transform(ctx, &params, g, x, &v, epi.input_norm)?;
         // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,
         // which the output transform never reads).
@@ -1481,12 +1475,14 @@ fn adjoint_input_grad_kernel(g: &Geometry) -> Option<&'static str> {
 
 /// The input grad of a 3×3 / stride 1 / padding 1 convolution as the adjoint of its Winograd
 /// forward, from the weight grad's dM = A·dy·Aᵀ: dV[ξ] = U[ξ]ᵀ·dM[ξ] (36 GEMMs with the forward's
-/// weight transform U, the one the forward kept when given), then dx = the input transform's adjoint of dV (`wino_input_adjoint4` / `2`:
+/// weight transform U, the one the forward kept when given), then dx = the input transform's adjoint of dV
+/// (`entry` of [`adjoint_input_grad_kernel`]:
 /// B·dV·Bᵀ per tile, overlapping windows summed). The same arithmetic as a Winograd convolution
 /// of dy with the rotated weights, without transforming dy a second time.
 fn winograd_input_grad_adjoint(
     ctx: &Context,
     g: &Geometry,
+    entry: &'static str,
     w: &Tensor,
     dm: &Tensor,
     saved_u: Option<&Tensor>,
@@ -1516,12 +1512,6 @@ fn winograd_input_grad_adjoint(
     let params = g.wino_params(0, g.n, false);
     let four = [dv.buffer(), dv.buffer(), dx.buffer()];
     let two = [dv.buffer(), dx.buffer()];
-    let entry = adjoint_input_grad_kernel(g).ok_or_else(|| {
-        Error::Gpu(format!(
-            "no adjoint input-grad kernel for {}×{} images (engine bug)",
-            g.h, g.w
-        ))
-    })?;
     // wino_input_adjoint4 reads dV as vec4s and as scalars; wino_input_adjoint2 as vec4s.
     let buffers: &[&wgpu::Buffer] = if entry == "wino_input_adjoint4" { &four } else { &two };
     flat_dispatch(ctx, entry, &params, g.cin * cols / 4, buffers)?;

@@ -714,7 +714,8 @@ fn conv2d_saved_input_transform_serves_the_backward() {
 /// separate-pass fallback.
 #[test]
 fn conv2d_fused_input_norm() {
-    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Dropout, Fused, InputNorm};
+    use ddpm_wgpu::ops::conv2d::{conv2d_fused_with, Fused, InputNorm};
+    use ddpm_wgpu::ops::dropout::Dropout;
     use ddpm_wgpu::ops::groupnorm::group_norm_stats;
     use ddpm_wgpu::reference::dropout as dref;
     use ddpm_wgpu::reference::groupnorm as gref;

@@ -1,6 +1,6 @@
 // GPU groupnorm kernels vs the CPU reference.
 use crate::common::{assert_close, ctx, rand_vec, to_f64};
-use ddpm_wgpu::ops::conv2d::Dropout;
+use ddpm_wgpu::ops::dropout::Dropout;
 use ddpm_wgpu::reference::dropout as dref;
 use ddpm_wgpu::{ops::groupnorm as gn, reference::groupnorm as rf, Error};
 
