@@ -2,8 +2,9 @@
 """Peer benchmark: one full DDPM training step of diffusers' UNet2DModel with PyTorch on the CPU.
 
 A step = draw t and noise, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, forward, L_simple =
-mean((eps_theta(x_t, t) - eps)^2), backward, Adam (lr 1e-4) step. Train mode (dropout on where
-the preset has it). Prints one JSON line per preset.
+mean((eps_theta(x_t, t) - eps)^2), backward, gradient clipping at norm 1.0, Adam (lr 1e-4) step,
+EMA update (decay 0.9999): the engine's train_step with TrainConfig's defaults. Train mode
+(dropout on where the preset has it). Prints one JSON line per preset.
 
     /work/venv/bin/python benches/peers/torch_train_step.py                  # both presets
     /work/venv/bin/python benches/peers/torch_train_step.py --preset small --steps 20
@@ -33,12 +34,14 @@ DEFAULTS = {  # batch, warm-up steps, timed steps
 }
 
 
-def bench(preset, batch, warmup, steps, threads):
+def make_step(preset, batch):
+    """The model's parameter count and a function that runs one training step."""
     torch.manual_seed(0)
     model = UNet2DModel(**PRESETS[preset]).to(torch.float32)
     model.train()
-    params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=1e-4)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     c, s = model.config.in_channels, model.config.sample_size
     x0 = torch.randn(batch, c, s, s).clamp(-1, 1)
@@ -50,9 +53,17 @@ def bench(preset, batch, warmup, steps, threads):
         loss = F.mse_loss(model(x_t, t).sample, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - 0.9999)
         return loss.item()
 
+    return sum(p.numel() for p in params), step
+
+
+def bench(preset, batch, warmup, steps, threads):
+    params, step = make_step(preset, batch)
     for _ in range(warmup):
         step()
     times = []
