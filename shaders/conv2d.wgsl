@@ -1328,13 +1328,21 @@ fn wino_adj_side(plane: u32, c: u32, b: u32, ok: bool, up: bool, down: bool, tw:
 }
 
 // One output row of the 4 tiles: z = B applied along the row to the row's 6 values (per tile),
-// plus the horizontal neighbours' columns (left: column 0 of each tile; right: column 3).
-fn wino_adj_store(q: u32, r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f32>) {
+// plus the horizontal neighbours' columns (left: column 0 of each tile; right: column 3), as
+// the row's 4 vec4s.
+fn wino_adj_row_out(r: array<vec4<f32>, 6>, left: vec4<f32>, right: vec4<f32>) -> array<vec4<f32>, 4> {
     let z = wino_badj4(r);
-    g_o3v[q] = st4(vec4(z[1].x + left.x, z[2].x, z[3].x, z[4].x + right.x));
-    g_o3v[q + 1u] = st4(vec4(z[1].y + left.y, z[2].y, z[3].y, z[4].y + right.y));
-    g_o3v[q + 2u] = st4(vec4(z[1].z + left.z, z[2].z, z[3].z, z[4].z + right.z));
-    g_o3v[q + 3u] = st4(vec4(z[1].w + left.w, z[2].w, z[3].w, z[4].w + right.w));
+    return array<vec4<f32>, 4>(vec4(z[1].x + left.x, z[2].x, z[3].x, z[4].x + right.x),
+                               vec4(z[1].y + left.y, z[2].y, z[3].y, z[4].y + right.y),
+                               vec4(z[1].z + left.z, z[2].z, z[3].z, z[4].z + right.z),
+                               vec4(z[1].w + left.w, z[2].w, z[3].w, z[4].w + right.w));
+}
+
+fn wino_adj_store(q: u32, v: array<vec4<f32>, 4>) {
+    g_o3v[q] = st4(v[0]);
+    g_o3v[q + 1u] = st4(v[1]);
+    g_o3v[q + 2u] = st4(v[2]);
+    g_o3v[q + 3u] = st4(v[3]);
 }
 
 // The group of four tiles (one vec4 of dV) of invocation i of an adjoint kernel: its channel,
@@ -1383,13 +1391,16 @@ fn wino_adj_block(k: array<array<vec4<f32>, 6>, 6>, top: array<vec4<f32>, 6>,
 // == 0): their dV as vec4s (g_a4), the neighbours' boundary points as scalars (g_b = the same
 // dV); B dV Bᵀ's boundary rows and columns need only dV's (Bᵀ's first and last columns are unit
 // vectors). g_o3v = dx [N, Cin, H, W].
-@compute @workgroup_size(256)
-fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let i = col_index(wg, nwg, lid);
-    if (i >= wq.cin * (wq.cols / 4u)) {
-        return;
-    }
+// What invocation i of wino_input_adjoint4 writes: image rows 4ty..4ty+3 of its four tiles
+// (4 vec4s each; row r at vec4 q + r·W/4), channel ci of image t.b.
+struct WAdjOut {
+    q: u32,
+    ci: u32,
+    t: WTile,
+    rows: array<array<vec4<f32>, 4>, 4>,
+}
+
+fn wino_adj4_out(i: u32) -> WAdjOut {
     let a = wino_adj_group(i);
     let t = a.t;
     let plane = a.plane4 * 4u;
@@ -1405,16 +1416,94 @@ fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     // to the last pixel of the tile on its left; the group's outer neighbours are loaded.
     let lx = wino_adj_side(plane, c0 - 1u, 5u, t.tx > 0u, up, down, wq.tw);
     let rx = wino_adj_side(plane, c0 + 4u, 0u, t.tx + 4u < wq.tw, up, down, wq.tw);
+    return WAdjOut(t.base4 + t.ty * wq.w + t.tx, a.ci, t, array<array<vec4<f32>, 4>, 4>(
+        wino_adj_row_out(r[0], vec4(lx.x, r[0][5].x, r[0][5].y, r[0][5].z),
+                         vec4(r[0][0].y, r[0][0].z, r[0][0].w, rx.x)),
+        wino_adj_row_out(r[1], vec4(lx.y, r[1][5].x, r[1][5].y, r[1][5].z),
+                         vec4(r[1][0].y, r[1][0].z, r[1][0].w, rx.y)),
+        wino_adj_row_out(r[2], vec4(lx.z, r[2][5].x, r[2][5].y, r[2][5].z),
+                         vec4(r[2][0].y, r[2][0].z, r[2][0].w, rx.z)),
+        wino_adj_row_out(r[3], vec4(lx.w, r[3][5].x, r[3][5].y, r[3][5].z),
+                         vec4(r[3][0].y, r[3][0].z, r[3][0].w, rx.w))));
+}
+
+@compute @workgroup_size(256)
+fn wino_input_adjoint4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= wq.cin * (wq.cols / 4u)) {
+        return;
+    }
+    let o = wino_adj4_out(i);
     let w4 = wq.w / 4u;
-    let q = t.base4 + t.ty * 4u * w4 + t.tx;
-    wino_adj_store(q, r[0], vec4(lx.x, r[0][5].x, r[0][5].y, r[0][5].z),
-                   vec4(r[0][0].y, r[0][0].z, r[0][0].w, rx.x));
-    wino_adj_store(q + w4, r[1], vec4(lx.y, r[1][5].x, r[1][5].y, r[1][5].z),
-                   vec4(r[1][0].y, r[1][0].z, r[1][0].w, rx.y));
-    wino_adj_store(q + 2u * w4, r[2], vec4(lx.z, r[2][5].x, r[2][5].y, r[2][5].z),
-                   vec4(r[2][0].y, r[2][0].z, r[2][0].w, rx.z));
-    wino_adj_store(q + 3u * w4, r[3], vec4(lx.w, r[3][5].x, r[3][5].y, r[3][5].z),
-                   vec4(r[3][0].y, r[3][0].z, r[3][0].w, rx.w));
+    wino_adj_store(o.q, o.rows[0]);
+    wino_adj_store(o.q + w4, o.rows[1]);
+    wino_adj_store(o.q + 2u * w4, o.rows[2]);
+    wino_adj_store(o.q + 3u * w4, o.rows[3]);
+}
+
+// wino_input_adjoint4 that also runs the first pass of the backward of the group norm (then
+// SiLU when norm_silu, then dropout when drop.on) whose output the convolution read: for each
+// element it writes g, the grad of the norm's output γ·x̂ + β (dx masked and scaled by the
+// dropout, times SiLU' of the pre-activation recomputed from x), instead of dx, and per
+// invocation the partial sums (Σ g, Σ g·x̂) over its 64 elements into parts [N, Cin, th·tw/4,
+// 2] (one chunk per group of four tiles, in row-major tile order): what gn_bwd_partials would
+// compute, for gn_bwd_reduce and gn_bwd_dx (groupnorm.wgsl) to finish. Bindings as
+// wino_input_adjoint4, then stats [N, G, 2] = (mean, rstd), γ, β [Cin], x, parts.
+@group(0) @binding(4) var<storage, read> g_an_stats: array<f32>;
+@group(0) @binding(5) var<storage, read> g_an_gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> g_an_beta: array<f32>;
+@group(0) @binding(7) var<storage, read> g_an_x4: array<W4>;
+@group(0) @binding(8) var<storage, read_write> g_an_parts: array<f32>;
+
+// The norm of one channel of one image: mean, rstd, γ, β.
+struct WAdjNorm {
+    mean: f32,
+    rstd: f32,
+    gamma: f32,
+    beta: f32,
+}
+
+// One vec4 (at q) of an invocation's output through the norm's backward: g stored,
+// (Σ g, Σ g·x̂) returned.
+fn wino_adj_norm4(q: u32, v: vec4<f32>, nm: WAdjNorm) -> vec2<f32> {
+    let xh = (ld4(g_an_x4[q]) - nm.mean) * nm.rstd;
+    var g = dropout_apply4(v, q, wq.drop);
+    if (wq.norm_silu != 0u) {
+        let pre = xh * nm.gamma + nm.beta;
+        let s = 1.0 / (1.0 + exp(-pre));
+        g *= s * (1.0 + pre * (1.0 - s));
+    }
+    g_o3v[q] = st4(g);
+    return vec2(dot(g, vec4(1.0)), dot(g, xh));
+}
+
+// A row of 4 vec4s at q through wino_adj_norm4 (written out: an array indexed by a loop
+// counter leaves the registers on llvmpipe).
+fn wino_adj_store_norm(q: u32, v: array<vec4<f32>, 4>, nm: WAdjNorm) -> vec2<f32> {
+    return wino_adj_norm4(q, v[0], nm) + wino_adj_norm4(q + 1u, v[1], nm)
+        + wino_adj_norm4(q + 2u, v[2], nm) + wino_adj_norm4(q + 3u, v[3], nm);
+}
+
+@compute @workgroup_size(256)
+fn wino_input_adjoint4_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    if (i >= wq.cin * (wq.cols / 4u)) {
+        return;
+    }
+    let o = wino_adj4_out(i);
+    let n = wq.n0 + o.t.b;
+    let grp = (n * (wq.cin / wq.norm_cpg) + o.ci / wq.norm_cpg) * 2u;
+    let nm = WAdjNorm(g_an_stats[grp], g_an_stats[grp + 1u], g_an_gamma[o.ci], g_an_beta[o.ci]);
+    let w4 = wq.w / 4u;
+    let acc = wino_adj_store_norm(o.q, o.rows[0], nm) + wino_adj_store_norm(o.q + w4, o.rows[1], nm)
+        + wino_adj_store_norm(o.q + 2u * w4, o.rows[2], nm)
+        + wino_adj_store_norm(o.q + 3u * w4, o.rows[3], nm);
+    let chunks = wq.th * wq.tw / 4u;
+    let part = ((n * wq.cin + o.ci) * chunks + (o.t.ty * wq.tw + o.t.tx) / 4u) * 2u;
+    g_an_parts[part] = acc.x;
+    g_an_parts[part + 1u] = acc.y;
 }
 
 // wino_input_adjoint4 for images two tiles wide (tw == 2, th even: W = 8): a vec4 of dV holds

@@ -110,6 +110,43 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// The backward of this convolution and of the norm (then SiLU, then `dropout`) whose
+    /// output it read from `norm_x` ([`conv2d::conv2d_backward_norm`]): accumulates both
+    /// layers' parameter grads and returns dx of the norm's input (+ `dx_addend`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_through_norm(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy: &Tensor,
+        saved: &conv2d::ConvSaved,
+        norm: &GroupNorm,
+        norm_x: &Tensor,
+        stats: &Tensor,
+        dropout: Option<dropout::Dropout>,
+        dx_addend: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let nm = conv2d::NormGrad {
+            x: norm_x,
+            gamma: ps.get(norm.gamma),
+            beta: ps.get(norm.beta),
+            stats,
+            groups: norm.groups,
+            silu: true,
+            dropout,
+        };
+        let r = conv2d::conv2d_backward_norm(ctx, x, ps.get(self.w), dy, self.p, saved, nm, dx_addend)?;
+        g.accumulate(ctx, self.w, r.dw)?;
+        g.accumulate(ctx, self.b, r.db)?;
+        g.accumulate(ctx, norm.gamma, r.dgamma)?;
+        g.accumulate(ctx, norm.beta, r.dbeta)?;
+        Ok(r.dx)
+    }
+}
+
 /// `nn.Linear` (weight [out, in]).
 pub struct Linear {
     pub(crate) w: ParamId,
@@ -415,14 +452,19 @@ impl ResnetBlock {
                 None => a2,
             }
         };
-        let dd2 = self
-            .conv2
-            .backward_saved(ctx, ps, g, &d2, &dy, true, &tape.saved2)?
-            .expect("dx requested");
-        // The dropout's mask is applied as the norm's backward reads dd2.
-        let dh = self
-            .norm2
-            .backward_dropout(ctx, ps, g, &tape.h, &tape.stats2, &dd2, true, tape.drop, None)?;
+        let dh = self.conv2.backward_through_norm(
+            ctx,
+            ps,
+            g,
+            &d2,
+            &dy,
+            &tape.saved2,
+            &self.norm2,
+            &tape.h,
+            &tape.stats2,
+            tape.drop,
+            None,
+        )?;
         let dtproj = ew::channel_sum(ctx, &dh)?;
         let dt = self
             .time_emb_proj
@@ -439,13 +481,20 @@ impl ResnetBlock {
         } else {
             self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?
         };
-        let da1 = self
-            .conv1
-            .backward_saved(ctx, ps, g, &a1, &dh, true, &tape.saved1)?
-            .expect("dx requested");
         // dx = the norm path's gradient + the shortcut's, summed as the norm's backward writes dx.
-        self.norm1
-            .backward_add(ctx, ps, g, &tape.x, &tape.stats1, &da1, true, Some(&dx_short))
+        self.conv1.backward_through_norm(
+            ctx,
+            ps,
+            g,
+            &a1,
+            &dh,
+            &tape.saved1,
+            &self.norm1,
+            &tape.x,
+            &tape.stats1,
+            None,
+            Some(&dx_short),
+        )
     }
 }
 

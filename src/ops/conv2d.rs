@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
+use crate::ops::dropout::Dropout;
 use crate::ops::matmul;
 use crate::tensor::Tensor;
 
@@ -468,6 +469,109 @@ pub fn conv2d_backward_saved(
     backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, Some(saved))
 }
 
+/// The group norm (then SiLU when `silu`, then `dropout`) whose output a convolution read, for
+/// [`conv2d_backward_norm`]: `x` is the norm's input, `stats` [N, G, 2] its (mean, rstd) as
+/// [`crate::ops::groupnorm::group_norm_stats`] returns them.
+#[derive(Clone, Copy)]
+pub struct NormGrad<'a> {
+    /// The norm's input [N, C, H, W].
+    pub x: &'a Tensor,
+    /// γ [C].
+    pub gamma: &'a Tensor,
+    /// β [C].
+    pub beta: &'a Tensor,
+    /// [N, G, 2]: (mean, rstd) per group.
+    pub stats: &'a Tensor,
+    /// G, dividing C.
+    pub groups: usize,
+    /// SiLU after the norm.
+    pub silu: bool,
+    /// Dropout after the norm (and the SiLU), as [`crate::ops::dropout::dropout`] draws it.
+    pub dropout: Option<Dropout>,
+}
+
+impl NormGrad<'_> {
+    /// Whether the adjoint kernel can run this norm's first backward pass for `g`'s input.
+    fn fits(&self, g: &Geometry) -> bool {
+        self.x.shape() == [g.n, g.cin, g.h, g.w]
+            && self.groups > 0
+            && g.cin.is_multiple_of(self.groups)
+            && self.stats.shape() == [g.n, self.groups, 2]
+    }
+}
+
+/// The backward of a convolution whose input was `norm`'s output, through the norm: the
+/// convolution's weight and bias grads and the norm's (dx of the norm's input, plus `dx_addend`
+/// when given; dγ, dβ), as [`conv2d_backward_saved`] followed by
+/// [`crate::ops::groupnorm::group_norm_backward_dropout`] would give them. Where the input grad
+/// runs as the adjoint of a Winograd forward four tiles wide, its kernel also runs the norm's
+/// first backward pass (the grad of the norm's output and its partial sums), so the norm's
+/// input grad reads the convolution's output grad once instead of twice and recomputes no SiLU
+/// or dropout mask. `x` is the convolution's input (any tensor of its shape where `saved` keeps
+/// the input transform).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_norm(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    p: Conv2dParams,
+    saved: &ConvSaved,
+    norm: NormGrad<'_>,
+    dx_addend: Option<&Tensor>,
+) -> Result<NormConvGrads> {
+    use crate::ops::groupnorm;
+    let (input, dw, db) = backward_inner(ctx, Algo::Auto, x, w, dy, p, true, Some(saved), Some(&norm))?;
+    let (dx, dgamma, dbeta) = match input {
+        InputGrad::Norm { g, parts, chunks } => groupnorm::group_norm_backward_parts(
+            ctx,
+            norm.x,
+            norm.gamma,
+            norm.beta,
+            norm.stats,
+            &g,
+            &parts,
+            chunks,
+            norm.groups,
+            dx_addend,
+        )?,
+        InputGrad::Dx(da) => groupnorm::group_norm_backward_dropout(
+            ctx,
+            norm.x,
+            norm.gamma,
+            norm.beta,
+            norm.stats,
+            &da,
+            norm.groups,
+            norm.silu,
+            norm.dropout,
+            dx_addend,
+        )?,
+        InputGrad::None => unreachable!("dx was requested"),
+    };
+    Ok(NormConvGrads {
+        dx,
+        dw,
+        db,
+        dgamma,
+        dbeta,
+    })
+}
+
+/// What [`conv2d_backward_norm`] returns.
+pub struct NormConvGrads {
+    /// dL/d(the norm's input), dx_addend included.
+    pub dx: Tensor,
+    /// dL/dw of the convolution.
+    pub dw: Tensor,
+    /// dL/dbias of the convolution.
+    pub db: Tensor,
+    /// dL/dγ of the norm.
+    pub dgamma: Tensor,
+    /// dL/dβ of the norm.
+    pub dbeta: Tensor,
+}
+
 /// [`conv2d`] with a chosen algorithm; errors if `algo` cannot run this problem on `ctx`.
 pub fn conv2d_with(
     ctx: &Context,
@@ -570,13 +674,45 @@ fn backward_impl(
     need_dx: bool,
     saved: Option<&ConvSaved>,
 ) -> Result<Conv2dGrads> {
+    let (dx, dw, db) = backward_inner(ctx, algo, x, w, dy, p, need_dx, saved, None)?;
+    let dx = match dx {
+        InputGrad::Dx(dx) => Some(dx),
+        InputGrad::None => None,
+        InputGrad::Norm { .. } => unreachable!("no norm was given"),
+    };
+    Ok(Conv2dGrads { dx, dw, db })
+}
+
+/// The input side of [`backward_inner`]: dx, or (given a norm, where the adjoint kernel could
+/// run its first pass) the grad g of the norm's output with its partial sums.
+enum InputGrad {
+    None,
+    Dx(Tensor),
+    Norm { g: Tensor, parts: Tensor, chunks: usize },
+}
+
+/// [`backward_impl`]; with `norm`, the input grad of a convolution whose input was that norm's
+/// output may come back as [`InputGrad::Norm`].
+#[allow(clippy::too_many_arguments)]
+fn backward_inner(
+    ctx: &Context,
+    algo: Algo,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    p: Conv2dParams,
+    need_dx: bool,
+    saved: Option<&ConvSaved>,
+    norm: Option<&NormGrad<'_>>,
+) -> Result<(InputGrad, Tensor, Tensor)> {
+    let wrap = |g: Conv2dGrads| (g.dx.map_or(InputGrad::None, InputGrad::Dx), g.dw, g.db);
     let saved_v = saved.and_then(|s| s.v.as_ref());
     let saved_u = saved.and_then(|s| s.u.as_ref());
     const OP: &str = "conv2d_backward";
     let g = Geometry::new(OP, x, w, p)?;
     dy.expect_shape(OP, "dy", &[g.n, g.cout, g.ho, g.wo])?;
     if matches!(algo, Algo::Auto | Algo::Pointwise) && resolve(ctx, algo, &g, false)? == Algo::Pointwise {
-        return pointwise_backward(ctx, &g, x, w, dy, need_dx);
+        return pointwise_backward(ctx, &g, x, w, dy, need_dx).map(wrap);
     }
     // For a 3×3, stride 1, padding 1 convolution the input grad is the same kind of
     // convolution of dy with the transposed, rotated weights: Winograd runs it where it can
@@ -601,15 +737,26 @@ fn backward_impl(
         };
         let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
         let dx = match (need_dx, dx_winograd, dm, adjoint_input_grad_kernel(&g)) {
-            (false, ..) => None,
-            (true, true, Some(dm), Some(entry)) => Some(winograd_input_grad_adjoint(ctx, &g, entry, w, &dm, saved_u)?),
-            (true, true, ..) => Some(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
-            (true, false, ..) => Some(match winograd_input_grad_padded(ctx, &g, w, dy)? {
+            (false, ..) => InputGrad::None,
+            (true, true, Some(dm), Some("wino_input_adjoint4")) if norm.is_some_and(|nm| nm.fits(&g)) => {
+                let (g_norm, parts, chunks) =
+                    winograd_input_grad_adjoint_norm(ctx, &g, w, &dm, saved_u, norm.expect("checked"))?;
+                InputGrad::Norm {
+                    g: g_norm,
+                    parts,
+                    chunks,
+                }
+            }
+            (true, true, Some(dm), Some(entry)) => {
+                InputGrad::Dx(winograd_input_grad_adjoint(ctx, &g, entry, w, &dm, saved_u)?)
+            }
+            (true, true, ..) => InputGrad::Dx(winograd_forward(ctx, &dx_geometry, dy, w, None, window, true)?),
+            (true, false, ..) => InputGrad::Dx(match winograd_input_grad_padded(ctx, &g, w, dy)? {
                 Some(dx) => dx,
                 None => direct_backward_input(ctx, &g, w, dy)?,
             }),
         };
-        return Ok(Conv2dGrads { dx, dw, db });
+        return Ok((dx, dw, db));
     }
     let algo = match algo {
         Algo::Winograd { .. } => Algo::Auto,
@@ -631,7 +778,7 @@ fn backward_impl(
             }),
             (_, dx) => dx,
         };
-        return Ok(Conv2dGrads { dx, dw, db });
+        return Ok(wrap(Conv2dGrads { dx, dw, db }));
     }
 
     let dx = if need_dx {
@@ -676,7 +823,7 @@ fn backward_impl(
         buffers: &[part.buffer(), dw.buffer(), db.buffer()],
         workgroups: grid(ctx, OP, g.cout * (taps + 1), 1)?,
     })?;
-    Ok(Conv2dGrads { dx, dw, db })
+    Ok(wrap(Conv2dGrads { dx, dw, db }))
 }
 
 /// Input gradient with the implicit-GEMM kernel.
@@ -1487,6 +1634,57 @@ fn winograd_input_grad_adjoint(
     dm: &Tensor,
     saved_u: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let dv = adjoint_dv(ctx, g, w, dm, saved_u)?;
+    let cols = dm.shape()[2];
+    let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
+    let params = g.wino_params(0, g.n, false);
+    let four = [dv.buffer(), dv.buffer(), dx.buffer()];
+    let two = [dv.buffer(), dx.buffer()];
+    // wino_input_adjoint4 reads dV as vec4s and as scalars; wino_input_adjoint2 as vec4s.
+    let buffers: &[&wgpu::Buffer] = if entry == "wino_input_adjoint4" { &four } else { &two };
+    flat_dispatch(ctx, entry, &params, g.cin * cols / 4, buffers)?;
+    Ok(dx)
+}
+
+/// [`winograd_input_grad_adjoint`] with `wino_input_adjoint4_norm`: the grad g of `norm`'s
+/// output [N, Cin, H, W] and the partial sums (Σ g, Σ g·x̂) per (image, channel, group of four
+/// tiles) [N·Cin·chunks, 2], with chunks.
+fn winograd_input_grad_adjoint_norm(
+    ctx: &Context,
+    g: &Geometry,
+    w: &Tensor,
+    dm: &Tensor,
+    saved_u: Option<&Tensor>,
+    norm: &NormGrad<'_>,
+) -> Result<(Tensor, Tensor, usize)> {
+    let dv = adjoint_dv(ctx, g, w, dm, saved_u)?;
+    let cols = dm.shape()[2];
+    let out = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.norm_grad")?;
+    let chunks = g.wino_tiles_per_image() / 4;
+    let parts = ctx.empty(&[g.n * g.cin * chunks, 2], "conv2d.norm_grad_parts")?;
+    let mut params = g.wino_params(0, g.n, false);
+    params.norm_cpg = (g.cin / norm.groups) as u32;
+    params.norm_silu = norm.silu as u32;
+    if let Some(d) = norm.dropout {
+        params.drop = crate::ops::dropout::DropParams::new(d)?;
+    }
+    let buffers = [
+        dv.buffer(),
+        dv.buffer(),
+        out.buffer(),
+        norm.stats.buffer(),
+        norm.gamma.buffer(),
+        norm.beta.buffer(),
+        norm.x.buffer(),
+        parts.buffer(),
+    ];
+    flat_dispatch(ctx, "wino_input_adjoint4_norm", &params, g.cin * cols / 4, &buffers)?;
+    Ok((out, parts, chunks))
+}
+
+/// dV[ξ] = U[ξ]ᵀ·dM[ξ] [36, Cin, cols] for the adjoint input grads, with the forward's U when
+/// it was kept.
+fn adjoint_dv(ctx: &Context, g: &Geometry, w: &Tensor, dm: &Tensor, saved_u: Option<&Tensor>) -> Result<Tensor> {
     let cols = dm.shape()[2];
     let u = match saved_u.filter(|u| u.shape() == [WINO_POINTS, g.cout, g.cin]) {
         Some(u) => u.clone(),
@@ -1508,12 +1706,5 @@ fn winograd_input_grad_adjoint(
         out_off: 0,
     };
     matmul::gemm_sg_raw(ctx, gemm, u.buffer(), dm.buffer(), dv.buffer())?;
-    let dx = ctx.empty(&[g.n, g.cin, g.h, g.w], "conv2d.dx")?;
-    let params = g.wino_params(0, g.n, false);
-    let four = [dv.buffer(), dv.buffer(), dx.buffer()];
-    let two = [dv.buffer(), dx.buffer()];
-    // wino_input_adjoint4 reads dV as vec4s and as scalars; wino_input_adjoint2 as vec4s.
-    let buffers: &[&wgpu::Buffer] = if entry == "wino_input_adjoint4" { &four } else { &two };
-    flat_dispatch(ctx, entry, &params, g.cin * cols / 4, buffers)?;
-    Ok(dx)
+    Ok(dv)
 }

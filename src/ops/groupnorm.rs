@@ -252,6 +252,77 @@ pub fn group_norm_backward_add(
     group_norm_backward_dropout(ctx, x, gamma, beta, stats, dy, groups, silu, None, dx_addend)
 }
 
+/// The rest of a group norm's backward when its first pass ran elsewhere (in
+/// `wino_input_adjoint4_norm`, [`crate::ops::conv2d::conv2d_backward_norm`]): `g` [x's shape] is
+/// the grad of the norm's output γ·x̂ + β (after the SiLU's and the dropout's backward), `parts`
+/// [N·C·chunks, 2] the sums (Σ g, Σ g·x̂) over `chunks` equal slices of each (image, channel)
+/// row. Returns (dx (+ dx_addend), dγ, dβ) as [`group_norm_backward_add`] without the SiLU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_backward_parts(
+    ctx: &Context,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Tensor,
+    g: &Tensor,
+    parts: &Tensor,
+    chunks: usize,
+    groups: usize,
+    dx_addend: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "group_norm_backward";
+    let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, false)?;
+    let (n, c) = (p.n as usize, p.c as usize);
+    stats.expect_shape(OP, "stats", &[n, groups, 2])?;
+    g.expect_shape(OP, "g", x.shape())?;
+    parts.expect_shape(OP, "parts", &[n * c * chunks, 2])?;
+    if let Some(a) = dx_addend {
+        a.expect_shape(OP, "dx_addend", x.shape())?;
+        p.dx_add = 1;
+    }
+    let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
+    let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
+    let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;
+    let dbeta = ctx.empty(&[c], "group_norm_backward.dbeta")?;
+    // The reduction reads the partials by p.rchunks; the dx pass keeps its own row chunks.
+    let reduce = Params {
+        rchunks: chunks as u32,
+        ..p
+    };
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: "gn_bwd_reduce",
+        constants: &row_wg,
+        params: bytemuck::bytes_of(&reduce),
+        buffers: &[
+            parts.buffer(),
+            gamma.buffer(),
+            coef.buffer(),
+            dgamma.buffer(),
+            dbeta.buffer(),
+        ],
+        workgroups: ctx.grid(p.n * p.groups + p.c),
+    })?;
+    ctx.dispatch(Dispatch {
+        shader: &SHADER,
+        entry: entry(&p, "gn_bwd_dx"),
+        constants: &row_wg,
+        params: bytemuck::bytes_of(&p),
+        buffers: &[
+            x.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            stats.buffer(),
+            g.buffer(),
+            coef.buffer(),
+            dx.buffer(),
+            dx_addend.unwrap_or(g).buffer(),
+        ],
+        workgroups: ctx.grid(p.n * p.c * p.rchunks),
+    })?;
+    Ok((dx, dgamma, dbeta))
+}
+
 /// [`group_norm_backward_add`] of dropout(GroupNorm(x)) (after the SiLU when `silu`): `dy` is
 /// the gradient of the dropout's output, and the mask `dropout` (as
 /// [`crate::ops::dropout::dropout`] draws it for x's shape) is applied as dy is read: the

@@ -707,6 +707,153 @@ fn conv2d_saved_input_transform_serves_the_backward() {
     }
 }
 
+/// conv2d_backward_norm: the backward of conv(dropout(silu(GroupNorm(x)))) through the norm,
+/// against the f64 reference (the convolution's input grad, the dropout's and the norm's
+/// backward), with and without dropout and a dx addend: where the adjoint kernel runs the norm's
+/// first pass (W % 16 == 0: one, two and three four-tile groups per tile row, several groups
+/// per image) and where it cannot (W = 8, a stride-2 convolution, Winograd not kept).
+#[test]
+fn conv2d_backward_through_norm() {
+    use ddpm_wgpu::ops::conv2d::{conv2d_backward_norm, conv2d_fused_saving, Fused, InputNorm, NormGrad};
+    use ddpm_wgpu::ops::dropout::Dropout;
+    use ddpm_wgpu::ops::groupnorm::group_norm_stats;
+    use ddpm_wgpu::reference::dropout as dref;
+    use ddpm_wgpu::reference::groupnorm as gref;
+    let ctx = ctx();
+    let cases = [
+        (
+            "2x8x8x16 -> 12 k3",
+            dims(2, 8, (8, 16), 12, (3, 3), Conv2dParams::new(1, 1)),
+            4,
+        ),
+        (
+            "1x12x4x32 -> 8 k3",
+            dims(1, 12, (4, 32), 8, (3, 3), Conv2dParams::new(1, 1)),
+            3,
+        ),
+        (
+            "2x4x12x48 -> 4 k3",
+            dims(2, 4, (12, 48), 4, (3, 3), Conv2dParams::new(1, 1)),
+            1,
+        ),
+        (
+            "2x8x8x8 -> 4 k3",
+            dims(2, 8, (8, 8), 4, (3, 3), Conv2dParams::new(1, 1)),
+            2,
+        ),
+        (
+            "2x6x7x6 -> 4 k3 s2",
+            dims(2, 6, (7, 6), 4, (3, 3), Conv2dParams::new(2, 1)),
+            3,
+        ),
+    ];
+    for (i, (name, d, groups)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::asymmetric(d.stride, d.pad);
+        let (ho, wo) = d.out_hw();
+        let hw = d.h * d.w;
+        let seed = 700 + 10 * i as u64;
+        let xh: Vec<f32> = rand_vec(d.n * d.cin * hw, seed).iter().map(|v| 2.0 * v + 0.5).collect();
+        let wh = rand_vec(d.cout * d.cin * d.kh * d.kw, seed + 1);
+        let gh = rand_vec(d.cin, seed + 2);
+        let beh = rand_vec(d.cin, seed + 3);
+        let dyh = rand_vec(d.n * d.cout * ho * wo, seed + 4);
+        let addh = rand_vec(d.n * d.cin * hw, seed + 5);
+        let x = ctx.upload(&[d.n, d.cin, d.h, d.w], &xh).unwrap();
+        let w = ctx.upload(&[d.cout, d.cin, d.kh, d.kw], &wh).unwrap();
+        let gamma = ctx.upload(&[d.cin], &gh).unwrap();
+        let beta = ctx.upload(&[d.cin], &beh).unwrap();
+        let dy = ctx.upload(&[d.n, d.cout, ho, wo], &dyh).unwrap();
+        let add = ctx.upload(&[d.n, d.cin, d.h, d.w], &addh).unwrap();
+        let eps = 1e-5;
+        let stats = group_norm_stats(ctx, &x, &gamma, &beta, groups, eps).unwrap();
+        let (x64, g64, b64) = (to_f64(&xh), to_f64(&gh), to_f64(&beh));
+        let (normed, _) = gref::group_norm(&x64, &g64, &b64, d.n, d.cin, hw, groups, eps as f64, true);
+        let drop = Dropout {
+            p: 0.25,
+            seed: 950 + i as u64,
+            stream: 3,
+        };
+        for (dropout, with_add) in [(None, false), (Some(drop), true), (Some(drop), false)] {
+            let input = match dropout {
+                Some(dr) => dref::dropout(&normed, dr.p as f64, dr.seed, dr.stream),
+                None => normed.clone(),
+            };
+            let epi = Fused {
+                input_norm: Some(InputNorm {
+                    stats: &stats,
+                    gamma: &gamma,
+                    beta: &beta,
+                    groups,
+                    silu: true,
+                    dropout,
+                }),
+                ..Fused::default()
+            };
+            let (_, saved) = conv2d_fused_saving(ctx, &x, &w, None, p, epi).unwrap();
+            // Where the input transform was kept x stands in for the convolution's input (its
+            // shape is what is read); otherwise the input is computed as the forward saw it.
+            let conv_in = if saved.keeps_input_transform() {
+                x.clone()
+            } else {
+                ctx.upload(
+                    &[d.n, d.cin, d.h, d.w],
+                    &input.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                )
+                .unwrap()
+            };
+            let nm = NormGrad {
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                stats: &stats,
+                groups,
+                silu: true,
+                dropout,
+            };
+            let r = conv2d_backward_norm(ctx, &conv_in, &w, &dy, p, &saved, nm, with_add.then_some(&add)).unwrap();
+            let dy64 = to_f64(&dyh);
+            let d_in = cref::conv2d_backward_input(&dy64, &to_f64(&wh), &d);
+            let d_act = match dropout {
+                Some(dr) => dref::dropout_backward(&d_in, dr.p as f64, dr.seed, dr.stream),
+                None => d_in,
+            };
+            let (mut want_dx, want_dg, want_db) =
+                gref::group_norm_backward(&x64, &g64, &b64, &d_act, d.n, d.cin, hw, groups, eps as f64, true);
+            if with_add {
+                for (v, a) in want_dx.iter_mut().zip(&addh) {
+                    *v += *a as f64;
+                }
+            }
+            let label = format!("{name} groups={groups} dropout={} addend={with_add}", dropout.is_some());
+            assert_close(&format!("{label} dx"), &ctx.read(&r.dx).unwrap(), &want_dx, 1e-4, 1e-4);
+            assert_close(
+                &format!("{label} dgamma"),
+                &ctx.read(&r.dgamma).unwrap(),
+                &want_dg,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{label} dbeta"),
+                &ctx.read(&r.dbeta).unwrap(),
+                &want_db,
+                1e-4,
+                1e-4,
+            );
+            let want_dw = cref::conv2d_backward_weight(&input, &dy64, &d);
+            assert_close(&format!("{label} dw"), &ctx.read(&r.dw).unwrap(), &want_dw, 1e-4, 1e-4);
+            let want_bias = cref::conv2d_backward_bias(&dy64, &d);
+            assert_close(
+                &format!("{label} db"),
+                &ctx.read(&r.db).unwrap(),
+                &want_bias,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
 /// conv2d_fused with an input norm: y = conv(silu(GroupNorm(x)), w) + bias against the f64
 /// reference (norm, then zero padding), through the Winograd input transform (one window and
 /// windows of one image, with and without SiLU, with a residual, with and without dropout after
