@@ -108,12 +108,10 @@ impl Conv {
         g.accumulate(ctx, self.b, grads.db)?;
         Ok(grads.dx)
     }
-}
-
-impl Conv {
     /// The backward of this convolution and of the norm (then SiLU, then `dropout`) whose
     /// output it read from `norm_x` ([`conv2d::conv2d_backward_norm`]): accumulates both
-    /// layers' parameter grads and returns dx of the norm's input (+ `dx_addend`).
+    /// layers' parameter grads and returns dx of the norm's input (+ `dx_addend`) and, where
+    /// the convolution had it at hand, its bias grad per image [Cout, N].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_through_norm(
         &self,
@@ -128,7 +126,7 @@ impl Conv {
         stats: &Tensor,
         dropout: Option<dropout::Dropout>,
         dx_addend: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let nm = conv2d::NormGrad {
             x: norm_x,
             gamma: ps.get(norm.gamma),
@@ -143,7 +141,7 @@ impl Conv {
         g.accumulate(ctx, self.b, r.db)?;
         g.accumulate(ctx, norm.gamma, r.dgamma)?;
         g.accumulate(ctx, norm.beta, r.dbeta)?;
-        Ok(r.dx)
+        Ok((r.dx, r.db_images))
     }
 }
 
@@ -452,7 +450,7 @@ impl ResnetBlock {
                 None => a2,
             }
         };
-        let dh = self.conv2.backward_through_norm(
+        let (dh, _) = self.conv2.backward_through_norm(
             ctx,
             ps,
             g,
@@ -465,15 +463,6 @@ impl ResnetBlock {
             tape.drop,
             None,
         )?;
-        let dtproj = ew::channel_sum(ctx, &dh)?;
-        let dt = self
-            .time_emb_proj
-            .backward(ctx, ps, g, temb_act, &dtproj, true)?
-            .expect("dx requested");
-        match dtemb {
-            Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
-            None => *dtemb = Some(dt),
-        }
         // With the input transform kept, conv1's backward reads its input for the shape only (x
         // has a1's); otherwise a1 is recomputed.
         let a1 = if tape.saved1.keeps_input_transform() {
@@ -482,7 +471,7 @@ impl ResnetBlock {
             self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?
         };
         // dx = the norm path's gradient + the shortcut's, summed as the norm's backward writes dx.
-        self.conv1.backward_through_norm(
+        let (dx, db_images) = self.conv1.backward_through_norm(
             ctx,
             ps,
             g,
@@ -494,7 +483,25 @@ impl ResnetBlock {
             &tape.stats1,
             None,
             Some(&dx_short),
-        )
+        )?;
+        // h = conv1(a1) + tproj per (image, channel): tproj's grad is conv1's bias grad per
+        // image, which its Winograd weight grad has at hand ([Cout, N]), else dh's channel sums.
+        let dtproj = match db_images {
+            Some(s) => {
+                let (c, n) = (s.shape()[0], s.shape()[1]);
+                layout::nchw_to_nlc(ctx, &s.reshape(&[1, c, n, 1])?)?.reshape(&[n, c])?
+            }
+            None => ew::channel_sum(ctx, &dh)?,
+        };
+        let dt = self
+            .time_emb_proj
+            .backward(ctx, ps, g, temb_act, &dtproj, true)?
+            .expect("dx requested");
+        match dtemb {
+            Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
+            None => *dtemb = Some(dt),
+        }
+        Ok(dx)
     }
 }
 

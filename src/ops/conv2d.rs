@@ -466,7 +466,7 @@ pub fn conv2d_backward_saved(
     need_dx: bool,
     saved: &ConvSaved,
 ) -> Result<Conv2dGrads> {
-    backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, Some(saved))
+    backward_impl(ctx, Algo::Auto, x, w, dy, p, need_dx, Some(saved), None).map(plain_grads)
 }
 
 /// The group norm (then SiLU when `silu`, then `dropout`) whose output a convolution read, for
@@ -521,7 +521,12 @@ pub fn conv2d_backward_norm(
     dx_addend: Option<&Tensor>,
 ) -> Result<NormConvGrads> {
     use crate::ops::groupnorm;
-    let (input, dw, db) = backward_inner(ctx, Algo::Auto, x, w, dy, p, true, Some(saved), Some(&norm))?;
+    let BackwardGrads {
+        dx: input,
+        dw,
+        db,
+        db_images,
+    } = backward_impl(ctx, Algo::Auto, x, w, dy, p, true, Some(saved), Some(&norm))?;
     let (dx, dgamma, dbeta) = match input {
         InputGrad::Norm { g, parts, chunks } => groupnorm::group_norm_backward_parts(
             ctx,
@@ -553,6 +558,7 @@ pub fn conv2d_backward_norm(
         dx,
         dw,
         db,
+        db_images,
         dgamma,
         dbeta,
     })
@@ -566,6 +572,10 @@ pub struct NormConvGrads {
     pub dw: Tensor,
     /// dL/dbias of the convolution.
     pub db: Tensor,
+    /// The bias grad per image [Cout, N] (Σ over each image's pixels of dy), where the Winograd
+    /// weight grad had it at hand: the grad of a per-image bias added to the output (a ResNet
+    /// block's time embedding) without a pass over dy.
+    pub db_images: Option<Tensor>,
     /// dL/dγ of the norm.
     pub dgamma: Tensor,
     /// dL/dβ of the norm.
@@ -630,7 +640,7 @@ pub fn conv2d_backward_with(
     p: Conv2dParams,
     need_dx: bool,
 ) -> Result<Conv2dGrads> {
-    backward_impl(ctx, algo, x, w, dy, p, need_dx, None)
+    backward_impl(ctx, algo, x, w, dy, p, need_dx, None, None).map(plain_grads)
 }
 
 /// The input grad of a 3×3 / stride 1 / padding 1 convolution whose Cout is not a multiple of 4
@@ -662,7 +672,36 @@ fn winograd_input_grad_padded(ctx: &Context, g: &Geometry, w: &Tensor, dy: &Tens
     Ok(Some(winograd_forward(ctx, &padded, &dyp, &wp, None, 0, true)?))
 }
 
-/// [`conv2d_backward_with`], with the forward's Winograd input transform when it was kept.
+/// The input side of [`backward_impl`]: dx, or (given a norm, where the adjoint kernel could
+/// run its first pass) the grad g of the norm's output with its partial sums.
+enum InputGrad {
+    None,
+    Dx(Tensor),
+    Norm { g: Tensor, parts: Tensor, chunks: usize },
+}
+
+/// What [`backward_impl`] returns: [`Conv2dGrads`] with the input side as [`InputGrad`], and
+/// the bias grad per image [Cout, N] where the Winograd weight grad gave it.
+struct BackwardGrads {
+    dx: InputGrad,
+    dw: Tensor,
+    db: Tensor,
+    db_images: Option<Tensor>,
+}
+
+/// Grads of a backward given no norm (which returns no [`InputGrad::Norm`]).
+fn plain_grads(BackwardGrads { dx, dw, db, .. }: BackwardGrads) -> Conv2dGrads {
+    let dx = match dx {
+        InputGrad::Dx(dx) => Some(dx),
+        InputGrad::None => None,
+        InputGrad::Norm { .. } => unreachable!("no norm was given"),
+    };
+    Conv2dGrads { dx, dw, db }
+}
+
+/// [`conv2d_backward_with`], with the forward's Winograd input transform when it was kept;
+/// with `norm`, the input grad of a convolution whose input was that norm's output may come
+/// back as [`InputGrad::Norm`].
 #[allow(clippy::too_many_arguments)]
 fn backward_impl(
     ctx: &Context,
@@ -673,39 +712,14 @@ fn backward_impl(
     p: Conv2dParams,
     need_dx: bool,
     saved: Option<&ConvSaved>,
-) -> Result<Conv2dGrads> {
-    let (dx, dw, db) = backward_inner(ctx, algo, x, w, dy, p, need_dx, saved, None)?;
-    let dx = match dx {
-        InputGrad::Dx(dx) => Some(dx),
-        InputGrad::None => None,
-        InputGrad::Norm { .. } => unreachable!("no norm was given"),
-    };
-    Ok(Conv2dGrads { dx, dw, db })
-}
-
-/// The input side of [`backward_inner`]: dx, or (given a norm, where the adjoint kernel could
-/// run its first pass) the grad g of the norm's output with its partial sums.
-enum InputGrad {
-    None,
-    Dx(Tensor),
-    Norm { g: Tensor, parts: Tensor, chunks: usize },
-}
-
-/// [`backward_impl`]; with `norm`, the input grad of a convolution whose input was that norm's
-/// output may come back as [`InputGrad::Norm`].
-#[allow(clippy::too_many_arguments)]
-fn backward_inner(
-    ctx: &Context,
-    algo: Algo,
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    p: Conv2dParams,
-    need_dx: bool,
-    saved: Option<&ConvSaved>,
     norm: Option<&NormGrad<'_>>,
-) -> Result<(InputGrad, Tensor, Tensor)> {
-    let wrap = |g: Conv2dGrads| (g.dx.map_or(InputGrad::None, InputGrad::Dx), g.dw, g.db);
+) -> Result<BackwardGrads> {
+    let wrap = |g: Conv2dGrads| BackwardGrads {
+        dx: g.dx.map_or(InputGrad::None, InputGrad::Dx),
+        dw: g.dw,
+        db: g.db,
+        db_images: None,
+    };
     let saved_v = saved.and_then(|s| s.v.as_ref());
     let saved_u = saved.and_then(|s| s.u.as_ref());
     const OP: &str = "conv2d_backward";
@@ -735,7 +749,7 @@ fn backward_inner(
             Algo::Winograd { window } => window,
             _ => 0,
         };
-        let (dw, db, dm) = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
+        let WinoWeightGrads { dw, db, db_images, dm } = winograd_backward_weight(ctx, &g, x, dy, window, saved_v)?;
         let dx = match (need_dx, dx_winograd, dm, adjoint_input_grad_kernel(&g)) {
             (false, ..) => InputGrad::None,
             (true, true, Some(dm), Some("wino_input_adjoint4")) if norm.is_some_and(|nm| nm.fits(&g)) => {
@@ -756,7 +770,7 @@ fn backward_inner(
                 None => direct_backward_input(ctx, &g, w, dy)?,
             }),
         };
-        return Ok((dx, dw, db));
+        return Ok(BackwardGrads { dx, dw, db, db_images });
     }
     let algo = match algo {
         Algo::Winograd { .. } => Algo::Auto,
@@ -1532,7 +1546,7 @@ fn winograd_backward_weight(
     dy: &Tensor,
     window: usize,
     saved_v: Option<&Tensor>,
-) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+) -> Result<WinoWeightGrads> {
     let window = wino_window(ctx, g, window);
     // The forward's V serves when it covers this window layout: one window, same columns.
     let saved_v = saved_v.filter(|v| window >= g.n && v.shape() == [WINO_POINTS, g.cin, g.wino_cols(g.n)]);
@@ -1583,20 +1597,42 @@ fn winograd_backward_weight(
         g.cout * g.cin,
         &[du.buffer(), dw.buffer()],
     )?;
-    let db = if window >= g.n {
+    let cols = dm.shape()[2];
+    let tiles = g.wino_tiles_per_image();
+    let (db, db_images) = if window >= g.n {
         // Point ξ = 7 of dM = A·dy·Aᵀ is (row 1 of A = [1, 1, 1, 1]) each tile's sum of dy: the
         // bias grad is the row sums of that plane [Cout, cols] (pad columns hold zeros), a
         // ninth of dy's size at 4×4 tiles.
-        let plane = ctx.empty(&[g.cout, dm.shape()[2]], "conv2d.wino_dm_sum")?;
+        let plane = ctx.empty(&[g.cout, cols], "conv2d.wino_dm_sum")?;
         let bytes = plane.bytes();
         ctx.copy_buffer(dm.buffer(), 7 * bytes, plane.buffer(), 0, bytes);
-        crate::ops::elementwise::sum_rows(ctx, &plane, g.cout, dm.shape()[2], 1.0)?
+        if cols == g.n * tiles {
+            // Without pad columns, per image first: [Cout, N], then over the images.
+            let per_image = crate::ops::elementwise::sum_rows(ctx, &plane, g.cout * g.n, tiles, 1.0)?;
+            let db = crate::ops::elementwise::sum_rows(ctx, &per_image, g.cout, g.n, 1.0)?;
+            (db, Some(per_image.reshape(&[g.cout, g.n])?))
+        } else {
+            (crate::ops::elementwise::sum_rows(ctx, &plane, g.cout, cols, 1.0)?, None)
+        }
     } else {
-        matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?
+        (
+            matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?,
+            None,
+        )
     };
     // dM of the whole batch, for the input grad (winograd_input_grad_adjoint).
     let dm = (window >= g.n).then_some(dm);
-    Ok((dw, db, dm))
+    Ok(WinoWeightGrads { dw, db, db_images, dm })
+}
+
+/// What [`winograd_backward_weight`] returns: dw, db, the bias grad per image [Cout, N] where
+/// dM's plane gave it (one window, no pad columns), and dM of the whole batch where it ran in
+/// one window.
+struct WinoWeightGrads {
+    dw: Tensor,
+    db: Tensor,
+    db_images: Option<Tensor>,
+    dm: Option<Tensor>,
 }
 
 /// The kernel of [`winograd_input_grad_adjoint`] for `g`, if one can run its input grad (the

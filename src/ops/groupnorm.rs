@@ -270,16 +270,47 @@ pub(crate) fn group_norm_backward_parts(
     groups: usize,
     dx_addend: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let (p, row_wg) = backward_setup(ctx, [x, gamma, beta, stats, g], groups, false, dx_addend)?;
+    parts.expect_shape(
+        "group_norm_backward",
+        "parts",
+        &[p.n as usize * p.c as usize * chunks, 2],
+    )?;
+    backward_finish(ctx, &p, &row_wg, chunks, [x, gamma, beta, stats, g, parts], dx_addend)
+}
+
+/// Checked shapes of the backward's x, γ, β, stats and dy, its launch parameters (dx_add set
+/// when there is an addend) and the per-row kernels' constants.
+fn backward_setup(
+    ctx: &Context,
+    [x, gamma, beta, stats, dy]: [&Tensor; 5],
+    groups: usize,
+    silu: bool,
+    dx_addend: Option<&Tensor>,
+) -> Result<(Params, Constants)> {
     const OP: &str = "group_norm_backward";
-    let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, false)?;
-    let (n, c) = (p.n as usize, p.c as usize);
-    stats.expect_shape(OP, "stats", &[n, groups, 2])?;
-    g.expect_shape(OP, "g", x.shape())?;
-    parts.expect_shape(OP, "parts", &[n * c * chunks, 2])?;
+    let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
+    stats.expect_shape(OP, "stats", &[p.n as usize, groups, 2])?;
+    dy.expect_shape(OP, "dy", x.shape())?;
     if let Some(a) = dx_addend {
         a.expect_shape(OP, "dx_addend", x.shape())?;
         p.dx_add = 1;
     }
+    Ok((p, row_wg))
+}
+
+/// The backward's reduction (dγ, dβ and the per-group coefficients from `parts`, `chunks` per
+/// row) and dx pass (reading dy through p's SiLU and dropout), for tensors x, γ, β, stats, dy
+/// and parts. Returns (dx, dγ, dβ).
+fn backward_finish(
+    ctx: &Context,
+    p: &Params,
+    row_wg: &Constants,
+    chunks: usize,
+    [x, gamma, beta, stats, dy, parts]: [&Tensor; 6],
+    dx_addend: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, groups) = (p.n as usize, p.c as usize, p.groups as usize);
     let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
     let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
     let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;
@@ -287,12 +318,12 @@ pub(crate) fn group_norm_backward_parts(
     // The reduction reads the partials by p.rchunks; the dx pass keeps its own row chunks.
     let reduce = Params {
         rchunks: chunks as u32,
-        ..p
+        ..*p
     };
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: "gn_bwd_reduce",
-        constants: &row_wg,
+        constants: row_wg,
         params: bytemuck::bytes_of(&reduce),
         buffers: &[
             parts.buffer(),
@@ -305,18 +336,19 @@ pub(crate) fn group_norm_backward_parts(
     })?;
     ctx.dispatch(Dispatch {
         shader: &SHADER,
-        entry: entry(&p, "gn_bwd_dx"),
-        constants: &row_wg,
-        params: bytemuck::bytes_of(&p),
+        entry: entry(p, "gn_bwd_dx"),
+        constants: row_wg,
+        params: bytemuck::bytes_of(p),
         buffers: &[
             x.buffer(),
             gamma.buffer(),
             beta.buffer(),
             stats.buffer(),
-            g.buffer(),
+            dy.buffer(),
             coef.buffer(),
             dx.buffer(),
-            dx_addend.unwrap_or(g).buffer(),
+            // dy stands in when there is no addend (the kernel does not read it then).
+            dx_addend.unwrap_or(dy).buffer(),
         ],
         workgroups: ctx.grid(p.n * p.c * p.rchunks),
     })?;
@@ -341,15 +373,8 @@ pub fn group_norm_backward_dropout(
     dropout: Option<Dropout>,
     dx_addend: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    const OP: &str = "group_norm_backward";
-    let (mut p, _, row_wg) = setup(ctx, OP, x, gamma, beta, groups, 0.0, silu)?;
+    let (mut p, row_wg) = backward_setup(ctx, [x, gamma, beta, stats, dy], groups, silu, dx_addend)?;
     let (n, c) = (p.n as usize, p.c as usize);
-    stats.expect_shape(OP, "stats", &[n, groups, 2])?;
-    dy.expect_shape(OP, "dy", x.shape())?;
-    if let Some(a) = dx_addend {
-        a.expect_shape(OP, "dx_addend", x.shape())?;
-        p.dx_add = 1;
-    }
     let masked;
     let dy = match dropout {
         // The vec4 kernels apply the mask as they read dy; the scalar ones get it applied first.
@@ -364,17 +389,11 @@ pub fn group_norm_backward_dropout(
         None => dy,
     };
     let parts = ctx.empty(&[n * c * p.rchunks as usize, 2], "group_norm_backward.parts")?;
-    let coef = ctx.empty(&[n, groups, 2], "group_norm_backward.coef")?;
-    let dx = ctx.empty(x.shape(), "group_norm_backward.dx")?;
-    let dgamma = ctx.empty(&[c], "group_norm_backward.dgamma")?;
-    let dbeta = ctx.empty(&[c], "group_norm_backward.dbeta")?;
-    let params = bytemuck::bytes_of(&p);
-    let row_chunks = ctx.grid(p.n * p.c * p.rchunks);
     ctx.dispatch(Dispatch {
         shader: &SHADER,
         entry: entry(&p, "gn_bwd_partials"),
         constants: &row_wg,
-        params,
+        params: bytemuck::bytes_of(&p),
         buffers: &[
             x.buffer(),
             gamma.buffer(),
@@ -383,39 +402,8 @@ pub fn group_norm_backward_dropout(
             dy.buffer(),
             parts.buffer(),
         ],
-        workgroups: row_chunks,
+        workgroups: ctx.grid(p.n * p.c * p.rchunks),
     })?;
-    ctx.dispatch(Dispatch {
-        shader: &SHADER,
-        entry: "gn_bwd_reduce",
-        constants: &row_wg,
-        params,
-        buffers: &[
-            parts.buffer(),
-            gamma.buffer(),
-            coef.buffer(),
-            dgamma.buffer(),
-            dbeta.buffer(),
-        ],
-        workgroups: ctx.grid(p.n * p.groups + p.c),
-    })?;
-    ctx.dispatch(Dispatch {
-        shader: &SHADER,
-        entry: entry(&p, "gn_bwd_dx"),
-        constants: &row_wg,
-        params,
-        buffers: &[
-            x.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            stats.buffer(),
-            dy.buffer(),
-            coef.buffer(),
-            dx.buffer(),
-            // dy stands in when there is no addend (the kernel does not read it then).
-            dx_addend.unwrap_or(dy).buffer(),
-        ],
-        workgroups: row_chunks,
-    })?;
-    Ok((dx, dgamma, dbeta))
+    let chunks = p.rchunks as usize;
+    backward_finish(ctx, &p, &row_wg, chunks, [x, gamma, beta, stats, dy, &parts], dx_addend)
 }

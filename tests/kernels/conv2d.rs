@@ -711,7 +711,8 @@ fn conv2d_saved_input_transform_serves_the_backward() {
 /// against the f64 reference (the convolution's input grad, the dropout's and the norm's
 /// backward), with and without dropout and a dx addend: where the adjoint kernel runs the norm's
 /// first pass (W % 16 == 0: one, two and three four-tile groups per tile row, several groups
-/// per image) and where it cannot (W = 8, a stride-2 convolution, Winograd not kept).
+/// per image) and where it cannot (W = 8, a stride-2 convolution, Winograd not kept); and the
+/// per-image bias grad where the Winograd weight grad gives it.
 #[test]
 fn conv2d_backward_through_norm() {
     use ddpm_wgpu::ops::conv2d::{conv2d_backward_norm, conv2d_fused_saving, Fused, InputNorm, NormGrad};
@@ -850,6 +851,26 @@ fn conv2d_backward_through_norm() {
                 1e-4,
                 1e-4,
             );
+            // The per-image bias grad [Cout, N], where the Winograd weight grad gives it (every
+            // stride-1 case here on an adapter with 8-wide subgroups).
+            let winograd_here = ctx.has_subgroups() && ctx.adapter_info().subgroup_min_size == 8;
+            assert_eq!(r.db_images.is_some(), winograd_here && d.stride == 1, "{label}");
+            if let Some(s) = &r.db_images {
+                let plane = ho * wo;
+                let want: Vec<f64> = (0..d.cout * d.n)
+                    .map(|i| {
+                        let (c, n) = (i / d.n, i % d.n);
+                        dy64[(n * d.cout + c) * plane..][..plane].iter().sum()
+                    })
+                    .collect();
+                assert_close(
+                    &format!("{label} db per image"),
+                    &ctx.read(s).unwrap(),
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
+            }
         }
     }
 }
