@@ -111,7 +111,8 @@ impl Conv {
     /// The backward of this convolution and of the norm (then SiLU, then `dropout`) whose
     /// output it read from `norm_x` ([`conv2d::conv2d_backward_norm`]): accumulates both
     /// layers' parameter grads and returns dx of the norm's input (+ `dx_addend`) and, where
-    /// the convolution had it at hand, its bias grad per image [Cout, N].
+    /// the convolution had it at hand, its bias grad per image [Cout, N] with (a copy of) its
+    /// bias grad [Cout].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_through_norm(
         &self,
@@ -126,7 +127,7 @@ impl Conv {
         stats: &Tensor,
         dropout: Option<dropout::Dropout>,
         dx_addend: Option<&Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let nm = conv2d::NormGrad {
             x: norm_x,
             gamma: ps.get(norm.gamma),
@@ -137,11 +138,15 @@ impl Conv {
             dropout,
         };
         let r = conv2d::conv2d_backward_norm(ctx, x, ps.get(self.w), dy, self.p, saved, nm, dx_addend)?;
+        let per_image = match r.db_images {
+            Some(s) => Some((s, ctx.duplicate(&r.db, "conv.db")?)),
+            None => None,
+        };
         g.accumulate(ctx, self.w, r.dw)?;
         g.accumulate(ctx, self.b, r.db)?;
         g.accumulate(ctx, norm.gamma, r.dgamma)?;
         g.accumulate(ctx, norm.beta, r.dbeta)?;
-        Ok((r.dx, r.db_images))
+        Ok((r.dx, per_image))
     }
 }
 
@@ -160,6 +165,22 @@ impl Linear {
     }
     pub(crate) fn forward(&self, ctx: &Context, ps: &Params, x: &Tensor) -> Result<Tensor> {
         matmul::linear(ctx, x, ps.get(self.w), Some(ps.get(self.b)))
+    }
+    /// The backward given dy transposed, `dy_t` [out, rows], and its row sums `db` [out] (the
+    /// bias grad) already computed: dx = dy_tᵀ·w, dw = dy_t·x, no transpose and no reduction.
+    pub(crate) fn backward_transposed(
+        &self,
+        ctx: &Context,
+        ps: &Params,
+        g: &mut Grads,
+        x: &Tensor,
+        dy_t: &Tensor,
+        db: Tensor,
+    ) -> Result<Tensor> {
+        let dx = matmul::matmul(ctx, dy_t, ps.get(self.w), true, false)?;
+        g.accumulate(ctx, self.w, matmul::matmul(ctx, dy_t, x, false, false)?)?;
+        g.accumulate(ctx, self.b, db)?;
+        Ok(dx)
     }
     pub(crate) fn backward(
         &self,
@@ -471,7 +492,7 @@ impl ResnetBlock {
             self.norm1.apply(ctx, ps, &tape.x, &tape.stats1, true)?
         };
         // dx = the norm path's gradient + the shortcut's, summed as the norm's backward writes dx.
-        let (dx, db_images) = self.conv1.backward_through_norm(
+        let (dx, per_image) = self.conv1.backward_through_norm(
             ctx,
             ps,
             g,
@@ -485,18 +506,20 @@ impl ResnetBlock {
             Some(&dx_short),
         )?;
         // h = conv1(a1) + tproj per (image, channel): tproj's grad is conv1's bias grad per
-        // image, which its Winograd weight grad has at hand ([Cout, N]), else dh's channel sums.
-        let dtproj = match db_images {
-            Some(s) => {
-                let (c, n) = (s.shape()[0], s.shape()[1]);
-                layout::nchw_to_nlc(ctx, &s.reshape(&[1, c, n, 1])?)?.reshape(&[n, c])?
+        // image, which its Winograd weight grad has at hand as [Cout, N] (tproj's grad
+        // transposed; its sum over the images, conv1's bias grad, is tproj's bias grad), else
+        // dh's channel sums.
+        let dt = match per_image {
+            Some((dt_t, db)) => self
+                .time_emb_proj
+                .backward_transposed(ctx, ps, g, temb_act, &dt_t, db)?,
+            None => {
+                let dtproj = ew::channel_sum(ctx, &dh)?;
+                self.time_emb_proj
+                    .backward(ctx, ps, g, temb_act, &dtproj, true)?
+                    .expect("dx requested")
             }
-            None => ew::channel_sum(ctx, &dh)?,
         };
-        let dt = self
-            .time_emb_proj
-            .backward(ctx, ps, g, temb_act, &dtproj, true)?
-            .expect("dx requested");
         match dtemb {
             Some(acc) => ew::add_inplace(ctx, acc, &dt)?,
             None => *dtemb = Some(dt),
