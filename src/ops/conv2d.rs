@@ -1507,20 +1507,7 @@ fn winograd_forward_fused(
         input_transform(ctx, &params, g, x, &v, epi.input_norm)?;
         // M[ξ] = U[ξ] · V[ξ] for the 36 points ξ (pad columns of V give pad columns of M,
         // which the output transform never reads).
-        let gemm = matmul::SgGemm {
-            m: g.cout,
-            k: g.cin,
-            n: params.cols as usize,
-            batch: WINO_POINTS,
-            trans_a: false,
-            trans_b: false,
-            alpha: 1.0,
-            beta: 0.0,
-            a_shared: false,
-            a_off: 0,
-            b_off: 0,
-            out_off: 0,
-        };
+        let gemm = matmul::SgGemm::new(g.cout, g.cin, params.cols as usize, WINO_POINTS, false, false);
         matmul::gemm_sg_raw(ctx, gemm, u.buffer(), v.buffer(), m.buffer())?;
         // Without a bias (residual, image bias) the kernel never reads binding 2 (4, 5); M
         // stands in for it.
@@ -1573,18 +1560,8 @@ fn winograd_backward_weight(
         wino_tiles(ctx, "wino_dy", &params, g, g.cout, &[dy.buffer(), dm.buffer()])?;
         // dU[ξ] (+)= dM[ξ] · V[ξ]ᵀ: V is stored [Cin, columns], i.e. transposed.
         let gemm = matmul::SgGemm {
-            m: g.cout,
-            k: params.cols as usize,
-            n: g.cin,
-            batch: WINO_POINTS,
-            trans_a: false,
-            trans_b: true,
-            alpha: 1.0,
             beta: if n0 == 0 { 0.0 } else { 1.0 },
-            a_shared: false,
-            a_off: 0,
-            b_off: 0,
-            out_off: 0,
+            ..matmul::SgGemm::new(g.cout, params.cols as usize, g.cin, WINO_POINTS, false, true)
         };
         matmul::gemm_sg_raw(ctx, gemm, dm.buffer(), v.buffer(), du.buffer())?;
     }
@@ -1727,20 +1704,7 @@ fn adjoint_dv(ctx: &Context, g: &Geometry, w: &Tensor, dm: &Tensor, saved_u: Opt
         None => weight_transform(ctx, w, g.cout, g.cin, false)?,
     };
     let dv = ctx.empty(&[WINO_POINTS, g.cin, cols], "conv2d.wino_dv")?;
-    let gemm = matmul::SgGemm {
-        m: g.cin,
-        k: g.cout,
-        n: cols,
-        batch: WINO_POINTS,
-        trans_a: true,
-        trans_b: false,
-        alpha: 1.0,
-        beta: 0.0,
-        a_shared: false,
-        a_off: 0,
-        b_off: 0,
-        out_off: 0,
-    };
+    let gemm = matmul::SgGemm::new(g.cin, g.cout, cols, WINO_POINTS, true, false);
     matmul::gemm_sg_raw(ctx, gemm, u.buffer(), dm.buffer(), dv.buffer())?;
     Ok(dv)
 }
