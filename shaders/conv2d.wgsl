@@ -1028,6 +1028,12 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     if (i >= pairs) {
         return;
     }
+    wino_dw_of(i);
+}
+
+// dw of (co, ci) pair i from dU.
+fn wino_dw_of(i: u32) {
+    let pairs = wq.cout * wq.cin;
     // t = Gᵀ u column by column (3×6), then dw = t G row by row (unrolled, see wino_input).
     let t0 = wino_gt(array<f32, 6>(
         g_a[0u * pairs + i], g_a[6u * pairs + i], g_a[12u * pairs + i], g_a[18u * pairs + i],
@@ -1059,6 +1065,46 @@ fn wino_weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     g_o2[i * 9u + 6u] = w2[0];
     g_o2[i * 9u + 7u] = w2[1];
     g_o2[i * 9u + 8u] = w2[2];
+}
+
+// The bias grads, in wino_weight_grad's dispatch (wino_weight_grad_bias): invocation
+// Cout·Cin + co sums row co of dM's point 7 (g_r = dM [36, Cout, cols]; row 1 of A is
+// [1, 1, 1, 1], so each of those values is one tile's sum of dy): g_o5 = the sums per image
+// [Cout, nb] (written when has_image_bias: no pad columns), g_o3 = db [Cout] = their sum (pad
+// columns hold zeros). Each lane walks its own row; the loop bounds are uniform.
+@group(0) @binding(5) var<storage, read_write> g_o5: array<f32>;
+
+fn wino_bias_rows(co: u32) {
+    let tiles = wq.th * wq.tw;
+    let base = (7u * wq.cout + co) * wq.cols;
+    var total = 0.0;
+    for (var b = 0u; b < wq.nb; b++) {
+        var s = 0.0;
+        for (var t = 0u; t < tiles; t++) {
+            s += g_r[base + b * tiles + t];
+        }
+        if (wq.has_image_bias != 0u) {
+            g_o5[co * wq.nb + b] = s;
+        }
+        total += s;
+    }
+    g_o3[co] = total;
+}
+
+// wino_weight_grad plus wino_bias_rows; bindings 3 = db, 4 = dM, 5 = db per image.
+@compute @workgroup_size(256)
+fn wino_weight_grad_bias(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = col_index(wg, nwg, lid);
+    let pairs = wq.cout * wq.cin;
+    if (i >= pairs) {
+        if (i < pairs + wq.cout) {
+            wino_bias_rows(i - pairs);
+        }
+        return;
+    }
+    wino_dw_of(i);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -370,10 +370,14 @@ pub(crate) fn key(seed: u64, step: u64, micro: u64, item: u64, what: u64) -> u64
 pub struct Trainer {
     /// The model being trained (raw, non-EMA weights).
     pub unet: UNet,
-    /// EMA of the weights (what is shipped and sampled from).
-    pub ema: Params,
+    /// EMA of the weights (what is shipped and sampled from; [`Trainer::ema_unet`]). Its short
+    /// tensors are stale while `flat` holds them, as are those of `m` and `v`.
+    ema: Params,
     m: Params,
     v: Params,
+    /// The optimizer's flat state, from the first step on (`FlatAdam::write_back` updates
+    /// `m`, `v` and `ema` from it).
+    flat: Option<optim::FlatAdam>,
     /// Optimizer steps taken.
     pub step: u64,
     /// Options.
@@ -465,6 +469,7 @@ impl Trainer {
             ema,
             m,
             v,
+            flat: None,
             step: 0,
             config,
             schedule,
@@ -689,7 +694,16 @@ impl Trainer {
                     .ok_or_else(|| Error::Gpu(format!("no gradient for {} (engine bug)", self.unet.params.names()[i])))
             })
             .collect::<Result<_>>()?;
-        let norm_sq = optim::grad_norm_sq(ctx, &grad_list)?;
+        if self.flat.is_none() {
+            self.flat = Some(optim::FlatAdam::new(
+                ctx,
+                &self.m.tensors().collect::<Vec<_>>(),
+                &self.v.tensors().collect::<Vec<_>>(),
+                &self.ema.tensors().collect::<Vec<_>>(),
+            )?);
+        }
+        let flat = self.flat.as_ref().expect("set above");
+        let norm_sq = flat.gather_grads_norm_sq(ctx, &grad_list)?;
         let mut loss_sum = 0.0f32;
         for l in &losses {
             loss_sum += ctx.read(l)?[0];
@@ -731,20 +745,17 @@ impl Trainer {
         } else {
             self.config.ema_decay
         };
-        let slots: Vec<optim::AdamSlot<'_>> = grad_list
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                (
-                    self.unet.params.get(i),
-                    *g,
-                    self.m.get(i),
-                    self.v.get(i),
-                    self.ema.get(i),
-                )
-            })
-            .collect();
-        optim::adam_ema_many(ctx, &slots, &p, scale.as_ref(), decay)?;
+        flat.step(
+            ctx,
+            &self.unet.params.tensors().collect::<Vec<_>>(),
+            &grad_list,
+            &self.m.tensors().collect::<Vec<_>>(),
+            &self.v.tensors().collect::<Vec<_>>(),
+            &self.ema.tensors().collect::<Vec<_>>(),
+            &p,
+            scale.as_ref(),
+            decay,
+        )?;
         ctx.flush();
         if let Some(imp) = &mut self.importance {
             for &(t, vb) in &vb_values {
@@ -833,10 +844,24 @@ impl Trainer {
         Ok(FitEnd::Finished)
     }
 
+    /// Bring `m`, `v` and `ema` up to date with the optimizer's flat state.
+    fn write_back(&self, ctx: &Context) -> Result<()> {
+        match &self.flat {
+            Some(f) => f.write_back(
+                ctx,
+                &self.m.tensors().collect::<Vec<_>>(),
+                &self.v.tensors().collect::<Vec<_>>(),
+                &self.ema.tensors().collect::<Vec<_>>(),
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Write a resumable checkpoint into `dir`: `model/` (diffusers folder with the EMA weights
     /// and scheduler_config.json) and `training_state.safetensors` (raw weights, Adam moments,
     /// step and options). Each file is written atomically; the state file last.
     pub fn save(&self, ctx: &Context, dir: &Path) -> Result<()> {
+        self.write_back(ctx)?;
         let model_dir = dir.join("model");
         checkpoint::save_folder(ctx, &model_dir, self.unet.config(), &self.ema)?;
         checkpoint::write_atomic(
@@ -960,6 +985,7 @@ impl Trainer {
 
     /// The EMA model (what gets sampled from and shipped).
     pub fn ema_unet(&self, ctx: &Context) -> Result<UNet> {
+        self.write_back(ctx)?;
         let mut u = UNet::new(self.unet.config().clone())?;
         for i in 0..u.params.len() {
             u.params.set(i, ctx.duplicate(self.ema.get(i), &self.ema.names()[i])?)?;

@@ -1566,32 +1566,33 @@ fn winograd_backward_weight(
         matmul::gemm_sg_raw(ctx, gemm, dm.buffer(), v.buffer(), du.buffer())?;
     }
     let dw = ctx.empty(&[g.cout, g.cin, 3, 3], "conv2d.dw")?;
-    let params = g.wino_params(0, 0, false);
-    flat_dispatch(
-        ctx,
-        "wino_weight_grad",
-        &params,
-        g.cout * g.cin,
-        &[du.buffer(), dw.buffer()],
-    )?;
-    let cols = dm.shape()[2];
-    let tiles = g.wino_tiles_per_image();
     let (db, db_images) = if window >= g.n {
         // Point ξ = 7 of dM = A·dy·Aᵀ is (row 1 of A = [1, 1, 1, 1]) each tile's sum of dy: the
-        // bias grad is the row sums of that plane [Cout, cols] (pad columns hold zeros), a
-        // ninth of dy's size at 4×4 tiles.
-        let plane = ctx.empty(&[g.cout, cols], "conv2d.wino_dm_sum")?;
-        let bytes = plane.bytes();
-        ctx.copy_buffer(dm.buffer(), 7 * bytes, plane.buffer(), 0, bytes);
-        if cols == g.n * tiles {
-            // Without pad columns, per image first: [Cout, N], then over the images.
-            let per_image = crate::ops::elementwise::sum_rows(ctx, &plane, g.cout * g.n, tiles, 1.0)?;
-            let db = crate::ops::elementwise::sum_rows(ctx, &per_image, g.cout, g.n, 1.0)?;
-            (db, Some(per_image.reshape(&[g.cout, g.n])?))
-        } else {
-            (crate::ops::elementwise::sum_rows(ctx, &plane, g.cout, cols, 1.0)?, None)
-        }
+        // bias grad is the row sums of that plane [Cout, cols], a ninth of dy's size at 4×4
+        // tiles, summed per image first ([Cout, N], kept where there are no pad columns) by
+        // Cout more invocations of the weight grad's dispatch.
+        let mut params = g.wino_params(0, g.n, false);
+        let per_image = params.cols as usize == g.n * g.wino_tiles_per_image();
+        params.has_image_bias = per_image as u32;
+        let db = ctx.empty(&[g.cout], "conv2d.db")?;
+        let db_images = ctx.empty(&[g.cout, g.n], "conv2d.db_images")?;
+        flat_dispatch(
+            ctx,
+            "wino_weight_grad_bias",
+            &params,
+            g.cout * g.cin + g.cout,
+            &[du.buffer(), dw.buffer(), db.buffer(), dm.buffer(), db_images.buffer()],
+        )?;
+        (db, per_image.then_some(db_images))
     } else {
+        let params = g.wino_params(0, 0, false);
+        flat_dispatch(
+            ctx,
+            "wino_weight_grad",
+            &params,
+            g.cout * g.cin,
+            &[du.buffer(), dw.buffer()],
+        )?;
         (
             matmul::sum_rows(ctx, &crate::ops::elementwise::channel_sum(ctx, dy)?)?,
             None,

@@ -15,6 +15,9 @@
 //!   `ema_update(ema, param, decay)` with the updated param, in one pass.
 //! - `adam_ema_many(slots, p, grad_scale, decay)`: `adam_ema_step` on every (param, grad, m, v,
 //!   ema) slot, the short tensors together in one dispatch; the same results bit for bit.
+//! - `FlatAdam`: `adam_ema_many` with the short tensors' m, v and ema kept flat between steps
+//!   (`gather_grads_norm_sq` = `grad_norm_sq` up to summation order, then `step`; `write_back`
+//!   updates the per-tensor state).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Shader};
@@ -198,6 +201,173 @@ pub fn adam_ema_many(
     Ok(())
 }
 
+/// Adam and EMA over a fixed list of tensors whose short ones (at most `BATCH_MAX` elements:
+/// biases, norms, small weights) keep their moments and EMA back to back in flat buffers from one
+/// step to the next. [`adam_ema_many`] copies all five arrays of every short tensor in and four
+/// out on each step; here only the grad and the param go in and the param comes out, and the grad
+/// norm is taken from the same flat grads (no second gather). The per-tensor m, v and ema are
+/// stale while this holds them: [`FlatAdam::write_back`] brings them up to date (for a checkpoint
+/// or the EMA model). Results are those of [`adam_ema_many`], bit for bit.
+pub struct FlatAdam {
+    /// Element offset in the flat buffers of every tensor held there, in list order.
+    at: Vec<Option<usize>>,
+    shapes: Vec<Vec<usize>>,
+    param: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    ema: Tensor,
+}
+
+impl FlatAdam {
+    /// Take the short tensors' `m`, `v` and `ema` into flat buffers (one list entry per tensor,
+    /// equal shapes across the three lists).
+    pub fn new(ctx: &Context, m: &[&Tensor], v: &[&Tensor], ema: &[&Tensor]) -> Result<Self> {
+        const OP: &str = "FlatAdam::new";
+        if v.len() != m.len() || ema.len() != m.len() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} m, {} v and {} ema tensors: one of each per parameter",
+                    m.len(),
+                    v.len(),
+                    ema.len()
+                ),
+            ));
+        }
+        let mut at = Vec::with_capacity(m.len());
+        let mut total = 0;
+        for ((mt, vt), et) in m.iter().zip(v).zip(ema) {
+            vt.expect_shape(OP, "v", mt.shape())?;
+            et.expect_shape(OP, "ema", mt.shape())?;
+            if mt.numel() <= BATCH_MAX {
+                at.push(Some(total));
+                // Every tensor starts on a vec4 (zeros in between) for the vec4 kernels.
+                total += mt.numel().next_multiple_of(4);
+            } else {
+                at.push(None);
+            }
+        }
+        let total = total.max(4);
+        let flat = |name: &str| -> Result<Tensor> {
+            let t = ctx.empty(&[total], &format!("FlatAdam.{name}"))?;
+            ctx.clear_buffer(t.buffer());
+            Ok(t)
+        };
+        let f = FlatAdam {
+            at,
+            shapes: m.iter().map(|t| t.shape().to_vec()).collect(),
+            param: flat("param")?,
+            grad: flat("grad")?,
+            m: flat("m")?,
+            v: flat("v")?,
+            ema: flat("ema")?,
+        };
+        for (flat, ts) in [(&f.m, m), (&f.v, v), (&f.ema, ema)] {
+            f.gather(ctx, ts, flat);
+        }
+        Ok(f)
+    }
+
+    fn check(&self, op: &'static str, name: &str, ts: &[&Tensor]) -> Result<()> {
+        if ts.len() != self.shapes.len() {
+            return Err(Error::shape(
+                op,
+                format!("{} {name} tensors for {} parameters", ts.len(), self.shapes.len()),
+            ));
+        }
+        for (t, shape) in ts.iter().zip(&self.shapes) {
+            t.expect_shape(op, name, shape)?;
+        }
+        Ok(())
+    }
+
+    /// Copy the flat-held tensors of `ts` into `flat`.
+    fn gather(&self, ctx: &Context, ts: &[&Tensor], flat: &Tensor) {
+        for (t, at) in ts.iter().zip(&self.at) {
+            if let Some(at) = at {
+                ctx.copy_buffer(t.buffer(), 0, flat.buffer(), *at as u64 * 4, t.bytes());
+            }
+        }
+    }
+
+    /// Copy `flat` back into the flat-held tensors of `ts`.
+    fn scatter(&self, ctx: &Context, flat: &Tensor, ts: &[&Tensor]) {
+        for (t, at) in ts.iter().zip(&self.at) {
+            if let Some(at) = at {
+                ctx.copy_buffer(flat.buffer(), *at as u64 * 4, t.buffer(), 0, t.bytes());
+            }
+        }
+    }
+
+    /// Gather the short grads into the flat grad buffer (for [`FlatAdam::step`]) and return
+    /// Σ g² over every element of every grad as a `[1]` tensor, as [`grad_norm_sq`] does.
+    pub fn gather_grads_norm_sq(&self, ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
+        self.check("FlatAdam::gather_grads_norm_sq", "grad", grads)?;
+        self.gather(ctx, grads, &self.grad);
+        let mut launches = vec![(self.grad.buffer(), self.grad.numel())];
+        for (g, at) in grads.iter().zip(&self.at) {
+            if at.is_none() {
+                launches.push((g.buffer(), g.numel()));
+            }
+        }
+        sum_sq_of(ctx, &launches)
+    }
+
+    /// [`adam_ema_step`] on every tensor: the short ones from the flat buffers (their grads as
+    /// gathered by the last [`FlatAdam::gather_grads_norm_sq`]), the long ones in place.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        ctx: &Context,
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        m: &[&Tensor],
+        v: &[&Tensor],
+        ema: &[&Tensor],
+        p: &AdamParams,
+        grad_scale: Option<&Tensor>,
+        ema_decay: f32,
+    ) -> Result<()> {
+        const OP: &str = "FlatAdam::step";
+        for (name, ts) in [("param", params), ("grad", grads), ("m", m), ("v", v), ("ema", ema)] {
+            self.check(OP, name, ts)?;
+        }
+        for (i, at) in self.at.iter().enumerate() {
+            if at.is_none() {
+                adam_ema_step(ctx, params[i], grads[i], m[i], v[i], p, grad_scale, ema[i], ema_decay)?;
+            }
+        }
+        if self.at.iter().any(Option::is_some) {
+            self.gather(ctx, params, &self.param);
+            adam_ema_step(
+                ctx,
+                &self.param,
+                &self.grad,
+                &self.m,
+                &self.v,
+                p,
+                grad_scale,
+                &self.ema,
+                ema_decay,
+            )?;
+            self.scatter(ctx, &self.param, params);
+        }
+        Ok(())
+    }
+
+    /// Bring the per-tensor `m`, `v` and `ema` up to date with the flat ones.
+    pub fn write_back(&self, ctx: &Context, m: &[&Tensor], v: &[&Tensor], ema: &[&Tensor]) -> Result<()> {
+        for (name, ts) in [("m", m), ("v", v), ("ema", ema)] {
+            self.check("FlatAdam::write_back", name, ts)?;
+        }
+        for (flat, ts) in [(&self.m, m), (&self.v, v), (&self.ema, ema)] {
+            self.scatter(ctx, flat, ts);
+        }
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn adam_launch(
     ctx: &Context,
@@ -346,14 +516,21 @@ pub fn grad_norm_sq(ctx: &Context, grads: &[&Tensor]) -> Result<Tensor> {
         group_len += len;
     }
     flush(&mut group, &mut group_len)?;
+    let launches: Vec<(&wgpu::Buffer, usize)> = launches.iter().map(|(t, n)| (t.buffer(), *n)).collect();
+    sum_sq_of(ctx, &launches)
+}
+
+/// Σ x² over the first `n` elements of every (buffer, n), as a `[1]` tensor: one `sum_chunks`
+/// launch per buffer writing its partial sums side by side, then rounds over those until one
+/// value is left.
+fn sum_sq_of(ctx: &Context, launches: &[(&wgpu::Buffer, usize)]) -> Result<Tensor> {
     let total: usize = launches.iter().map(|(_, n)| n.div_ceil(CHUNK)).sum();
     let mut partials = ctx.empty(&[total], "grad_norm_sq.partials")?;
     let mut offset = 0;
-    for (t, n) in &launches {
-        sum_chunks(ctx, t.buffer(), *n, &partials, offset, true)?;
+    for &(b, n) in launches {
+        sum_chunks(ctx, b, n, &partials, offset, true)?;
         offset += n.div_ceil(CHUNK);
     }
-    // Later stages: sum the partial sums until one value is left.
     let mut len = total;
     while len > 1 {
         let next = len.div_ceil(CHUNK);

@@ -317,6 +317,114 @@ fn optim_adam_ema_many_equals_one_by_one() {
     assert!(err.to_string().contains("ema"), "{err}");
 }
 
+fn refs(v: &[ddpm_wgpu::Tensor]) -> Vec<&ddpm_wgpu::Tensor> {
+    v.iter().collect()
+}
+
+#[test]
+fn optim_flat_adam_equals_one_by_one() {
+    let ctx = ctx();
+    // Short tensors (held flat between steps) around one longer than the batching limit
+    // (stepped in place); two steps, without and with a grad scale, then write_back.
+    let lens = [3usize, 70_000, 1, 256, 1_025, 7];
+    let mk = |seed: u64| -> Vec<_> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| ctx.upload(&[n], &rand_vec(n, seed + i as u64)).unwrap())
+            .collect()
+    };
+    let (pa, ma, va, ea) = (mk(10), mk(20), mk(30), mk(40));
+    let (pb, mb, vb, eb) = (mk(10), mk(20), mk(30), mk(40));
+    for t in va.iter().chain(&vb) {
+        let sq: Vec<f32> = ctx.read(t).unwrap().iter().map(|x| x * x).collect();
+        ctx.write(t, &sq).unwrap();
+    }
+    let flat = ops::FlatAdam::new(ctx, &refs(&ma), &refs(&va), &refs(&ea)).unwrap();
+    for (step, clip) in [(1u32, None), (2, Some(0.5f32))] {
+        let grads = mk(50 + 10 * step as u64);
+        let hp = AdamParams {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step,
+        };
+        let ns = flat.gather_grads_norm_sq(ctx, &refs(&grads)).unwrap();
+        let host: Vec<Vec<f64>> = grads.iter().map(|g| to_f64(&ctx.read(g).unwrap())).collect();
+        let slices: Vec<&[f64]> = host.iter().map(|v| v.as_slice()).collect();
+        assert_close(
+            "FlatAdam grad norm",
+            &ctx.read(&ns).unwrap(),
+            &[rf::grad_norm_sq(&slices)],
+            0.0,
+            1e-5,
+        );
+        let scale = clip.map(|max_norm| ops::clip_scale(ctx, &ns, max_norm).unwrap());
+        flat.step(
+            ctx,
+            &refs(&pa),
+            &refs(&grads),
+            &refs(&ma),
+            &refs(&va),
+            &refs(&ea),
+            &hp,
+            scale.as_ref(),
+            0.95,
+        )
+        .unwrap();
+        for i in 0..lens.len() {
+            ops::adam_ema_step(
+                ctx,
+                &pb[i],
+                &grads[i],
+                &mb[i],
+                &vb[i],
+                &hp,
+                scale.as_ref(),
+                &eb[i],
+                0.95,
+            )
+            .unwrap();
+        }
+        for i in 0..lens.len() {
+            assert_eq!(
+                ctx.read(&pa[i]).unwrap(),
+                ctx.read(&pb[i]).unwrap(),
+                "param {i} at step {step}"
+            );
+        }
+    }
+    // The long tensor's state is stepped in place; the short ones' only after write_back.
+    assert_eq!(
+        ctx.read(&ma[1]).unwrap(),
+        ctx.read(&mb[1]).unwrap(),
+        "m of the long tensor"
+    );
+    assert_ne!(
+        ctx.read(&ma[0]).unwrap(),
+        ctx.read(&mb[0]).unwrap(),
+        "short m before write_back"
+    );
+    flat.write_back(ctx, &refs(&ma), &refs(&va), &refs(&ea)).unwrap();
+    for i in 0..lens.len() {
+        for (what, a, b) in [("m", &ma[i], &mb[i]), ("v", &va[i], &vb[i]), ("ema", &ea[i], &eb[i])] {
+            assert_eq!(
+                ctx.read(a).unwrap(),
+                ctx.read(b).unwrap(),
+                "FlatAdam {what} of tensor {i}"
+            );
+        }
+    }
+    // A list that does not match the one it was built for is refused.
+    let err = flat.gather_grads_norm_sq(ctx, &refs(&ma[..3])).unwrap_err();
+    assert!(err.to_string().contains("grad"), "{err}");
+    let err = flat
+        .write_back(ctx, &refs(&ma), &refs(&va), &refs(&pa[..5]))
+        .unwrap_err();
+    assert!(err.to_string().contains("ema"), "{err}");
+}
+
 #[test]
 fn optim_shape_errors() {
     let ctx = ctx();
