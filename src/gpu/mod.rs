@@ -828,19 +828,19 @@ fn wide_default(info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
 }
 
 /// Worker threads for Mesa's software rasterizer (llvmpipe, which runs lavapipe's and the GL
-/// backend's compute): twice the cores, unless `LP_NUM_THREADS` is already set. Returns the count
+/// backend's compute): four per core, unless `LP_NUM_THREADS` is already set. Returns the count
 /// in effect, or None where it does not apply (the browser).
 ///
 /// llvmpipe gives each of its worker threads an equal share of a dispatch's workgroups up
 /// front, so a dispatch lasts as long as its slowest thread: one that wakes late or loses its
-/// core (a busy or virtualised machine) holds the others up. With two threads per core the
+/// core (a busy or virtualised machine) holds the others up. With several threads per core the
 /// operating system moves the waiting shares onto whichever core is free. On a 2-core VM
-/// (2026-12-03, lavapipe, separate processes alternated) 24-step DDIM of the shipped model at
-/// batch 16 took 0.82–0.94× the time with 4 threads that it took with 2 (8 pairs); a
-/// small-preset training step's mean 0.94–1.08× (4 pairs, no trend); `DDPM_PROFILE` showed
-/// every kernel busier (GEMM 1.65–1.67 against 1.56–1.63 cores). PyTorch's OpenMP threads
-/// behave the other way (4 threads on 2 cores took 1.8–2× as long for DDIM-50), so its peer
-/// benchmarks keep one thread per core.
+/// (2026-12-03, lavapipe, separate processes alternated) a small-preset training step's median
+/// took 1.328 s with 8 threads and 1.390 s with 4 (8 rounds), 1.735 s and 2.042 s with a busy
+/// loop on one core (6 rounds), 12 and 16 threads like 8; sampling the shipped model took
+/// 14.17–14.69 s with 8 and 14.39–15.18 s with 4. Earlier, 4 threads against 2: 24-step DDIM
+/// 0.82–0.94× the time. PyTorch's OpenMP threads behave the other way (4 threads on 2 cores
+/// took 1.8–2× as long for DDIM-50), so its peer benchmarks keep one thread per core.
 ///
 /// The driver reads the variable once, when the adapter is first enumerated, so call this at
 /// the start of `main`, before any [`Context`] exists and before other threads start (it sets a
@@ -857,7 +857,7 @@ pub fn tune_software_threads() -> Option<usize> {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         // llvmpipe clamps the count to its own maximum; 32 keeps the request modest on big hosts.
-        let n = (2 * cores).min(32);
+        let n = (4 * cores).min(32);
         std::env::set_var("LP_NUM_THREADS", n.to_string());
         Some(n)
     }
