@@ -167,14 +167,7 @@ fn optim_fused_adam_ema_equals_adam_then_ema() {
         for step in 1..=3u32 {
             let g = rand_vec(n, 500 * step as u64 + n as u64);
             let grad = upload(&g);
-            let hp = AdamParams {
-                lr: 1e-2,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.01,
-                step,
-            };
+            let hp = hp_wd(step);
             let decay = 0.99 - 0.1 * step as f32;
             let mut scale = 1.0;
             let scale_t = clip.map(|max_norm| {
@@ -232,29 +225,11 @@ fn optim_adam_ema_many_equals_one_by_one() {
     // limit (stepped alone); without and with a grad scale.
     let lens = [1usize, 7, 256, 70_000, 3, 1_025];
     for clip in [None, Some(0.5f32)] {
-        let mk = |seed: u64| -> Vec<_> {
-            lens.iter()
-                .enumerate()
-                .map(|(i, &n)| ctx.upload(&[n], &rand_vec(n, seed + i as u64)).unwrap())
-                .collect()
-        };
         // Two identical copies of every state tensor; grads shared (read only).
-        let (pa, ma, va, ea) = (mk(10), mk(20), mk(30), mk(40));
-        let (pb, mb, vb, eb) = (mk(10), mk(20), mk(30), mk(40));
-        // v must be ≥ 0 for Adam: square the random start values.
-        for t in va.iter().chain(&vb) {
-            let sq: Vec<f32> = ctx.read(t).unwrap().iter().map(|x| x * x).collect();
-            ctx.write(t, &sq).unwrap();
-        }
-        let grads = mk(50);
-        let hp = AdamParams {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            step: 3,
-        };
+        let [pa, ma, va, ea] = adam_states(&lens);
+        let [pb, mb, vb, eb] = adam_states(&lens);
+        let grads = rand_tensors(&lens, 50);
+        let hp = hp_wd(3);
         let scale = clip.map(|max_norm| {
             let refs: Vec<&_> = grads.iter().collect();
             let ns = ops::grad_norm_sq(ctx, &refs).unwrap();
@@ -264,20 +239,7 @@ fn optim_adam_ema_many_equals_one_by_one() {
             .map(|i| (&pa[i], &grads[i], &ma[i], &va[i], &ea[i]))
             .collect();
         ops::adam_ema_many(ctx, &slots, &hp, scale.as_ref(), 0.95).unwrap();
-        for i in 0..lens.len() {
-            ops::adam_ema_step(
-                ctx,
-                &pb[i],
-                &grads[i],
-                &mb[i],
-                &vb[i],
-                &hp,
-                scale.as_ref(),
-                &eb[i],
-                0.95,
-            )
-            .unwrap();
-        }
+        one_by_one([&pb, &grads, &mb, &vb, &eb], &hp, scale.as_ref(), 0.95);
         for i in 0..lens.len() {
             for (what, a, b) in [
                 ("param", &pa[i], &pb[i]),
@@ -321,35 +283,69 @@ fn refs(v: &[ddpm_wgpu::Tensor]) -> Vec<&ddpm_wgpu::Tensor> {
     v.iter().collect()
 }
 
+/// AdamW hyper-parameters of the equality tests (lr 1e-2, weight decay 0.01) at `step`.
+fn hp_wd(step: u32) -> AdamParams {
+    AdamParams {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step,
+    }
+}
+
+/// One random tensor per length, seeded `seed`, `seed + 1`, ...
+fn rand_tensors(lens: &[usize], seed: u64) -> Vec<ddpm_wgpu::Tensor> {
+    let ctx = ctx();
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| ctx.upload(&[n], &rand_vec(n, seed + i as u64)).unwrap())
+        .collect()
+}
+
+/// Random Adam state (param, m, v, ema) per length, the same on every call; v squared (Adam
+/// needs v ≥ 0).
+fn adam_states(lens: &[usize]) -> [Vec<ddpm_wgpu::Tensor>; 4] {
+    let ctx = ctx();
+    let v = rand_tensors(lens, 30);
+    for t in &v {
+        let sq: Vec<f32> = ctx.read(t).unwrap().iter().map(|x| x * x).collect();
+        ctx.write(t, &sq).unwrap();
+    }
+    [
+        rand_tensors(lens, 10),
+        rand_tensors(lens, 20),
+        v,
+        rand_tensors(lens, 40),
+    ]
+}
+
+/// `adam_ema_step` on every (param, grad, m, v, ema) of the lists, one tensor at a time.
+fn one_by_one(
+    [p, g, m, v, e]: [&[ddpm_wgpu::Tensor]; 5],
+    hp: &AdamParams,
+    scale: Option<&ddpm_wgpu::Tensor>,
+    decay: f32,
+) {
+    let ctx = ctx();
+    for i in 0..p.len() {
+        ops::adam_ema_step(ctx, &p[i], &g[i], &m[i], &v[i], hp, scale, &e[i], decay).unwrap();
+    }
+}
+
 #[test]
 fn optim_flat_adam_equals_one_by_one() {
     let ctx = ctx();
     // Short tensors (held flat between steps) around one longer than the batching limit
     // (stepped in place); two steps, without and with a grad scale, then write_back.
     let lens = [3usize, 70_000, 1, 256, 1_025, 7];
-    let mk = |seed: u64| -> Vec<_> {
-        lens.iter()
-            .enumerate()
-            .map(|(i, &n)| ctx.upload(&[n], &rand_vec(n, seed + i as u64)).unwrap())
-            .collect()
-    };
-    let (pa, ma, va, ea) = (mk(10), mk(20), mk(30), mk(40));
-    let (pb, mb, vb, eb) = (mk(10), mk(20), mk(30), mk(40));
-    for t in va.iter().chain(&vb) {
-        let sq: Vec<f32> = ctx.read(t).unwrap().iter().map(|x| x * x).collect();
-        ctx.write(t, &sq).unwrap();
-    }
+    let [pa, ma, va, ea] = adam_states(&lens);
+    let [pb, mb, vb, eb] = adam_states(&lens);
     let flat = ops::FlatAdam::new(ctx, &refs(&ma), &refs(&va), &refs(&ea)).unwrap();
     for (step, clip) in [(1u32, None), (2, Some(0.5f32))] {
-        let grads = mk(50 + 10 * step as u64);
-        let hp = AdamParams {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            step,
-        };
+        let grads = rand_tensors(&lens, 50 + 10 * step as u64);
+        let hp = hp_wd(step);
         let ns = flat.gather_grads_norm_sq(ctx, &refs(&grads)).unwrap();
         let host: Vec<Vec<f64>> = grads.iter().map(|g| to_f64(&ctx.read(g).unwrap())).collect();
         let slices: Vec<&[f64]> = host.iter().map(|v| v.as_slice()).collect();
@@ -373,20 +369,7 @@ fn optim_flat_adam_equals_one_by_one() {
             0.95,
         )
         .unwrap();
-        for i in 0..lens.len() {
-            ops::adam_ema_step(
-                ctx,
-                &pb[i],
-                &grads[i],
-                &mb[i],
-                &vb[i],
-                &hp,
-                scale.as_ref(),
-                &eb[i],
-                0.95,
-            )
-            .unwrap();
-        }
+        one_by_one([&pb, &grads, &mb, &vb, &eb], &hp, scale.as_ref(), 0.95);
         for i in 0..lens.len() {
             assert_eq!(
                 ctx.read(&pa[i]).unwrap(),
