@@ -366,6 +366,11 @@ pub(crate) fn key(seed: u64, step: u64, micro: u64, item: u64, what: u64) -> u64
     mix(mix(mix(mix(seed ^ what) ^ step) ^ micro) ^ item)
 }
 
+/// Every tensor of `p`, in parameter order (the lists `FlatAdam` takes).
+fn list(p: &Params) -> Vec<&Tensor> {
+    p.tensors().collect()
+}
+
 /// The training state: raw weights (in the U-Net), Adam moments, EMA weights and the step.
 pub struct Trainer {
     /// The model being trained (raw, non-EMA weights).
@@ -697,9 +702,9 @@ impl Trainer {
         if self.flat.is_none() {
             self.flat = Some(optim::FlatAdam::new(
                 ctx,
-                &self.m.tensors().collect::<Vec<_>>(),
-                &self.v.tensors().collect::<Vec<_>>(),
-                &self.ema.tensors().collect::<Vec<_>>(),
+                &list(&self.m),
+                &list(&self.v),
+                &list(&self.ema),
             )?);
         }
         let flat = self.flat.as_ref().expect("set above");
@@ -747,11 +752,11 @@ impl Trainer {
         };
         flat.step(
             ctx,
-            &self.unet.params.tensors().collect::<Vec<_>>(),
+            &list(&self.unet.params),
             &grad_list,
-            &self.m.tensors().collect::<Vec<_>>(),
-            &self.v.tensors().collect::<Vec<_>>(),
-            &self.ema.tensors().collect::<Vec<_>>(),
+            &list(&self.m),
+            &list(&self.v),
+            &list(&self.ema),
             &p,
             scale.as_ref(),
             decay,
@@ -847,12 +852,7 @@ impl Trainer {
     /// Bring `m`, `v` and `ema` up to date with the optimizer's flat state.
     fn write_back(&self, ctx: &Context) -> Result<()> {
         match &self.flat {
-            Some(f) => f.write_back(
-                ctx,
-                &self.m.tensors().collect::<Vec<_>>(),
-                &self.v.tensors().collect::<Vec<_>>(),
-                &self.ema.tensors().collect::<Vec<_>>(),
-            ),
+            Some(f) => f.write_back(ctx, &list(&self.m), &list(&self.v), &list(&self.ema)),
             None => Ok(()),
         }
     }

@@ -141,73 +141,24 @@ pub fn adam_ema_many(
     grad_scale: Option<&Tensor>,
     ema_decay: f32,
 ) -> Result<()> {
-    const OP: &str = "adam_ema_many";
-    let mut small: Vec<&AdamSlot<'_>> = Vec::new();
-    for slot in slots {
-        let (param, grad, m, v, ema) = *slot;
-        let shape = param.shape();
-        for (name, t) in [("grad", grad), ("m", m), ("v", v), ("ema", ema)] {
-            t.expect_shape(OP, name, shape)?;
-        }
-        if param.numel() <= BATCH_MAX {
-            small.push(slot);
-        } else {
-            adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
-        }
-    }
-    // Every tensor starts on a vec4 in the flat buffers (zeros in between), so that the step
-    // runs the vec4 kernel.
-    let slot = |t: &Tensor| t.numel().next_multiple_of(4);
-    let total: usize = small.iter().map(|s| slot(s.0)).sum();
-    if small.len() < 2 {
-        for &&(param, grad, m, v, ema) in &small {
-            adam_ema_step(ctx, param, grad, m, v, p, grad_scale, ema, ema_decay)?;
-        }
-        return Ok(());
-    }
-    // Flat copies of (param, grad, m, v, ema), stepped in place, then param, m, v and ema back.
-    let flats = ["param", "grad", "m", "v", "ema"]
-        .iter()
-        .map(|name| ctx.empty(&[total], &format!("adam_ema_many.{name}")))
-        .collect::<Result<Vec<_>>>()?;
-    for flat in &flats {
-        ctx.clear_buffer(flat.buffer());
-    }
-    fn parts<'a>(s: &AdamSlot<'a>) -> [&'a Tensor; 5] {
-        [s.0, s.1, s.2, s.3, s.4]
-    }
-    let mut at = 0u64;
-    for s in &small {
-        let bytes = s.0.numel() as u64 * 4;
-        for (t, flat) in parts(s).iter().zip(&flats) {
-            ctx.copy_buffer(t.buffer(), 0, flat.buffer(), at, bytes);
-        }
-        at += slot(s.0) as u64 * 4;
-    }
-    adam_ema_step(
-        ctx, &flats[0], &flats[1], &flats[2], &flats[3], p, grad_scale, &flats[4], ema_decay,
-    )?;
-    let mut at = 0u64;
-    for s in &small {
-        let bytes = s.0.numel() as u64 * 4;
-        for (i, (t, flat)) in parts(s).iter().zip(&flats).enumerate() {
-            // The grad (index 1) is read only.
-            if i != 1 {
-                ctx.copy_buffer(flat.buffer(), at, t.buffer(), 0, bytes);
-            }
-        }
-        at += slot(s.0) as u64 * 4;
-    }
-    Ok(())
+    let column = |k: usize| -> Vec<&Tensor> { slots.iter().map(|s| [s.0, s.1, s.2, s.3, s.4][k]).collect() };
+    let (params, grads, m, v, ema) = (column(0), column(1), column(2), column(3), column(4));
+    // A FlatAdam for one step: state in, step, state out.
+    let flat = FlatAdam::new(ctx, &m, &v, &ema)?;
+    flat.check("adam_ema_many", "grad", &grads)?;
+    flat.gather(ctx, &grads, &flat.grad);
+    flat.step(ctx, &params, &grads, &m, &v, &ema, p, grad_scale, ema_decay)?;
+    flat.write_back(ctx, &m, &v, &ema)
 }
 
 /// Adam and EMA over a fixed list of tensors whose short ones (at most `BATCH_MAX` elements:
 /// biases, norms, small weights) keep their moments and EMA back to back in flat buffers from one
-/// step to the next. [`adam_ema_many`] copies all five arrays of every short tensor in and four
-/// out on each step; here only the grad and the param go in and the param comes out, and the grad
-/// norm is taken from the same flat grads (no second gather). The per-tensor m, v and ema are
-/// stale while this holds them: [`FlatAdam::write_back`] brings them up to date (for a checkpoint
-/// or the EMA model). Results are those of [`adam_ema_many`], bit for bit.
+/// step to the next. [`adam_ema_many`] (a `FlatAdam` for one step) copies all five arrays of
+/// every short tensor in and four out; kept across steps, only the grad and the param go in and
+/// the param comes out, and the grad norm is taken from the same flat grads (no second gather).
+/// The per-tensor m, v and ema are stale while this holds them: [`FlatAdam::write_back`] brings
+/// them up to date (for a checkpoint or the EMA model). Results equal [`adam_ema_step`]'s per
+/// tensor, bit for bit.
 pub struct FlatAdam {
     /// Element offset in the flat buffers of every tensor held there, in list order.
     at: Vec<Option<usize>>,
